@@ -1,0 +1,1 @@
+"""Benchmarks: exactness on enumerable problems (and, later, speed)."""

@@ -1,0 +1,86 @@
+"""The prior protocol every search method runs on.
+
+A prior is an autoregressive model over a fixed vocabulary. Search code never sees
+model internals: it holds opaque integer *handles*, one per prefix the prior has
+evaluated, and asks the prior to advance a batch of handles by one token each.
+
+    handle, logp = prior.start()                 # logp: [V], the prompt prefilled once
+    kids, logp = prior.advance(handles, tokens)  # handles, tokens: [B] -> kids: [B], logp: [B, V]
+
+`advance` runs exactly one new token position per row through the model, so a
+child reuses its parent's work (KV cache) and the cost of a prefix is paid once
+by whoever holds its handle. Cost is counted on `prior.cost`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Cost:
+    """Model work, counted honestly.
+
+    forward_tokens: token positions run through the model (prompt prefill included, once per cache).
+    model_calls:    forward invocations (one batched `advance` is one call).
+    """
+
+    forward_tokens: int = 0
+    model_calls: int = 0
+
+    def add(self, tokens: int, calls: int = 1) -> None:
+        self.forward_tokens += int(tokens)
+        self.model_calls += int(calls)
+
+
+class Prior(ABC):
+    """Batched next-token log-probs over tree states, with cheap branching.
+
+    Attributes:
+        vocab:   token strings, `len(vocab) == V`.
+        eos_id:  the end-of-sequence token id.
+        max_len: at most this many non-EOS tokens are generated; a sequence that
+                 reaches it is terminal without EOS.
+        cost:    running `Cost` of everything this prior has computed.
+    """
+
+    vocab: list[str]
+    eos_id: int
+    max_len: int
+    cost: Cost
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @abstractmethod
+    def start(self) -> tuple[int, np.ndarray]:
+        """Evaluate the prompt. Returns (root handle, next-token log-probs [V])."""
+
+    @abstractmethod
+    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feed `tokens[i]` to the prefix `handles[i]`.
+
+        Args:
+            handles: [B] int, prefixes previously returned by `start`/`advance`.
+            tokens:  [B] int, non-EOS tokens to append.
+        Returns:
+            kids: [B] int handles of the extended prefixes (a handle may be advanced many times:
+                  branching is free).
+            logp: [B, V] float, next-token log-probs after each extended prefix.
+        """
+
+    def release(self, handles: np.ndarray) -> None:
+        """The caller no longer needs these handles (frees KV memory where there is any)."""
+
+    def decode(self, tokens: list[int] | np.ndarray) -> str:
+        """Text of a token sequence; EOS and ids outside the vocabulary are dropped."""
+        V = len(self.vocab)
+        return "".join(self.vocab[t] for t in tokens if 0 <= t < V and t != self.eos_id)
+
+    def describe(self) -> dict:
+        """A JSON-able description for run records."""
+        return {"kind": type(self).__name__, "vocab_size": self.vocab_size, "max_len": self.max_len}

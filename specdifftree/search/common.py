@@ -1,0 +1,237 @@
+"""Types and helpers every search method shares: the problem, the config, results, token sampling."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from specdifftree.errors import SDTError
+from specdifftree.prior.base import Prior
+from specdifftree.rewards.base import Context, RewardFn
+
+
+@dataclass
+class SearchConfig:
+    """Options of all search methods; each method reads the fields it needs."""
+
+    # shared
+    samples: int = 16  # sequences returned
+    lam: float = 1.0  # inverse temperature of pi* ~ p exp(lam r)
+    budget: Optional[int] = None  # cap on forward tokens (None: no cap)
+    seed: int = 0
+    # tree search (dts, dts-star, mcts)
+    iterations: int = 1000
+    batch_size: int = 16  # leaves selected per round; their rollouts run as one batch
+    widen_c: float = 2.0  # progressive widening: a node may hold C * N^alpha draws
+    widen_alpha: float = 0.7
+    c_uct: float = 1.0  # exploration constant of dts-star and mcts
+    child_weight: str = "prior"  # "prior": w = p(a|s) over explored children; "count": draw multiplicity
+    # ancestral sampling (sample, best-of-n, rollouts of baselines)
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    n: int = 64  # best-of-n candidates (grows to fill --budget when given)
+    # beam
+    beam_width: int = 8
+    # smc
+    particles: int = 64
+    ess_threshold: float = 0.5  # resample when ESS < threshold * particles
+    potential: str = "partial"  # "partial": reward of the partial decode where defined; "none"
+
+    def validate(self) -> "SearchConfig":
+        checks = [
+            (self.samples >= 1, "--samples must be >= 1"),
+            (math.isfinite(self.lam) and self.lam > 0, "--lambda must be a positive number"),
+            (self.budget is None or self.budget >= 1, "--budget must be >= 1"),
+            (self.iterations >= 1, "--iterations must be >= 1"),
+            (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (self.widen_c > 0 and 0 <= self.widen_alpha <= 1, "widening needs C > 0 and 0 <= alpha <= 1"),
+            (self.child_weight in ("prior", "count"), "--child-weight must be 'prior' or 'count'"),
+            (self.temperature > 0, "--temperature must be > 0"),
+            (self.top_k >= 0, "--top-k must be >= 0"),
+            (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
+            (self.n >= 1 and self.beam_width >= 1 and self.particles >= 1, "counts must be >= 1"),
+            (0 <= self.ess_threshold <= 1, "--ess-threshold must be in [0, 1]"),
+            (self.potential in ("partial", "none"), "--potential must be 'partial' or 'none'"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise SDTError(msg)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Problem:
+    """A prior, a reward on its decoded text, and the context both refer to.
+
+    `score` caches by token tuple: a complete sequence's reward is computed once.
+    """
+
+    prior: Prior
+    reward: RewardFn
+    context: Context = field(default_factory=Context)
+    budget: Optional[int] = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def score(self, tokens) -> float:
+        """Reward of a complete sequence (tokens without EOS)."""
+        key = tuple(int(t) for t in tokens)
+        if key not in self._cache:
+            text = self.prior.decode(key)
+            r = float(self.reward(text, self.context))
+            if math.isnan(r):
+                raise SDTError(f"the reward returned NaN for the text {text[:60]!r}; a reward must return a number")
+            self._cache[key] = r
+        return self._cache[key]
+
+    def potential(self, tokens) -> float:
+        """Reward of a partial decode where the reward defines one, else 0 (SMC twist)."""
+        try:
+            r = float(self.reward(self.prior.decode(tokens), self.context))
+        except Exception:  # noqa: BLE001 - a reward need not accept partial text
+            return 0.0
+        return r if math.isfinite(r) else 0.0
+
+    def spent(self) -> int:
+        return self.prior.cost.forward_tokens
+
+    def exhausted(self) -> bool:
+        return self.budget is not None and self.spent() >= self.budget
+
+
+@dataclass
+class Sample:
+    tokens: list[int]  # without EOS
+    text: str
+    reward: float
+    logp: float = float("nan")  # log p(x | c) under the prior, where the method knows it
+
+    def to_dict(self) -> dict:
+        d = {"tokens": [int(t) for t in self.tokens], "text": self.text, "reward": float(self.reward)}
+        if math.isfinite(self.logp):
+            d["logp"] = float(self.logp)
+        return d
+
+
+@dataclass
+class SearchResult:
+    method: str
+    samples: list[Sample]
+    forward_tokens: int
+    model_calls: int
+    wall_s: float
+    tree_nodes: int = 0
+    tree: object = None  # search.tree.Tree, for --save-tree
+
+    def stats(self) -> dict:
+        return {
+            "forward_tokens": int(self.forward_tokens),
+            "model_calls": int(self.model_calls),
+            "wall_s": float(self.wall_s),
+            "tree_nodes": int(self.tree_nodes),
+        }
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "samples": [s.to_dict() for s in self.samples], "stats": self.stats()}
+
+
+class Stopwatch:
+    """Cost and wall time of one method run, measured from construction."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        self.t0 = time.perf_counter()
+        self.c0 = (problem.prior.cost.forward_tokens, problem.prior.cost.model_calls)
+
+    def result(self, method: str, samples: list[Sample], tree=None) -> SearchResult:
+        cost = self.problem.prior.cost
+        return SearchResult(
+            method=method,
+            samples=samples,
+            forward_tokens=cost.forward_tokens - self.c0[0],
+            model_calls=cost.model_calls - self.c0[1],
+            wall_s=time.perf_counter() - self.t0,
+            tree_nodes=0 if tree is None else tree.size,
+            tree=tree,
+        )
+
+
+def make_sample(problem: Problem, tokens, logp: float = float("nan")) -> Sample:
+    tokens = [int(t) for t in tokens]
+    return Sample(tokens, problem.prior.decode(tokens), problem.score(tokens), logp)
+
+
+# ------------------------------------------------------------------ token sampling
+
+
+def warp(logp: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+    """Temperature, top-k and top-p applied to log-probs, renormalised.  [B, V] -> [B, V]"""
+    x = np.asarray(logp, dtype=np.float64) / temperature
+    if top_k and top_k < x.shape[-1]:
+        kth = np.sort(x, axis=-1)[..., -top_k][..., None]
+        x = np.where(x >= kth, x, -np.inf)
+    x = x - logsumexp(x, axis=-1, keepdims=True)
+    if top_p < 1.0:
+        order = np.argsort(-x, axis=-1)
+        sorted_p = np.exp(np.take_along_axis(x, order, axis=-1))
+        keep_sorted = np.cumsum(sorted_p, axis=-1) - sorted_p < top_p  # always keeps the top token
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=-1)
+        x = np.where(keep, x, -np.inf)
+        x = x - logsumexp(x, axis=-1, keepdims=True)
+    return x
+
+
+def sample_tokens(logp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One token per row by inverse CDF.  logp: [B, V] normalised -> [B] int"""
+    p = np.exp(np.asarray(logp, dtype=np.float64))
+    cdf = np.cumsum(p, axis=-1)
+    u = rng.random(p.shape[0]) * cdf[:, -1]
+    idx = (cdf <= u[:, None]).sum(axis=-1)
+    return np.minimum(idx, p.shape[-1] - 1)
+
+
+def logsumexp(x: np.ndarray, axis=None, keepdims: bool = False) -> np.ndarray:
+    """log(sum(exp(x))) without overflow; -inf where every entry is -inf."""
+    x = np.asarray(x, dtype=np.float64)
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def ancestral(problem: Problem, n: int, rng: np.random.Generator, temperature: float = 1.0,
+              top_k: int = 0, top_p: float = 1.0, greedy: bool = False) -> list[tuple[list[int], float]]:
+    """Draw `n` complete sequences from the (warped) prior as one batch, as batched `generate` would.
+
+    Every live sequence pays one forward token per step; the prompt is prefilled once and shared.
+    Returns (tokens without EOS, log p(x|c) under the unwarped prior) per sequence.
+    """
+    prior = problem.prior
+    root, root_logp = prior.start()
+    handles = np.full(n, root, dtype=np.int64)
+    logp = np.repeat(root_logp[None], n, axis=0)
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    total = np.zeros(n)
+    live = np.arange(n)
+    for _ in range(prior.max_len):
+        step_logp = logp[live]
+        tok = np.argmax(step_logp, axis=-1) if greedy else sample_tokens(warp(step_logp, temperature, top_k, top_p), rng)
+        total[live] += step_logp[np.arange(len(live)), tok]
+        go = tok != prior.eos_id
+        for i, t in zip(live[go], tok[go]):
+            tokens[i].append(int(t))
+        live = live[go]
+        if len(live) == 0 or len(tokens[live[0]]) == prior.max_len:
+            break
+        handles[live], logp[live] = prior.advance(handles[live], tok[go])
+    prior.release(handles)
+    return [(t, float(s)) for t, s in zip(tokens, total)]
