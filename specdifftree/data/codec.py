@@ -1,0 +1,158 @@
+"""The number codec: a forecast as text <-> its values, LLMTime-style.
+
+A series is written as fixed-precision decimals joined by a separator, after an affine map
+chosen from the context (`fit`), so typical values print with a few digits:
+
+    text field = format((x - offset) / scale, f".{precision}f")
+    "12.34,5.00,-3.10"
+
+Parsing is total: `decode` never raises on any string, because its input is model output.
+Grammar of a field (ASCII digits only; whitespace is anything `str.strip()` removes):
+
+    field  := ws* number ws*
+    number := "-"? ( digit+ ( "." digit* )? | "." digit+ )
+
+so "7", "-0.25", "3." and ".5" are numbers; "", "-", ".", "1.2.3", "+1", "1e3", "nan", "inf" and
+anything with other characters are bad fields. A number whose value (after mapping back by
+scale/offset) is not finite, e.g. four hundred nines, is a bad field too.
+
+Fields are the pieces of the text between separators; the separator is matched without its
+surrounding whitespace, so with sep=" , " both "1,2" and "1 , 2" read as two fields. A text that is empty or only whitespace
+has no fields. When the separator is whitespace (e.g. " "), fields are the runs of
+non-whitespace instead, so no field is ever empty. Otherwise a blank last field means the text
+ended in a separator: it is not counted as a field, and `trailing` is set. `trailing` is also set
+when the last field is an unfinished number: "-", ".", "-." or a number ending in "." (the
+last is still a valid number: "3." reads as 3).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from specdifftree.errors import SDTError
+
+_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_UNFINISHED = re.compile(r"-|-?[0-9]*\.")
+
+
+@dataclass
+class Parsed:
+    """What `NumberCodec.decode` read from a text.
+
+    values:   [n] float64, the valid numbers in order, mapped back by scale/offset; all finite.
+    n_tokens: number of fields (separator-delimited pieces), valid or not.
+    n_bad:    fields that are not valid numbers (n_tokens == len(values) + n_bad).
+    trailing: the text ended in a separator or an unfinished number.
+    """
+
+    values: np.ndarray
+    n_tokens: int
+    n_bad: int
+    trailing: bool
+
+    @property
+    def n_values(self) -> int:
+        return len(self.values)
+
+
+@dataclass
+class NumberCodec:
+    """Fixed-precision decimals joined by `sep`; the text shows (x - offset) / scale."""
+
+    precision: int = 2
+    sep: str = ","
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (isinstance(self.precision, (int, np.integer)) and self.precision >= 0, "precision must be an integer >= 0"),
+            (len(self.sep) > 0 and not re.search(r"[0-9.\-]", self.sep),
+             "the separator must be non-empty and hold no digit, '.' or '-'"),
+            (math.isfinite(self.scale) and self.scale > 0, "scale must be a positive finite number"),
+            (math.isfinite(self.offset), "offset must be a finite number"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise SDTError(f"number codec: {msg} (got {self!r})")
+
+    @classmethod
+    def fit(cls, series, precision: int = 2, sep: str = ",", digits: int = 3) -> "NumberCodec":
+        """A codec for forecasts continuing `series` [L].
+
+        Rule: offset = 0 and scale = 10**(e + 1 - digits), where e = floor(log10(q)) and q is the
+        90th percentile of |series|. Then q / scale lies in [10**(digits-1), 10**digits): typical
+        values print with `digits` digits before the point. A scale that is a power of ten keeps
+        the text an exact decimal shift of the values. When q == 0 (an all-zero series, or one
+        that is mostly zeros) the scale is 1. Negative values are handled by the |.|.
+        """
+        x = np.asarray(series, dtype=np.float64).ravel()
+        if x.size == 0 or not np.all(np.isfinite(x)):
+            raise SDTError("cannot fit a number codec: the series is empty or holds NaN/inf values")
+        if not (isinstance(digits, int) and digits >= 1):
+            raise SDTError(f"cannot fit a number codec: digits must be an integer >= 1 (got {digits!r})")
+        q = float(np.percentile(np.abs(x), 90))
+        scale = 1.0 if q == 0 else 10.0 ** (_decade(q) + 1 - digits)
+        return cls(precision=precision, sep=sep, scale=scale, offset=0.0)
+
+    def encode(self, values) -> str:
+        """Text of `values` [H]. Raises SDTError on NaN/inf (user input, not model output)."""
+        x = np.asarray(values, dtype=np.float64).ravel()
+        if not np.all(np.isfinite(x)):
+            raise SDTError("cannot write NaN or inf values as text; clean the series first")
+        z = np.round((x - self.offset) / self.scale, self.precision) + 0.0  # + 0.0: no "-0.00"
+        return self.sep.join(f"{v:.{self.precision}f}" for v in z)
+
+    def decode(self, text: str) -> Parsed:
+        """Parse model text by the grammar in the module docstring. Never raises."""
+        fields, trailing = _split(str(text), self.sep)
+        values = [v for v in map(self._value, fields) if v is not None]
+        if fields:
+            trailing = trailing or _UNFINISHED.fullmatch(fields[-1].strip()) is not None
+        return Parsed(np.asarray(values, dtype=np.float64), len(fields), len(fields) - len(values), trailing)
+
+    def values_for(self, text: str, horizon: Optional[int] = None) -> np.ndarray:
+        """The first `horizon` parsed values [min(n, H)]: exactly H when at least H parse, else all
+        that parsed; every parsed value when `horizon` is None."""
+        values = self.decode(text).values
+        return values if horizon is None else values[:horizon]
+
+    def _value(self, field: str) -> Optional[float]:
+        """The field's value mapped back, or None when it is not a valid finite number."""
+        s = field.strip()
+        if _NUMBER.fullmatch(s) is None:
+            return None
+        v = float(s) * self.scale + self.offset  # float overflow gives inf, never an error
+        return v if math.isfinite(v) else None
+
+
+def codec_for(context: Any) -> NumberCodec:
+    """The codec of a reward `Context`, or the default `NumberCodec()` when it has none."""
+    codec = getattr(context, "codec", None)
+    return codec if codec is not None else NumberCodec()
+
+
+def _split(text: str, sep: str) -> tuple[list[str], bool]:
+    """(fields, ended in a separator) per the module docstring."""
+    if not text.strip():
+        return [], False
+    if not sep.strip():
+        return text.split(), False
+    fields = text.split(sep.strip())
+    ended_in_sep = len(fields) > 1 and not fields[-1].strip()
+    return (fields[:-1] if ended_in_sep else fields), ended_in_sep
+
+
+def _decade(q: float) -> int:
+    """floor(log10(q)) for q > 0, corrected for rounding in log10."""
+    e = math.floor(math.log10(q))
+    if 10.0 ** (e + 1) <= q:
+        e += 1
+    elif 10.0 ** e > q:
+        e -= 1
+    return e

@@ -1,0 +1,120 @@
+"""Task terms on forecast text: format, length, smoothness, bounds.
+
+All of them read the text with `context.codec` (default NumberCodec()) and never raise on model
+text; a context they cannot work with (no series, no horizon where one is needed) is a
+configuration error (SDTError). Definitions, with n = values parsed from the whole text,
+b = bad fields, H = context.horizon, and the forecast = the first H values:
+
+    format:     0 when b == 0 and n == H (n >= 1 when H is None),
+                else -(b + |n - H|) / max(H, 1); with H None, -(b + [n == 0]).
+                A text ending in a separator is not penalised.
+    length:     -|n - H| / H (needs H).
+    smoothness: -mean((second difference of forecast / std(series))**2); std 0 counts as 1;
+                `invalid` when fewer than 3 values parse.
+    bounds:     -(fraction of forecast values outside [min - m*range, max + m*range] of the
+                series), m = 0.5; `invalid` (default -1, all out) when no value parses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from specdifftree.data.codec import Parsed, codec_for
+from specdifftree.errors import SDTError
+from specdifftree.rewards.base import Context
+
+# ------------------------------------------------------------------ helpers shared by the rewards
+
+
+def forecast_values(text: str, context: Context) -> np.ndarray:
+    """The forecast in `text`: the first `context.horizon` values it parses to.  -> [<= H]"""
+    return codec_for(context).values_for(text, context.horizon)
+
+
+def need_series(context: Context, reward: str, min_len: int = 1) -> np.ndarray:
+    """The context series [L] as float64; SDTError when it is missing, too short or not finite."""
+    if context.series is None:
+        raise SDTError(f"the {reward} reward needs a context series (--series)")
+    series = np.asarray(context.series, dtype=np.float64).ravel()
+    if len(series) < min_len or not np.all(np.isfinite(series)):
+        raise SDTError(f"the {reward} reward needs a context series of at least {min_len} finite values")
+    return series
+
+
+def need_horizon(context: Context, reward: str) -> int:
+    """The forecast horizon H >= 1; SDTError when it is not set."""
+    if context.horizon is None or context.horizon < 1:
+        raise SDTError(f"the {reward} reward needs a forecast horizon >= 1 (--horizon)")
+    return int(context.horizon)
+
+
+def finite_or(value: float, fallback: float) -> float:
+    """`value` as a float, or `fallback` when it is NaN or infinite."""
+    value = float(value)
+    return value if math.isfinite(value) else float(fallback)
+
+
+# ------------------------------------------------------------------ rewards
+
+
+@dataclass
+class FormatReward:
+    """0 for a well-formed forecast, minus the share of wrong fields otherwise."""
+
+    name: ClassVar[str] = "format"
+
+    def __call__(self, text: str, context: Context) -> float:
+        p: Parsed = codec_for(context).decode(text)
+        h = context.horizon
+        missing = int(p.n_values == 0) if h is None else abs(p.n_values - h)
+        return -(p.n_bad + missing) / max(h or 1, 1)
+
+
+@dataclass
+class LengthReward:
+    """-|n_values - H| / H."""
+
+    name: ClassVar[str] = "length"
+
+    def __call__(self, text: str, context: Context) -> float:
+        h = need_horizon(context, self.name)
+        return -abs(codec_for(context).decode(text).n_values - h) / h
+
+
+@dataclass
+class SmoothnessReward:
+    """Minus the mean squared second difference of the forecast in units of the series' std."""
+
+    name: ClassVar[str] = "smoothness"
+    invalid: float = -10.0
+
+    def __call__(self, text: str, context: Context) -> float:
+        std = float(np.std(need_series(context, self.name)))
+        values = forecast_values(text, context)
+        if len(values) < 3:
+            return self.invalid
+        with np.errstate(all="ignore"):
+            r = -np.mean(np.diff(values / (std if std > 0 else 1.0), n=2) ** 2)
+        return finite_or(r, self.invalid)
+
+
+@dataclass
+class BoundsReward:
+    """Minus the fraction of forecast values outside the widened range of the series."""
+
+    name: ClassVar[str] = "bounds"
+    margin: float = 0.5
+    invalid: float = -1.0
+
+    def __call__(self, text: str, context: Context) -> float:
+        series = need_series(context, self.name)
+        values = forecast_values(text, context)
+        if len(values) == 0:
+            return self.invalid
+        lo, hi = float(series.min()), float(series.max())
+        pad = self.margin * (hi - lo)
+        return -float(np.mean((values < lo - pad) | (values > hi + pad)))
