@@ -149,7 +149,9 @@ def _print_summary(result) -> None:
 # ----------------------------------------------------------------------------------------- bench
 
 
-@cli.group(context_settings=CONTEXT)
+@cli.group(context_settings=CONTEXT, epilog="""\b
+Example:
+  sdt bench exactness --problem toy3 --seeds 3""")
 def bench():
     """Benchmarks: exactness on enumerable problems."""
 

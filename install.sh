@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install SpecDiffTree and its dependencies into ./.venv (idempotent; re-running updates it).
+#   bash install.sh          # the package and everything it runs with
+#   bash install.sh --dev    # plus the test tools (pytest, hypothesis)
+# torch is pinned to 2.13.0 (a CPU build where a local wheel is offered; see README).
+set -euo pipefail
+cd "$(dirname "$0")"
+extras=""
+[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+PY="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  echo "creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+echo "installing specdifftree${extras} into .venv (torch==2.13.0 pinned) ..."
+# pip prints a warning per package for index locations that do not apply here: keep the log readable
+.venv/bin/python -m pip install --disable-pip-version-check -q "torch==2.13.0" -e ".${extras}" 2>&1 \
+  | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+.venv/bin/sdt --version
