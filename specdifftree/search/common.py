@@ -201,6 +201,9 @@ def sample_tokens(logp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def logsumexp(x: np.ndarray, axis=None, keepdims: bool = False) -> np.ndarray:
     """log(sum(exp(x))) without overflow; -inf where every entry is -inf."""
     x = np.asarray(x, dtype=np.float64)
+    if axis is None and not keepdims:  # the hot path of tree backups: small 1-D arrays, scalar out
+        m = x.max()
+        return m + math.log(np.exp(x - m).sum()) if m > -np.inf else -np.inf
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     with np.errstate(divide="ignore"):

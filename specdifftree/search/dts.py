@@ -46,8 +46,8 @@ def choose_sample(cfg: SearchConfig):
 
     def choose(tree: Tree, n: int, kids: np.ndarray, rng: np.random.Generator) -> int:
         s = cfg.lam * tree.value[kids] + tree.log_weight(kids, cfg.child_weight)
-        p = np.exp(s - logsumexp(s))
-        return int(kids[rng.choice(len(kids), p=p / p.sum())])
+        cdf = np.cumsum(np.exp(s - s.max()))
+        return int(kids[min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(kids) - 1)])
 
     return choose
 
@@ -109,7 +109,8 @@ def run_dts(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, star:
         leaves, logp = leaf_log_probs(tree, cfg.lam, cfg.child_weight)
         p = np.exp(logp - logsumexp(logp))
         picks = rng.choice(leaves, size=cfg.samples, p=p / p.sum())
-    samples = [make_sample(problem, tree.tokens(n), path_logp(tree, n)) for n in picks.tolist()]
+    unique = {n: make_sample(problem, tree.tokens(n), path_logp(tree, n)) for n in set(picks.tolist())}
+    samples = [unique[n] for n in picks.tolist()]
     return watch.result("dts-star" if star else "dts", samples, tree)
 
 
