@@ -58,7 +58,7 @@ def run_exactness(problems: list[str], budgets: list[int] | None, methods: list[
     from tqdm.auto import tqdm
 
     rows = []
-    for name, method, budget in tqdm(cells, desc="exactness", disable=not progress, leave=False):
+    for name, method, budget in tqdm(cells, desc="exactness", disable=None if progress else True, leave=False):
         runs = [run_cell(name, method, budget, samples, seed) for seed in range(seeds)]
         tvs = np.array([r[0] for r in runs])
         bp = BUILTIN_PROBLEMS[name]()

@@ -63,7 +63,7 @@ def run_search(problem: Problem, method: str, cfg: SearchConfig, show_progress: 
     from tqdm.auto import tqdm
 
     total = cfg.iterations if method in TREE_METHODS else None
-    with tqdm(total=total, desc=method, unit="it" if total else "step", leave=False) as bar:
+    with tqdm(total=total, desc=method, unit="it" if total else "step", leave=False, disable=None) as bar:
         return fn(problem, cfg, rng, progress=bar.update)
 
 
