@@ -30,8 +30,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from specdifftree.rewards.base import Context
-from specdifftree.rewards.format import finite_or, forecast_values, need_series
+from specdifftree.rewards.base import Context, finite_or, forecast_values, need_series
 
 METHODS = ("welch", "periodogram")
 MIN_LEN = 4
