@@ -17,7 +17,6 @@ b = bad fields, H = context.horizon, and the forecast = the first H values:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
