@@ -1,0 +1,34 @@
+"""Prompt formats shared by pretraining, curriculum stages and search (OpenTSLM structure:
+a description line per series with its mean and std, then the task, then the answer + EOS)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from specdifftree.data.codec import NumberCodec
+
+
+def forecast_codec(history: np.ndarray) -> NumberCodec:
+    """Integers of about three digits (LLMTime style): short answers, one token per digit."""
+    return NumberCodec.fit(history, precision=0, sep=",", digits=3)
+
+
+def describe(x: np.ndarray, name: str = "The series") -> str:
+    x = np.asarray(x, dtype=np.float64)
+    return f"{name} has {len(x)} points, mean {x.mean():.4g} and std {x.std():.4g}."
+
+
+def forecast_prompt(history: np.ndarray, horizon: int, codec: NumberCodec) -> str:
+    """The text before the answer. The history is written with the codec so a frozen LLM can read it."""
+    return f"{describe(history)} Values: {codec.encode(history)}\nNext {horizon} values: "
+
+
+def forecast_answer(values: np.ndarray, codec: NumberCodec) -> str:
+    """The answer text (the caller appends EOS)."""
+    return codec.encode(values)
+
+
+def max_answer_tokens(horizon: int, codec: NumberCodec, history: np.ndarray) -> int:
+    """A generous token budget for an answer of `horizon` values (one token per character)."""
+    width = max(len(codec.encode(np.array([v]))) for v in (history.min(), history.max(), 10 * history.max()))
+    return horizon * (width + len(codec.sep)) + 8

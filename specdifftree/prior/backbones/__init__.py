@@ -1,0 +1,1 @@
+"""Frozen LLM backbones behind one interface (`Backbone`): transformers and llama.cpp."""
