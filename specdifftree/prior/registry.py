@@ -1,32 +1,95 @@
-"""`--prior KIND:ARG` -> a Prior. Backends import lazily, so only the one asked for is loaded."""
+"""`--prior SPEC` -> a Prior. Backends import lazily, so only the one asked for is loaded.
+
+    markov:FILE.json | markov:NAME     analytic Markov chain (NAME: a built-in problem)
+    default                            the embedded default backbone (+ trained parts, once trained)
+    hf:ID_OR_PATH                      any transformers causal LM
+    gguf:FILE                          any GGUF model through llama.cpp
+    DIR                                a prior checkpoint (encoder + head + backbone reference)
+"""
 
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
+from typing import Optional
 
 from specdifftree.errors import SDTError
 from specdifftree.prior.base import Prior
+from specdifftree.rewards.base import Context
 
 
-def _markov(arg: str) -> Prior:
-    from specdifftree.prior.markov import MarkovPrior
+def _markov(arg: str, context: Optional[Context]) -> Prior:
     from specdifftree.bench.problems import BUILTIN_PROBLEMS
+    from specdifftree.prior.markov import MarkovPrior
 
     if arg in BUILTIN_PROBLEMS:
         return BUILTIN_PROBLEMS[arg]().prior
     return MarkovPrior.from_json(arg)
 
 
+def open_backbone(ref: str):
+    """A Backbone from a backbone reference: "default", "hf:ID_OR_PATH" or "gguf:FILE"."""
+    kind, _, arg = ref.partition(":")
+    if ref == "default":
+        from specdifftree.prior.backbones.hf import HFBackbone
+        from specdifftree.prior.default import ensure_default_backbone
+
+        return HFBackbone.from_pretrained(str(ensure_default_backbone()))
+    if kind == "hf" and arg:
+        from specdifftree.prior.backbones.hf import HFBackbone
+
+        return HFBackbone.from_pretrained(arg)
+    if kind == "gguf" and arg:
+        from specdifftree.prior.backbones.llamacpp import LlamaCppBackbone
+
+        return LlamaCppBackbone(arg)
+    raise SDTError(f"unknown backbone '{ref}': use default, hf:ID_OR_PATH or gguf:FILE")
+
+
+def trained_default_dir() -> Path:
+    """Where `sdt train-prior` puts the prior that `--prior default` uses once it exists."""
+    from specdifftree.prior.default import sdt_home
+
+    return sdt_home() / "priors" / "default"
+
+
+def _tslm(spec: str, context: Optional[Context]) -> Prior:
+    from specdifftree.data.prompts import forecast_prompt, max_answer_tokens
+    from specdifftree.prior.model import PriorParts, TSLMPrior
+
+    if context is None or context.series is None or context.horizon is None:
+        raise SDTError(f"--prior {spec} forecasts from a series: give --series FILE.csv and --horizon H")
+    checkpoint = Path(spec) if Path(spec).is_dir() else None
+    if spec == "default" and (trained_default_dir() / "weights.safetensors").is_file():
+        checkpoint = trained_default_dir()
+    if checkpoint is not None:
+        if not (checkpoint / "weights.safetensors").is_file():
+            raise SDTError(f"{spec} is a directory but not a prior checkpoint (no weights.safetensors); "
+                           f"for a transformers model directory use hf:{spec}")
+        parts = PriorParts.load(checkpoint)
+    backbone = open_backbone(parts.backbone_ref if checkpoint is not None else spec)
+    if checkpoint is None:
+        parts = PriorParts.fresh(backbone.vocab_size, spec)
+    history, horizon, codec = context.series, int(context.horizon), context.codec
+    prompt = forecast_prompt(history, horizon, codec)
+    return TSLMPrior(backbone, prompt, max_answer_tokens(horizon, codec, history), parts.bias(history), name=spec)
+
+
 PRIOR_KINDS = {
     "markov": (_markov, "markov:FILE.json, or a built-in problem name (see `sdt bench exactness --list`)"),
+    "default": (None, "default: the embedded default backbone"),
+    "hf": (None, "hf:ID_OR_PATH: a transformers causal LM"),
+    "gguf": (None, "gguf:FILE: a GGUF model through llama.cpp"),
 }
 
 
-def load_prior(spec: str) -> Prior:
+def load_prior(spec: str, context: Optional[Context] = None) -> Prior:
     kind, sep, arg = spec.partition(":")
-    if kind not in PRIOR_KINDS or not sep or not arg:
-        known = ", ".join(f"{k} ({v[1]})" for k, v in PRIOR_KINDS.items())
-        hint = difflib.get_close_matches(kind, PRIOR_KINDS, n=1)
-        did = f" Did you mean '{hint[0]}:...'?" if hint and hint[0] != kind else ""
-        raise SDTError(f"unknown prior '{spec}'.{did} Known: {known}")
-    return PRIOR_KINDS[kind][0](arg)
+    if kind == "markov" and arg:
+        return _markov(arg, context)
+    if spec == "default" or (kind in ("hf", "gguf") and arg) or Path(spec).is_dir():
+        return _tslm(spec, context)
+    known = "; ".join(v[1] for v in PRIOR_KINDS.values()) + "; or a prior checkpoint DIR"
+    hint = difflib.get_close_matches(kind, PRIOR_KINDS, n=1)
+    did = f" Did you mean '{hint[0]}'?" if hint and hint[0] != kind else ""
+    raise SDTError(f"unknown prior '{spec}'.{did} Known: {known}")

@@ -16,22 +16,30 @@ TREE_METHODS = ("dts", "dts-star", "mcts")
 
 
 def build_context(series: Optional[str], column: Optional[str], horizon: Optional[int],
-                  context_length: Optional[int]) -> Context:
-    """The reward context: the history series (last `context_length` points) and the forecast horizon."""
+                  context_length: Optional[int], end: Optional[int] = None) -> Context:
+    """The query context: the history (the `context_length` points before index `end`), the
+    forecast horizon, the codec numbers are written with, and the true continuation where the
+    file has it (for evaluation metrics only)."""
+    if horizon is not None and horizon < 1:
+        raise SDTError("--horizon must be >= 1")
     if series is None:
-        if column is not None or context_length is not None:
-            raise SDTError("--column and --context-length need --series FILE.csv")
+        if column is not None or context_length is not None or end is not None:
+            raise SDTError("--column, --context-length and --end need --series FILE.csv")
         return Context(horizon=horizon)
-    from specdifftree.data.codec import NumberCodec
+    from specdifftree.data.prompts import forecast_codec
     from specdifftree.data.series import check_series, read_csv_column
 
-    x = read_csv_column(series, column)
-    if context_length is not None:
-        if context_length < 4:
-            raise SDTError("--context-length must be at least 4")
-        x = x[-context_length:]
-    x = check_series(x, f"series {series}", min_len=4)
-    return Context(series=x, horizon=horizon, codec=NumberCodec.fit(x), meta={"series_file": str(series)})
+    full = read_csv_column(series, column)
+    end = len(full) if end is None else end
+    if not 4 <= end <= len(full):
+        raise SDTError(f"--end must be in [4, {len(full)}] for {series}")
+    if context_length is not None and context_length < 4:
+        raise SDTError("--context-length must be at least 4")
+    x = check_series(full[max(0, end - (context_length or end)):end], f"series {series}", min_len=4)
+    target = full[end:end + horizon] if horizon else None
+    meta = {"series_file": str(series), "column": column, "end": end}
+    return Context(series=x, horizon=horizon, codec=forecast_codec(x),
+                   target=target if target is not None and len(target) == horizon else None, meta=meta)
 
 
 def build_problem(prior: str, rewards: list[str], context: Context, budget: Optional[int] = None) -> tuple[Problem, Optional[float]]:
@@ -48,7 +56,7 @@ def build_problem(prior: str, rewards: list[str], context: Context, budget: Opti
         reward = builtin.reward
     else:
         raise SDTError("--reward is required (e.g. --reward spectral, --reward plugin.py:fn)")
-    the_prior = builtin.prior if builtin is not None else load_prior(prior)
+    the_prior = builtin.prior if builtin is not None else load_prior(prior, context)
     return Problem(the_prior, reward, context, budget), (builtin.lam if builtin else None)
 
 

@@ -232,9 +232,11 @@ def ancestral(problem: Problem, n: int, rng: np.random.Generator, temperature: f
         go = tok != prior.eos_id
         for i, t in zip(live[go], tok[go]):
             tokens[i].append(int(t))
+        done_with = np.unique(handles[live])  # every live handle is replaced by a child or finishes
         live = live[go]
         if len(live) == 0 or len(tokens[live[0]]) == prior.max_len:
+            prior.release(done_with)
             break
         handles[live], logp[live] = prior.advance(handles[live], tok[go])
-    prior.release(handles)
+        prior.release(done_with)
     return [(t, float(s)) for t, s in zip(tokens, total)]

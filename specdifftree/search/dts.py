@@ -17,9 +17,11 @@ renormalised over explored children (see `leaf_log_probs`).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, logsumexp, make_sample
+from specdifftree.search.common import Problem, Sample, SearchConfig, SearchResult, Stopwatch, logsumexp, make_sample
 from specdifftree.search.tree import ROOT, Tree
 
 
@@ -82,18 +84,26 @@ def leaf_log_probs(tree: Tree, lam: float, rule: str) -> tuple[np.ndarray, np.nd
     return leaves, log_path[leaves]
 
 
-def grow(tree: Tree, problem: Problem, cfg: SearchConfig, rng: np.random.Generator, star: bool, progress=None) -> None:
-    """The search loop: rounds of select -> expand -> batched rollout -> backup."""
-    choose = choose_uct(cfg) if star else choose_sample(cfg)
+def grow(tree: Tree, problem: Problem, cfg: SearchConfig, rng: np.random.Generator, choose,
+         backup_leaf: Callable[[int], None], progress=None) -> None:
+    """The search loop shared by DTS, DTS* and MCTS: rounds of select -> expand -> batched
+    rollout -> backup, until `cfg.iterations` or the budget runs out (always at least one round)."""
     done = 0
-    while done < cfg.iterations and not problem.exhausted():
+    while done < cfg.iterations and (done == 0 or not problem.exhausted()):
         k = min(cfg.batch_size, cfg.iterations - done)
         starts = np.array([tree.descend(rng, cfg.widen_c, cfg.widen_alpha, choose) for _ in range(k)])
         for leaf in tree.rollout(starts, rng).tolist():
-            backup(tree, leaf, cfg.lam, cfg.child_weight)
+            backup_leaf(leaf)
         done += k
         if progress is not None:
             progress(k)
+
+
+def best_found(tree: Tree, k: int) -> list[Sample]:
+    """The k best distinct terminal sequences the search reached, by reward, best first."""
+    leaves = np.flatnonzero(tree.terminal[: tree.size] & (tree.visits[: tree.size] > 0))
+    picks = leaves[np.argsort(-tree.reward[leaves], kind="stable")][:k]
+    return [make_sample(tree.problem, tree.tokens(n), path_logp(tree, n)) for n in picks.tolist()]
 
 
 def run_dts(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, star: bool = False, progress=None) -> SearchResult:
@@ -101,17 +111,15 @@ def run_dts(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, star:
     DTS* (star=True): the best distinct sequences found, best first."""
     watch = Stopwatch(problem)
     tree = Tree(problem)
-    grow(tree, problem, cfg, rng, star, progress)
+    choose = choose_uct(cfg) if star else choose_sample(cfg)
+    grow(tree, problem, cfg, rng, choose, lambda leaf: backup(tree, leaf, cfg.lam, cfg.child_weight), progress)
     if star:
-        leaves = np.flatnonzero(tree.terminal[: tree.size] & (tree.visits[: tree.size] > 0))
-        picks = leaves[np.argsort(-tree.reward[leaves], kind="stable")][: cfg.samples]
-    else:
-        leaves, logp = leaf_log_probs(tree, cfg.lam, cfg.child_weight)
-        p = np.exp(logp - logsumexp(logp))
-        picks = rng.choice(leaves, size=cfg.samples, p=p / p.sum())
+        return watch.result("dts-star", best_found(tree, cfg.samples), tree)
+    leaves, logp = leaf_log_probs(tree, cfg.lam, cfg.child_weight)
+    p = np.exp(logp - logsumexp(logp))
+    picks = rng.choice(leaves, size=cfg.samples, p=p / p.sum())
     unique = {n: make_sample(problem, tree.tokens(n), path_logp(tree, n)) for n in set(picks.tolist())}
-    samples = [unique[n] for n in picks.tolist()]
-    return watch.result("dts-star" if star else "dts", samples, tree)
+    return watch.result("dts", [unique[n] for n in picks.tolist()], tree)
 
 
 def path_logp(tree: Tree, n: int) -> float:

@@ -34,7 +34,8 @@ def spend_in_batches(problem: Problem, size: int, draw: Callable[[int], T]) -> l
     """Run `draw(size)` once; when `problem.budget` is set, keep running batches while it is not exhausted.
 
     Later batches shrink to what the remaining budget pays for at the average cost per unit so far
-    (at least one unit), so the overshoot is small and at most one batch. Stops if a batch costs nothing.
+    (at least one unit), so the overshoot is small and at most one batch. Stops if a full batch costs
+    nothing (a prior whose every draw is free could never exhaust the budget).
     """
     first = problem.spent()
     out, units = [draw(size)], size
@@ -44,7 +45,7 @@ def spend_in_batches(problem: Problem, size: int, draw: Callable[[int], T]) -> l
         k = int(min(size, max(1, (problem.budget - before) // per_unit)))
         out.append(draw(k))
         units += k
-        if problem.spent() == before:
+        if problem.spent() == before and k == size:
             break
     return out
 
