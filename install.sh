@@ -13,6 +13,9 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
 echo "installing specdifftree${extras} into .venv (torch==2.13.0 pinned) ..."
+# llama-cpp-python compiles from source on first install (~9 min on 2 cores; pip caches the wheel).
+# GGML_NATIVE=OFF makes that build portable across CPUs.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 # pip prints a warning per package for index locations that do not apply here: keep the log readable
 .venv/bin/python -m pip install --disable-pip-version-check -q "torch==2.13.0" -e ".${extras}" 2>&1 \
   | { grep -v "is ignored: it is neither a file nor a directory" || true; }

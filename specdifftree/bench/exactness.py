@@ -1,8 +1,9 @@
 """`sdt bench exactness`: TV distance to the exact pi* against forward tokens, per method and budget.
 
 Each cell runs a method on a built-in enumerable problem under a forward-token budget, draws
-`samples` sequences, and measures TV(empirical, pi*), averaged over seeds. The noise floor is the
-TV of the same number of exact i.i.d. draws from pi*: no sampler can be expected to beat it.
+`samples` sequences (plain sampling returns only as many as the budget pays for), and measures
+TV(empirical, pi*), averaged over seeds. The noise floor is the TV of the same number of exact
+i.i.d. draws from pi*: no sampler can be expected to beat it.
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ def method_config(method: str, budget: int, max_len: int, samples: int, lam: flo
     )
 
 
-def run_cell(name: str, method: str, budget: int, samples: int, seed: int) -> tuple[float, int, int]:
-    """(TV to pi*, forward tokens, model calls) of one run."""
+def run_cell(name: str, method: str, budget: int, samples: int, seed: int) -> tuple[float, int, int, int]:
+    """(TV to pi*, forward tokens, model calls, samples returned) of one run."""
     bp = BUILTIN_PROBLEMS[name]()
     problem = Problem(bp.prior, bp.reward, budget=budget)
     _, pi = target(problem, bp.lam)
     cfg = method_config(method, budget, bp.prior.max_len, samples, bp.lam, seed)
     result = get_method(method)(problem, cfg, np.random.default_rng(seed))
-    return tv(empirical([s.tokens for s in result.samples]), pi), result.forward_tokens, result.model_calls
+    return (tv(empirical([s.tokens for s in result.samples]), pi), result.forward_tokens, result.model_calls,
+            len(result.samples))
 
 
 def run_exactness(problems: list[str], budgets: list[int] | None, methods: list[str], samples: int,
@@ -63,11 +65,12 @@ def run_exactness(problems: list[str], budgets: list[int] | None, methods: list[
         tvs = np.array([r[0] for r in runs])
         bp = BUILTIN_PROBLEMS[name]()
         _, pi = target(Problem(bp.prior, bp.reward), bp.lam)
-        floor, _ = noise_floor(pi, samples, np.random.default_rng(12345))
+        n_out = int(round(np.mean([r[3] for r in runs])))
+        floor, _ = noise_floor(pi, n_out, np.random.default_rng(12345))
         rows.append({
             "problem": name, "method": method, "budget": budget,
             "forward_tokens": float(np.mean([r[1] for r in runs])),
             "model_calls": float(np.mean([r[2] for r in runs])),
-            "tv": float(tvs.mean()), "tv_sd": float(tvs.std()), "noise_floor": floor,
+            "samples": n_out, "tv": float(tvs.mean()), "tv_sd": float(tvs.std()), "noise_floor": floor,
         })
     return rows

@@ -24,14 +24,23 @@ def run_greedy(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, pr
 def run_sample(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:
     """`cfg.samples` sequences drawn as one batch from the prior warped by temperature / top-k / top-p."""
     watch = Stopwatch(problem)
-    drawn = ancestral(problem, cfg.samples, rng, cfg.temperature, cfg.top_k, cfg.top_p)
+
+    def draw(k: int):
+        return ancestral(problem, k, rng, cfg.temperature, cfg.top_k, cfg.top_p)
+
+    if problem.budget is None:
+        drawn = draw(cfg.samples)
+    else:  # at most cfg.samples, fewer when the budget runs out first
+        first = max(1, min(cfg.samples, problem.budget // problem.prior.max_len))
+        drawn = [x for batch in spend_in_batches(problem, first, draw, limit=cfg.samples) for x in batch]
     if progress is not None:
-        progress(cfg.samples)
+        progress(len(drawn))
     return watch.result("sample", [make_sample(problem, t, lp) for t, lp in drawn])
 
 
-def spend_in_batches(problem: Problem, size: int, draw: Callable[[int], T]) -> list[T]:
-    """Run `draw(size)` once; when `problem.budget` is set, keep running batches while it is not exhausted.
+def spend_in_batches(problem: Problem, size: int, draw: Callable[[int], T], limit: int | None = None) -> list[T]:
+    """Run `draw(size)` once; when `problem.budget` is set, keep running batches while it is not exhausted
+    (and, with `limit`, until that many units are drawn).
 
     Later batches shrink to what the remaining budget pays for at the average cost per unit so far
     (at least one unit), so the overshoot is small and at most one batch. Stops if a full batch costs
@@ -39,10 +48,10 @@ def spend_in_batches(problem: Problem, size: int, draw: Callable[[int], T]) -> l
     """
     first = problem.spent()
     out, units = [draw(size)], size
-    while problem.budget is not None and not problem.exhausted():
+    while problem.budget is not None and not problem.exhausted() and (limit is None or units < limit):
         before = problem.spent()
         per_unit = max((before - first) / units, 1e-9)
-        k = int(min(size, max(1, (problem.budget - before) // per_unit)))
+        k = int(min(size, max(1, (problem.budget - before) // per_unit), limit - units if limit else size))
         out.append(draw(k))
         units += k
         if problem.spent() == before and k == size:

@@ -1,0 +1,331 @@
+"""A frozen GGUF model through llama.cpp's low-level API, with many prefixes in one KV cache.
+
+    bb = LlamaCppBackbone("model.gguf", n_seq_max=64)
+    root, logits = bb.start(bb.tokenize("mean 0.1, std 2\n"))   # logits [V]
+    kids, logits = bb.advance(np.array([root, root]), np.array([48, 49]))  # [2], [2, V]
+
+One context with `n_seq_max` = S sequence ids and a unified KV cache. Every live handle owns a
+sequence id whose KV cells are exactly its prefix. Advancing handle h by a token takes a free id s,
+`llama_memory_seq_cp(h.seq, s)` (under a unified cache this only tags h's cells with s: no copy),
+then decodes the token at position depth(h) on s; all rows of `advance` go into one `llama_decode`.
+
+Ids are scarce, so live handles form an LRU. With no free id, the least recently used handle is
+evicted (`llama_memory_seq_rm`; cells no other id references are freed); it keeps its parent and
+token, and advancing it later first rebuilds its prefix from the nearest live ancestor. The
+re-decoded positions are counted in `cost.forward_tokens`, like any other work.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from specdifftree.errors import SDTError
+from specdifftree.prior.backbones.base import Backbone
+from specdifftree.prior.base import Cost
+
+_SILENT_LOG = None  # the no-op log callback; kept referenced so ctypes never frees it
+
+
+@dataclass
+class _Node:
+    """A prefix: parent's prefix + `tokens` (a root's tokens are the prompt); seq -1 when evicted."""
+
+    parent: int
+    tokens: tuple[int, ...]
+    depth: int
+    seq: int = -1
+    released: bool = False
+    n_kids: int = 0
+
+
+def _llama():
+    """The llama_cpp module, with llama.cpp's own logging silenced."""
+    global _SILENT_LOG
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise SDTError("the llama.cpp backbone needs llama-cpp-python: pip install llama-cpp-python") from e
+    if _SILENT_LOG is None:
+        _SILENT_LOG = llama_cpp.llama_log_callback(lambda level, text, user: None)
+        llama_cpp.llama_log_set(_SILENT_LOG, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+    return llama_cpp
+
+
+class LlamaCppBackbone(Backbone):
+    """Backbone on a GGUF file. n_seq_max: live prefixes at once (<= llama_max_parallel_sequences);
+    n_ctx: KV cells shared by all of them; kv_type: 'f32' (exact, default) or 'f16'."""
+
+    def __init__(self, gguf_path: str | Path, n_seq_max: int = 64, n_ctx: int = 4096, n_batch: int = 512,
+                 n_threads: int | None = None, kv_type: str = "f32"):
+        self.lib = lib = _llama()
+        path = Path(gguf_path)
+        if not path.is_file():
+            raise SDTError(f"GGUF file {path} does not exist")
+        if not 2 <= n_seq_max <= lib.llama_max_parallel_sequences():
+            raise SDTError(f"n_seq_max must be in [2, {lib.llama_max_parallel_sequences()}], got {n_seq_max}")
+        if kv_type not in ("f32", "f16"):
+            raise SDTError(f"kv_type must be 'f32' or 'f16', got '{kv_type}'")
+        self.path, self.n_seq_max, self.n_batch = path, n_seq_max, n_batch
+        self.model = lib.llama_model_load_from_file(str(path).encode(), lib.llama_model_default_params())
+        if not self.model:
+            raise SDTError(f"llama.cpp cannot load {path}: not a GGUF model it supports")
+        self.ctx = self._new_context(n_ctx, n_threads or min(4, os.cpu_count() or 1), kv_type)
+        self.mem = lib.llama_get_memory(self.ctx)
+        self.vocab = lib.llama_model_get_vocab(self.model)
+        self.vocab_size = lib.llama_vocab_n_tokens(self.vocab)
+        self.eos_id = lib.llama_vocab_eos(self.vocab)
+        self.batch = lib.llama_batch_init(n_batch, 0, 1)
+        self.cost = Cost()
+        self._nodes: dict[int, _Node] = {}
+        self._lru: OrderedDict[int, None] = OrderedDict()  # handles holding a seq id, oldest first
+        self._free = list(range(n_seq_max - 1, -1, -1))
+        self._next = 0
+
+    def _new_context(self, n_ctx: int, n_threads: int, kv_type: str):
+        lib = self.lib
+        p = lib.llama_context_default_params()
+        p.n_ctx, p.n_batch, p.n_ubatch, p.n_seq_max = n_ctx, self.n_batch, self.n_batch, self.n_seq_max
+        p.n_threads = p.n_threads_batch = n_threads
+        p.kv_unified = True
+        p.type_k = p.type_v = lib.GGML_TYPE_F32 if kv_type == "f32" else lib.GGML_TYPE_F16
+        p.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        ctx = lib.llama_init_from_model(self.model, p)
+        if not ctx:
+            lib.llama_model_free(self.model)
+            self.model = None
+            raise SDTError(f"llama.cpp cannot create a context for {self.path} (n_ctx {n_ctx}, n_seq_max {self.n_seq_max})")
+        return ctx
+
+    # --- text ---------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[int]:
+        """Ids of `text` with the GGUF vocabulary (no BOS/EOS added; special-token text parsed, as HF does)."""
+        raw = text.encode("utf-8")
+        cap = len(raw) + 8
+        buf = (self.lib.llama_token * cap)()
+        n = self.lib.llama_tokenize(self.vocab, raw, len(raw), buf, cap, False, True)
+        if n < 0:
+            raise SDTError(f"llama.cpp failed to tokenize {text[:40]!r}")
+        return list(buf[:n])
+
+    def _piece(self, token: int, special: bool) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = self.lib.llama_token_to_piece(self.vocab, int(token), buf, 64, 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self.lib.llama_token_to_piece(self.vocab, int(token), buf, -n, 0, special)
+        return buf.raw[:n]
+
+    def detokenize(self, ids: list[int]) -> str:
+        """Text of ids; special tokens render as nothing, bad UTF-8 as U+FFFD."""
+        return b"".join(self._piece(t, False) for t in ids).decode("utf-8", errors="replace")
+
+    def token_strings(self) -> list[str]:
+        """Per id: its text, special tokens by name, a lone non-UTF-8 byte as '<0xAB>'."""
+        out = []
+        for t in range(self.vocab_size):
+            raw = self._piece(t, True)
+            try:
+                out.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append("".join(f"<0x{b:02X}>" for b in raw))
+        return out
+
+    # --- prefixes -----------------------------------------------------------------------------
+
+    def start(self, prompt_ids: list[int]) -> tuple[int, np.ndarray]:
+        """Prefill the prompt on a fresh sequence id. Returns (handle, logits [V] float32)."""
+        prompt = tuple(int(t) for t in prompt_ids)
+        if not prompt:
+            raise SDTError("the llama.cpp backbone needs a non-empty prompt")
+        h = self._add_node(-1, prompt, len(prompt))
+        self._own(h, self._take_seq({h}))
+        rows = [(t, i, self._nodes[h].seq, i == len(prompt) - 1) for i, t in enumerate(prompt)]
+        return h, self._decode(rows, {h})[0]
+
+    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32).
+
+        Rows go through llama_decode in chunks of at most n_seq_max - 1 (every new prefix needs its
+        own sequence id while it is decoded), normally one chunk."""
+        handles, tokens = np.asarray(handles, dtype=np.int64), np.asarray(tokens, dtype=np.int64)
+        for h in set(handles.tolist()):
+            if h not in self._nodes or self._nodes[h].released:
+                raise SDTError(f"unknown or released handle {h}")
+        kids = np.empty(len(handles), dtype=np.int64)
+        logits = np.empty((len(handles), self.vocab_size), dtype=np.float32)
+        step = min(self.n_seq_max - 1, self.n_batch)
+        for lo in range(0, len(handles), step):
+            sl = slice(lo, lo + step)
+            kids[sl], logits[sl] = self._advance_chunk(handles[sl].tolist(), tokens[sl].tolist())
+        return kids, logits
+
+    def _advance_chunk(self, parents: list[int], tokens: list[int]) -> tuple[list[int], np.ndarray]:
+        """Restore evicted parents, fork one new sequence per row, decode all rows in one call."""
+        self._restore(sorted(set(parents), key=lambda h: self._nodes[h].depth))
+        last = {h: i for i, h in enumerate(parents)}
+        pinned = set(parents)  # a parent stays pinned until its last fork, a kid until decoded
+        kids, rows = [], []
+        for i, (h, t) in enumerate(zip(parents, tokens)):
+            node = self._nodes[h]
+            self._touch(h)
+            kid = self._add_node(h, (int(t),), node.depth + 1)
+            seq = self._take_seq(pinned)
+            self.lib.llama_memory_seq_cp(self.mem, node.seq, seq, -1, -1)
+            self._own(kid, seq)
+            pinned.add(kid)
+            if last[h] == i:
+                pinned.discard(h)
+            kids.append(kid)
+            rows.append((int(t), node.depth, seq, True))
+        return kids, self._decode(rows, set(kids))
+
+    def _restore(self, handles: list[int]) -> None:
+        """Give each evicted handle its prefix back: rebuild from its nearest live ancestor,
+        re-decoding (and counting) the missing positions. A handle whose path runs through another
+        handle still waiting is left to a later round, so that shared work is done once."""
+        waiting = [h for h in handles if self._nodes[h].seq < 0]
+        while waiting:
+            paths = {h: self._missing_path(h) for h in waiting}
+            now = [h for h in waiting if not any(p in paths and p != h for p in paths[h][0])]
+            pinned = set(handles) | {base for _, base in paths.values()}
+            rows = []
+            for h in now:
+                path, base = paths[h]
+                seq = self._take_seq(pinned)
+                if base >= 0:
+                    self.lib.llama_memory_seq_cp(self.mem, self._nodes[base].seq, seq, -1, -1)
+                pos = self._nodes[base].depth if base >= 0 else 0
+                toks = [t for p in reversed(path) for t in self._nodes[p].tokens]
+                rows += [(t, pos + k, seq, False) for k, t in enumerate(toks)]
+                self._own(h, seq)
+            self._decode(rows, pinned)
+            waiting = [h for h in waiting if h not in now]
+
+    def _missing_path(self, h: int) -> tuple[list[int], int]:
+        """Evicted nodes from h up to (excluding) its nearest live ancestor, and that ancestor (-1: none)."""
+        path = []
+        while h >= 0 and self._nodes[h].seq < 0:
+            path.append(h)
+            h = self._nodes[h].parent
+        return path, h
+
+    def release(self, handles: np.ndarray) -> None:
+        """Free the sequence ids of these handles; their records stay while a descendant needs the path."""
+        for h in np.asarray(handles, dtype=np.int64).ravel().tolist():
+            node = self._nodes.get(h)
+            if node is None or node.released:
+                continue
+            node.released = True
+            if node.seq >= 0:
+                self._drop_seq(h)
+            self._forget(h)
+
+    # --- bookkeeping --------------------------------------------------------------------------
+
+    def _add_node(self, parent: int, tokens: tuple[int, ...], depth: int) -> int:
+        h, self._next = self._next, self._next + 1
+        self._nodes[h] = _Node(parent, tokens, depth)
+        if parent >= 0:
+            self._nodes[parent].n_kids += 1
+        return h
+
+    def _forget(self, h: int) -> None:
+        """Delete released records that no live descendant's path runs through."""
+        while h >= 0 and self._nodes[h].released and self._nodes[h].n_kids == 0:
+            parent = self._nodes.pop(h).parent
+            if parent >= 0:
+                self._nodes[parent].n_kids -= 1
+            h = parent
+
+    def _own(self, h: int, seq: int) -> None:
+        self._nodes[h].seq = seq
+        self._lru[h] = None
+
+    def _touch(self, h: int) -> None:
+        self._lru.move_to_end(h)
+
+    def _take_seq(self, pinned: set[int]) -> int:
+        """A free sequence id, evicting the least recently used unpinned handle if none is free."""
+        if not self._free:
+            victim = next((h for h in self._lru if h not in pinned), None)
+            if victim is None:
+                raise SDTError(f"all {self.n_seq_max} sequence ids are in use by one batch; raise n_seq_max")
+            self._drop_seq(victim)
+        return self._free.pop()
+
+    def _drop_seq(self, h: int) -> None:
+        """Evict h: remove its sequence id from the cache (cells shared with other ids stay)."""
+        node = self._nodes[h]
+        self.lib.llama_memory_seq_rm(self.mem, node.seq, -1, -1)
+        self._free.append(node.seq)
+        node.seq = -1
+        del self._lru[h]
+
+    # --- decoding -----------------------------------------------------------------------------
+
+    def _decode(self, rows: list[tuple[int, int, int, bool]], pinned: set[int]) -> np.ndarray:
+        """rows: (token, position, seq id, want logits), in order; n_batch rows per llama_decode.
+        Returns logits [n wanted, V] float32, counts every row in cost."""
+        out = []
+        for lo in range(0, len(rows), self.n_batch):
+            part = rows[lo:lo + self.n_batch]
+            self._fill_batch(part)
+            self._decode_batch(pinned)
+            self.cost.add(len(part))
+            out += [self._logits(i) for i, r in enumerate(part) if r[3]]
+        return np.stack(out) if out else np.empty((0, self.vocab_size), dtype=np.float32)
+
+    def _fill_batch(self, rows: list[tuple[int, int, int, bool]]) -> None:
+        b = self.batch
+        b.n_tokens = len(rows)
+        for i, (tok, pos, seq, want) in enumerate(rows):
+            b.token[i], b.pos[i], b.n_seq_id[i] = tok, pos, 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = want
+
+    def _decode_batch(self, pinned: set[int]) -> None:
+        """llama_decode the filled batch; when the KV cache is full, evict unpinned handles and retry."""
+        while True:
+            ret = self.lib.llama_decode(self.ctx, self.batch)
+            if ret == 0:
+                return
+            spare = [h for h in self._lru if h not in pinned]
+            if ret != 1:
+                raise SDTError(f"llama_decode failed with code {ret}")
+            if not spare:
+                raise SDTError(f"the KV cache is full: the prefixes of one batch need more than n_ctx="
+                               f"{self.lib.llama_n_ctx(self.ctx)} cells; raise n_ctx")
+            for h in spare[: max(1, len(spare) // 2)]:
+                self._drop_seq(h)
+
+    def _logits(self, i: int) -> np.ndarray:
+        ptr = self.lib.llama_get_logits_ith(self.ctx, i)
+        return np.ctypeslib.as_array(ptr, shape=(self.vocab_size,)).astype(np.float32, copy=True)
+
+    def live_handles(self) -> int:
+        """How many handles hold a sequence id now (<= n_seq_max)."""
+        return len(self._lru)
+
+    def close(self) -> None:
+        """Free the context, batch and model (also done on garbage collection)."""
+        if getattr(self, "ctx", None):
+            self.lib.llama_batch_free(self.batch)
+            self.lib.llama_free(self.ctx)
+            self.ctx = None
+        if getattr(self, "model", None):
+            self.lib.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

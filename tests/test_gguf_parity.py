@@ -1,0 +1,178 @@
+"""GGUF export + LlamaCppBackbone against transformers on one tiny random Llama.
+
+The model is exported once (module fixture); every check compares llama.cpp's next-token
+log-probs with a full HF forward over the same ids.
+"""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("gguf")
+torch = pytest.importorskip("torch")
+
+from specdifftree.errors import SDTError  # noqa: E402
+from specdifftree.prior.backbones.llamacpp import LlamaCppBackbone  # noqa: E402
+from specdifftree.prior.gguf import export_gguf  # noqa: E402
+
+PROMPTS = ["12, 34.5\n-7", "héllo wörld! 3,141 ;)", "  a  b\n\n c", "x", "mean 0.25, std 1.5\nAnswer: 0.1, 0.2, 0.3;"]
+TOL, TOL_F16 = 1e-3, 1e-2  # measured: f32 ~1e-6, f16 weights ~1.1e-3
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """(hf model, hf tokenizer, f32 gguf path, f16 gguf path)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from specdifftree.prior.tokenizer import build_hf_tokenizer
+
+    root = tmp_path_factory.mktemp("gguf")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=258, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=False, bos_token_id=None, eos_token_id=256, pad_token_id=257)
+    hf = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():  # sharpen the distribution so that mistakes show
+        hf.model.embed_tokens.weight.mul_(5)
+        hf.lm_head.weight.mul_(5)
+    hf.save_pretrained(root / "hf")
+    build_hf_tokenizer().save_pretrained(root / "hf")
+    f32 = export_gguf(root / "hf", root / "m.gguf")
+    f16 = export_gguf(root / "hf", root / "m16.gguf", dtype="f16")
+    return hf, AutoTokenizer.from_pretrained(root / "hf"), f32, f16
+
+
+@pytest.fixture(scope="module")
+def bb(model):
+    return LlamaCppBackbone(model[2], n_threads=2)
+
+
+def hf_logp(hf, ids):
+    """Next-token log-probs [V] (float64) after `ids`, by a full forward."""
+    with torch.no_grad():
+        return torch.log_softmax(hf(torch.tensor([ids])).logits[0, -1].double(), -1).numpy()
+
+
+def log_softmax(x):
+    x = np.asarray(x, dtype=np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def check_rows(hf, paths, kids, logits, tol=TOL):
+    for kid, row in zip(kids, logits):
+        assert np.abs(log_softmax(row) - hf_logp(hf, paths[int(kid)])).max() < tol
+
+
+def test_tokenizer_ids_match(model, bb):
+    hf, tok = model[:2]
+    for p in PROMPTS:
+        assert bb.tokenize(p) == tok.encode(p)
+        assert bb.detokenize(bb.tokenize(p)) == p
+    assert bb.eos_id == 256 and bb.vocab_size == 258
+    assert bb.token_strings()[256] == "<|endoftext|>"
+
+
+def test_start_matches_hf(model, bb):
+    hf, tok = model[:2]
+    for p in PROMPTS:
+        ids = tok.encode(p)
+        _, logits = bb.start(ids)
+        assert logits.shape == (258,) and logits.dtype == np.float32
+        assert np.abs(log_softmax(logits) - hf_logp(hf, ids)).max() < TOL
+
+
+def test_branching_tree_one_batch(model, bb):
+    hf, tok = model[:2]
+    prompt = tok.encode("7, 8, ")
+    root, _ = bb.start(prompt)
+    kids, logits = bb.advance(np.array([root] * 4), np.array([48, 49, 50, 44]))
+    paths = {root: prompt, **{int(k): prompt + [t] for k, t in zip(kids, [48, 49, 50, 44])}}
+    check_rows(hf, paths, kids, logits)
+    grand, _ = bb.advance(kids[:1], np.array([51]))
+    paths[int(grand[0])] = paths[int(kids[0])] + [51]
+    # depths 1, 1, 2, 0, 2 in one call: siblings, a grandchild, the root again
+    par, toks = np.array([kids[0], kids[0], grand[0], root, kids[2]]), np.array([52, 53, 32, 57, 10])
+    before = (bb.cost.forward_tokens, bb.cost.model_calls)
+    new, logits = bb.advance(par, toks)
+    assert (bb.cost.forward_tokens - before[0], bb.cost.model_calls - before[1]) == (5, 1)
+    for k, p, t in zip(new, par, toks):
+        paths[int(k)] = paths[int(p)] + [int(t)]
+    check_rows(hf, paths, new, logits)
+    bb.release(np.concatenate([kids, grand, new, [root]]))
+
+
+def test_eviction_recomputes_and_counts(model):
+    hf, tok = model[:2]
+    bb = LlamaCppBackbone(model[2], n_seq_max=4, n_threads=2)
+    prompt = tok.encode("1, 2")
+    paths = {}
+
+    def adv(handles, toks, expect_tokens):
+        before = bb.cost.forward_tokens
+        kids, logits = bb.advance(np.array(handles), np.array(toks))
+        assert bb.cost.forward_tokens - before == expect_tokens
+        for k, h, t in zip(kids, handles, toks):
+            paths[int(k)] = paths[int(h)] + [t]
+        check_rows(hf, paths, kids, logits)
+        return [int(k) for k in kids]
+
+    root, _ = bb.start(prompt)
+    paths[root] = prompt
+    (c1,) = adv([root], [44], 1)
+    (c2,) = adv([c1], [32], 1)
+    (c3,) = adv([c2], [51], 1)  # 4 live handles = n_seq_max
+    adv([c1] * 3, [52, 53, 54], 3)  # evicts root, c2, c3 (least recently used)
+    assert bb.live_handles() == 4
+    adv([c3], [44], 2 + 1)  # c2, c3 rebuilt from live c1
+    for _ in range(4):  # four new prompts push every old handle out
+        bb.start(tok.encode("9"))
+    adv([c2], [55], len(prompt) + 2 + 1)  # nothing live above c2: prompt + 2 tokens again
+    adv([c2, c2], [56, 57], 2)  # c2 is live again: no recomputation
+
+
+def test_many_handles_few_sequences_exact(model):
+    hf, tok = model[:2]
+    bb = LlamaCppBackbone(model[2], n_seq_max=4, n_threads=2)
+    rng = np.random.default_rng(0)
+    prompt = tok.encode("3, 1, 4")
+    root, _ = bb.start(prompt)
+    paths, handles = {root: prompt}, [root]
+    for _ in range(6):
+        par, toks = rng.choice(handles, size=5), rng.integers(40, 60, size=5)
+        before = bb.cost.forward_tokens
+        kids, logits = bb.advance(par, toks)
+        assert bb.cost.forward_tokens - before >= 5
+        for k, p, t in zip(kids, par, toks):
+            paths[int(k)] = paths[int(p)] + [int(t)]
+        check_rows(hf, paths, kids, logits)
+        handles += [int(k) for k in kids]
+    assert bb.live_handles() <= 4
+
+
+def test_f16_export_close(model):
+    hf, tok, _, f16 = model
+    bb = LlamaCppBackbone(f16, n_threads=2)
+    for p in PROMPTS:
+        ids = tok.encode(p)
+        _, logits = bb.start(ids)
+        assert np.abs(log_softmax(logits) - hf_logp(hf, ids)).max() < TOL_F16
+
+
+def test_bad_inputs(tmp_path, model):
+    with pytest.raises(SDTError, match="does not exist"):
+        LlamaCppBackbone(tmp_path / "missing.gguf")
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a gguf file")
+    with pytest.raises(SDTError, match="cannot load"):
+        LlamaCppBackbone(junk)
+    with pytest.raises(SDTError, match="config.json is missing"):
+        export_gguf(tmp_path, tmp_path / "out.gguf")
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(SDTError, match="Llama only"):
+        export_gguf(tmp_path, tmp_path / "out.gguf")
+    with pytest.raises(SDTError, match="does not exist"):
+        export_gguf(tmp_path / "nope", tmp_path / "out.gguf")
+    bb = LlamaCppBackbone(model[2], n_threads=2)
+    with pytest.raises(SDTError, match="handle"):
+        bb.advance(np.array([12345]), np.array([1]))
