@@ -167,9 +167,11 @@ Examples:
 @click.option("--methods", default="dts,smc,best-of-n-is,sample", show_default=True)
 @click.option("--samples", type=int, default=5000, show_default=True, help="Samples drawn per run.")
 @click.option("--seeds", type=int, default=3, show_default=True, help="Runs averaged per cell.")
+@click.option("--child-weight", type=click.Choice(["prior", "count"]), default="prior", show_default=True,
+              help="DTS child weight (see `sdt search --help`).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in problems and exit.")
-def exactness(problems, budgets, methods, samples, seeds, as_json, list_only):
+def exactness(problems, budgets, methods, samples, seeds, child_weight, as_json, list_only):
     """Total-variation distance to the exact pi* against forward tokens, with the i.i.d. noise floor."""
     from specdifftree.bench.exactness import list_problems, run_exactness
 
@@ -178,7 +180,7 @@ def exactness(problems, budgets, methods, samples, seeds, as_json, list_only):
         return
     budget_list = _int_list(budgets, "--budgets") if budgets else None
     rows = run_exactness(list(problems), budget_list, [m.strip() for m in methods.split(",") if m.strip()],
-                         samples, seeds, progress=not as_json)
+                         samples, seeds, progress=not as_json, child_weight=child_weight)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
     else:

@@ -28,29 +28,31 @@ def list_problems() -> str:
     return "\n".join(lines)
 
 
-def method_config(method: str, budget: int, max_len: int, samples: int, lam: float, seed: int) -> SearchConfig:
+def method_config(method: str, budget: int, max_len: int, samples: int, lam: float, seed: int,
+                  child_weight: str = "prior") -> SearchConfig:
     """Settings that let each method spend (about) `budget` forward tokens, no more than one batch over."""
     per_seq = max(1, budget // max_len)
     return SearchConfig(
         samples=samples, lam=lam, budget=budget, seed=seed,
         iterations=20_000, batch_size=8,  # DTS stops at the budget, or when iterations run out
-        n=min(8, per_seq), particles=max(2, per_seq),
+        n=min(8, per_seq), particles=max(2, per_seq), child_weight=child_weight,
     )
 
 
-def run_cell(name: str, method: str, budget: int, samples: int, seed: int) -> tuple[float, int, int, int]:
+def run_cell(name: str, method: str, budget: int, samples: int, seed: int,
+             child_weight: str = "prior") -> tuple[float, int, int, int]:
     """(TV to pi*, forward tokens, model calls, samples returned) of one run."""
     bp = BUILTIN_PROBLEMS[name]()
     problem = Problem(bp.prior, bp.reward, budget=budget)
     _, pi = target(problem, bp.lam)
-    cfg = method_config(method, budget, bp.prior.max_len, samples, bp.lam, seed)
+    cfg = method_config(method, budget, bp.prior.max_len, samples, bp.lam, seed, child_weight)
     result = get_method(method)(problem, cfg, np.random.default_rng(seed))
     return (tv(empirical([s.tokens for s in result.samples]), pi), result.forward_tokens, result.model_calls,
             len(result.samples))
 
 
 def run_exactness(problems: list[str], budgets: list[int] | None, methods: list[str], samples: int,
-                  seeds: int, progress: bool = True) -> list[dict]:
+                  seeds: int, progress: bool = True, child_weight: str = "prior") -> list[dict]:
     for name in problems:
         if name not in BUILTIN_PROBLEMS:
             raise SDTError(f"unknown problem '{name}'; built-in: {', '.join(BUILTIN_PROBLEMS)}")
@@ -61,7 +63,7 @@ def run_exactness(problems: list[str], budgets: list[int] | None, methods: list[
 
     rows = []
     for name, method, budget in tqdm(cells, desc="exactness", disable=None if progress else True, leave=False):
-        runs = [run_cell(name, method, budget, samples, seed) for seed in range(seeds)]
+        runs = [run_cell(name, method, budget, samples, seed, child_weight) for seed in range(seeds)]
         tvs = np.array([r[0] for r in runs])
         bp = BUILTIN_PROBLEMS[name]()
         _, pi = target(Problem(bp.prior, bp.reward), bp.lam)
