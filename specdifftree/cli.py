@@ -55,15 +55,19 @@ Examples:
   # a built-in enumerable problem (prior, reward and lambda included), at a budget of 200 tokens
   sdt search --prior markov:toy3 --method smc --budget 200
   # weighted rewards on a forecast: spectral fidelity to the history plus format validity
-  sdt search --prior markov:digits.json --series ETTh1.csv --column OT --context-length 96 \\
+  sdt search --prior markov:examples/digits.json --series ETTh1.csv --column OT --context-length 96 \\
       --horizon 24 --reward "spectral + 0.5*format" --method dts
+  # the embedded default prior forecasting a real ETTh1 window, steered by the spectral reward
+  sdt search --prior default --series ../shared/data/ett/ETTh1.csv --column OT --end 15000 \\
+      --context-length 96 --horizon 24 --reward spectral --method dts --iterations 200 --samples 32
 
 \b
 Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
                  "stats": {"forward_tokens", "model_calls", "wall_s", "tree_nodes"}, ...}""")
 @click.option("--config", type=click.Path(dir_okay=False), callback=_load_yaml_defaults, is_eager=True,
               expose_value=False, help="YAML file of option defaults (command line wins).")
-@click.option("--prior", "prior", required=True, metavar="SPEC", help="markov:FILE.json or markov:NAME (built-in).")
+@click.option("--prior", "prior", required=True, metavar="SPEC",
+              help="markov:FILE.json | markov:NAME (built-in) | default | hf:ID_OR_PATH | gguf:FILE | checkpoint DIR.")
 @click.option("--reward", "rewards", multiple=True, metavar="SPEC",
               help="spectral | format | length | smoothness | bounds | FILE.py:fn | module:fn; "
                    "terms join with '+', weights as 0.5*NAME; repeatable (summed).")
@@ -79,7 +83,9 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @click.option("--series", type=click.Path(), default=None, help="CSV of the context series (for spectral rewards).")
 @click.option("--column", default=None, help="Column of --series (default: its only numeric column).")
 @click.option("--horizon", type=int, default=None, help="Values the forecast should hold.")
-@click.option("--context-length", type=int, default=None, help="Use the last N points of --series.")
+@click.option("--context-length", type=int, default=None, help="Use the N points of --series before --end.")
+@click.option("--end", type=int, default=None, help="Index one past the last context point [default: end of file];"
+              " the H points after it, when present, are the ground truth for metrics.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Leaves per round (batched rollouts).")
 @click.option("--widen-c", type=float, default=2.0, show_default=True, help="Progressive widening C.")
 @click.option("--widen-alpha", type=float, default=0.7, show_default=True, help="Progressive widening alpha.")
@@ -96,19 +102,21 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @click.option("--potential", type=click.Choice(["partial", "none"]), default="partial", show_default=True,
               help="SMC twist: reward of the partial decode, or none.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def search(prior, rewards, method, lam, out, save_tree, series, column, horizon, context_length, quiet, **opts):
+def search(prior, rewards, method, lam, out, save_tree, series, column, horizon, context_length, end, quiet, **opts):
     """Search or sample from pi*(x) ~ p(x|c) exp(lambda r(x)) with one method."""
-    from specdifftree.search.api import build_context, build_problem, run_search
+    from specdifftree.search.api import build_context, build_problem, forecast_record, run_search
     from specdifftree.search.common import SearchConfig
     from specdifftree.search.registry import get_method
 
     get_method(method)  # fail fast on a typo, before loading anything
-    context = build_context(series, column, horizon, context_length)
+    context = build_context(series, column, horizon, context_length, end)
     problem, builtin_lam = build_problem(prior, list(rewards), context)
     lam = lam if lam is not None else (builtin_lam if builtin_lam is not None else 1.0)
     cfg = SearchConfig(lam=lam, **opts).validate()
     result = run_search(problem, method, cfg, show_progress=not quiet)
-    record = {**result.to_dict(), "config": {"prior": prior, "reward": list(rewards), **cfg.to_dict()}}
+    samples, metrics = forecast_record(result, context)
+    record = {**result.to_dict(), "samples": samples, "forecast_metrics": metrics,
+              "prior": problem.prior.describe(), "config": {"prior": prior, "reward": list(rewards), **cfg.to_dict()}}
     if out:
         _write_json(out, record)
     if save_tree:
@@ -119,6 +127,10 @@ def search(prior, rewards, method, lam, out, save_tree, series, column, horizon,
         save_graphml(result.tree, save_tree)
     if not quiet:
         _print_summary(result)
+        if metrics:
+            from specdifftree.report import table
+
+            click.echo("\nforecast metrics:\n" + table([metrics]))
 
 
 def _write_json(path: str, record: dict) -> None:
@@ -146,14 +158,48 @@ def _print_summary(result) -> None:
     click.echo("\nmost frequent samples:\n" + table(top))
 
 
+# ----------------------------------------------------------------------------------------- backbones
+
+
+@cli.command("pretrain-backbone", context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt pretrain-backbone --out runs/backbone            # the default preset (minutes on 2 cores)
+  sdt pretrain-backbone --out /tmp/bb --preset tiny    # seconds, for tests
+The directory loads with AutoModelForCausalLM / AutoTokenizer.from_pretrained(DIR).""")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--preset", type=click.Choice(["default", "tiny"]), default="default", show_default=True)
+@click.option("--seed", type=int, default=None, help="Override the preset's seed.")
+def pretrain_backbone_cmd(out_dir, preset, seed):
+    """Build the embedded default backbone (small Llama, digit-level tokenizer) as a transformers directory."""
+    from specdifftree.prior.default import pretrain_backbone
+
+    path = pretrain_backbone(out_dir, preset=preset, seed=seed, progress=True)
+    click.echo(f"wrote {path}")
+
+
+@cli.command("export-gguf", context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt export-gguf runs/backbone --out runs/backbone.gguf
+  sdt search --prior gguf:runs/backbone.gguf --series ETTh1.csv --column OT --horizon 24 --reward spectral""")
+@click.argument("hf_dir", type=click.Path())
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="GGUF file to write.")
+@click.option("--dtype", type=click.Choice(["f32", "f16"]), default="f32", show_default=True)
+def export_gguf_cmd(hf_dir, out_path, dtype):
+    """Convert a transformers Llama directory to a GGUF file that llama.cpp loads."""
+    from specdifftree.prior.gguf import export_gguf
+
+    click.echo(f"wrote {export_gguf(hf_dir, out_path, dtype=dtype)}")
+
+
 # ----------------------------------------------------------------------------------------- bench
 
 
 @cli.group(context_settings=CONTEXT, epilog="""\b
-Example:
-  sdt bench exactness --problem toy3 --seeds 3""")
+Examples:
+  sdt bench exactness --problem toy3 --seeds 3
+  sdt bench speed --backbone default""")
 def bench():
-    """Benchmarks: exactness on enumerable problems."""
+    """Benchmarks: exactness on enumerable problems, and search speed on a real backbone."""
 
 
 @bench.command(context_settings=CONTEXT, epilog="""\b
@@ -187,6 +233,35 @@ def exactness(problems, budgets, methods, samples, seeds, child_weight, as_json,
         from specdifftree.report import table
 
         click.echo(table(rows))
+
+
+@bench.command(context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt bench speed                                  # the default backbone, transformers backend
+  sdt bench speed --backbone hf:runs/backbone --batch 32 --new-tokens 256""")
+@click.option("--backbone", default="default", show_default=True, help="default | hf:DIR (transformers backend).")
+@click.option("--batch", type=int, default=16, show_default=True, help="Rows per forward call.")
+@click.option("--new-tokens", type=int, default=128, show_default=True, help="New tokens per row.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def speed(backbone, batch, new_tokens, seed, as_json):
+    """Tree-search token throughput vs batched `generate` on the same model, and forward tokens per new token."""
+    import numpy as np
+
+    from specdifftree.bench.speed import speed_report
+    from specdifftree.data.prompts import forecast_codec, forecast_prompt
+    from specdifftree.prior.registry import open_backbone
+
+    bb = open_backbone(backbone)
+    history = np.sin(np.arange(96) / 4.0) * 10 + 20
+    prompt_ids = bb.tokenize(forecast_prompt(history, 24, forecast_codec(history)))
+    report = speed_report(bb, prompt_ids, new_tokens, batch, np.random.default_rng(seed))
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+    else:
+        from specdifftree.report import table
+
+        click.echo(table([{k: v for k, v in report.items() if not isinstance(v, (dict, list))}]))
 
 
 def _int_list(text: str, what: str) -> list[int]:

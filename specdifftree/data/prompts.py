@@ -26,9 +26,3 @@ def forecast_prompt(history: np.ndarray, horizon: int, codec: NumberCodec) -> st
 def forecast_answer(values: np.ndarray, codec: NumberCodec) -> str:
     """The answer text (the caller appends EOS)."""
     return codec.encode(values)
-
-
-def max_answer_tokens(horizon: int, codec: NumberCodec, history: np.ndarray) -> int:
-    """A generous token budget for an answer of `horizon` values (one token per character)."""
-    width = max(len(codec.encode(np.array([v]))) for v in (history.min(), history.max(), 10 * history.max()))
-    return horizon * (width + len(codec.sep)) + 8

@@ -77,7 +77,7 @@ class TSLMPrior(Prior):
     """Backbone logits + a per-context bias, as log-probs, over the backbone's vocabulary."""
 
     def __init__(self, backbone: Backbone, prompt: str, max_len: int, bias: Optional[np.ndarray] = None,
-                 name: str = "tslm"):
+                 name: str = "tslm", grammar=None):
         self.backbone = backbone
         self.vocab = backbone.token_strings()
         self.eos_id = int(backbone.eos_id)
@@ -86,25 +86,39 @@ class TSLMPrior(Prior):
         self.name = name
         self.prompt = prompt
         self.prompt_ids = backbone.tokenize(prompt)
+        self.grammar = grammar  # ForecastGrammar or None: masks tokens that would break the format
+        self._state: dict[int, tuple] = {}
         V = backbone.vocab_size
         self.bias = np.zeros(V, np.float32) if bias is None else np.asarray(bias, np.float32)
         if self.bias.shape != (V,):
             raise SDTError(f"the prior's bias head has {self.bias.shape[0]} outputs but the backbone has {V} tokens")
 
-    def _logp(self, logits: np.ndarray) -> np.ndarray:
+    def _logp(self, logits: np.ndarray, states: list) -> np.ndarray:
+        """[B, V] logits -> [B, V] log-probs with the bias (and the grammar mask) applied."""
         x = logits.astype(np.float32) + self.bias
+        if self.grammar is not None:
+            x = x + np.stack([self.grammar.mask(s) for s in states])
         m = x.max(axis=-1, keepdims=True)
         return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
 
     def start(self) -> tuple[int, np.ndarray]:
         handle, logits = self.backbone.start(self.prompt_ids)
-        return handle, self._logp(logits)
+        state = self.grammar.start if self.grammar is not None else None
+        self._state[int(handle)] = state
+        return handle, self._logp(logits[None], [state])[0]
 
     def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        kids, logits = self.backbone.advance(np.asarray(handles), np.asarray(tokens))
-        return kids, self._logp(logits)
+        handles, tokens = np.asarray(handles), np.asarray(tokens)
+        kids, logits = self.backbone.advance(handles, tokens)
+        states = [None] * len(kids)
+        if self.grammar is not None:
+            states = [self.grammar.step(self._state[int(h)], int(t)) for h, t in zip(handles, tokens)]
+        self._state.update(zip(np.asarray(kids).tolist(), states))
+        return kids, self._logp(logits, states)
 
     def release(self, handles: np.ndarray) -> None:
+        for h in np.asarray(handles).tolist():
+            self._state.pop(int(h), None)
         self.backbone.release(np.asarray(handles))
 
     def decode(self, tokens) -> str:

@@ -54,7 +54,7 @@ def trained_default_dir() -> Path:
 
 
 def _tslm(spec: str, context: Optional[Context]) -> Prior:
-    from specdifftree.data.prompts import forecast_prompt, max_answer_tokens
+    from specdifftree.data.prompts import forecast_prompt
     from specdifftree.prior.model import PriorParts, TSLMPrior
 
     if context is None or context.series is None or context.horizon is None:
@@ -70,9 +70,12 @@ def _tslm(spec: str, context: Optional[Context]) -> Prior:
     backbone = open_backbone(parts.backbone_ref if checkpoint is not None else spec)
     if checkpoint is None:
         parts = PriorParts.fresh(backbone.vocab_size, spec)
+    from specdifftree.prior.constraint import ForecastGrammar
+
     history, horizon, codec = context.series, int(context.horizon), context.codec
+    grammar = ForecastGrammar(backbone.token_strings(), backbone.eos_id, horizon, sep=codec.sep)
     prompt = forecast_prompt(history, horizon, codec)
-    return TSLMPrior(backbone, prompt, max_answer_tokens(horizon, codec, history), parts.bias(history), name=spec)
+    return TSLMPrior(backbone, prompt, grammar.max_tokens(), parts.bias(history), name=spec, grammar=grammar)
 
 
 PRIOR_KINDS = {

@@ -75,4 +75,26 @@ def run_search(problem: Problem, method: str, cfg: SearchConfig, show_progress: 
         return fn(problem, cfg, rng, progress=bar.update)
 
 
-__all__ = ["METHODS", "build_context", "build_problem", "run_search"]
+def forecast_record(result: SearchResult, context: Context) -> tuple[list[dict], dict]:
+    """Samples as JSON with their parsed forecast ("values"), and forecast metrics: Spec-W1 of each
+    forecast against the history, and, where the true continuation is known, CRPS / MASE / MSE."""
+    from specdifftree.rewards import crps, mase, mse, spec_w1
+
+    samples = [s.to_dict() for s in result.samples]
+    if context.horizon is None or context.series is None:
+        return samples, {}
+    codec = context.codec
+    for d in samples:
+        d["values"] = [float(v) for v in codec.values_for(d["text"], context.horizon)]
+    full = np.array([d["values"] for d in samples if len(d["values"]) == context.horizon])
+    metrics: dict = {"well_formed": len(full) / max(len(samples), 1)}
+    if len(full):
+        metrics["spec_w1"] = float(np.mean([spec_w1(v, context.series) for v in full]))
+        if context.target is not None:
+            point = np.median(full, axis=0)
+            metrics.update(crps=crps(full, context.target), mse=mse(point, context.target),
+                           mase=mase(point, context.target, context.series, season=1))
+    return samples, metrics
+
+
+__all__ = ["METHODS", "build_context", "build_problem", "forecast_record", "run_search"]

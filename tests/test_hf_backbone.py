@@ -1,0 +1,179 @@
+"""HFBackbone: the pooled, tree-shaped KV cache gives the logits of a plain full forward."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from specdifftree.errors import SDTError
+from specdifftree.prior.backbones.hf import HFBackbone
+from specdifftree.prior.tokenizer import build_hf_tokenizer
+
+ATOL = 1e-4
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    return LlamaForCausalLM(config).eval()
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_hf_tokenizer()
+
+
+def make(model, tokenizer, capacity: int = 16) -> HFBackbone:
+    return HFBackbone(model, tokenizer, pool_capacity=capacity)
+
+
+def full_forward(model, seq: list[int]):
+    """Logits [V] and last-layer hidden state [D] at the last position of a plain forward."""
+    with torch.inference_mode():
+        out = model(torch.tensor([seq]), output_hidden_states=True)
+    return out.logits[0, -1].numpy(), out.hidden_states[-1][0, -1].numpy()
+
+
+def assert_exact(model, seqs: dict, got: dict) -> None:
+    """Every handle's logits equal a full forward of its sequence."""
+    for h, seq in seqs.items():
+        np.testing.assert_allclose(got[h], full_forward(model, seq)[0], atol=ATOL)
+
+
+def grow_random_tree(bb: HFBackbone, rng, prompt: list[int], steps: int, batch: int):
+    """Advance random existing handles (repeats allowed) `steps` times.
+    Returns {handle: sequence}, {handle: logits} and the number of advanced rows."""
+    root, logits = bb.start(prompt)
+    seqs, got, rows = {root: list(prompt)}, {root: logits}, 0
+    for _ in range(steps):
+        handles = rng.choice(np.array(list(seqs)), size=int(rng.integers(1, batch + 1)))
+        tokens = rng.integers(0, 256, len(handles))
+        kids, logits = bb.advance(handles, tokens)
+        rows += len(handles)
+        for kid, h, t, lg in zip(kids.tolist(), handles.tolist(), tokens.tolist(), logits):
+            seqs[kid] = seqs[h] + [t]
+            got[kid] = lg
+    return seqs, got, rows
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_advance_matches_full_forward_on_random_trees(model, tokenizer, seed):
+    rng = np.random.default_rng(seed)
+    bb = make(model, tokenizer, capacity=8)  # small: the pool must grow on the way
+    prompt = rng.integers(0, 256, int(rng.integers(1, 12))).tolist()
+    seqs, got, _ = grow_random_tree(bb, rng, prompt, steps=25, batch=6)
+    depths = {len(s) for s in seqs.values()}
+    assert len(depths) > 5
+    assert_exact(model, seqs, got)
+
+
+def test_same_handle_advanced_many_times_in_one_batch(model, tokenizer):
+    bb = make(model, tokenizer)
+    root, _ = bb.start([5, 6, 7])
+    kids, logits = bb.advance(np.array([root] * 4), np.array([1, 2, 1, 3]))
+    assert len(set(kids.tolist())) == 4
+    for t, lg in zip([1, 2, 1, 3], logits):
+        np.testing.assert_allclose(lg, full_forward(model, [5, 6, 7, t])[0], atol=ATOL)
+
+
+def test_cost_counts_prompt_once_and_one_position_per_row(model, tokenizer):
+    rng = np.random.default_rng(3)
+    bb = make(model, tokenizer)
+    seqs, _, rows = grow_random_tree(bb, rng, [1, 2, 3, 4, 5, 6, 7], steps=10, batch=5)
+    assert bb.cost.forward_tokens == 7 + rows
+    assert bb.cost.model_calls == 1 + 10
+    assert bb.pool.in_use == 7 + rows
+
+
+def test_release_frees_slots_only_when_no_descendant_needs_them(model, tokenizer):
+    bb = make(model, tokenizer)
+    root, _ = bb.start([1, 2, 3])
+    (a,), _ = bb.advance(np.array([root]), np.array([4]))
+    (b,), _ = bb.advance(np.array([a]), np.array([5]))
+    bb.release(np.array([root, a]))
+    assert bb.pool.in_use == 5                       # b still needs the whole path
+    with pytest.raises(ValueError):
+        bb.advance(np.array([a]), np.array([1]))
+    bb.release(np.array([b, b]))                     # releasing twice is harmless
+    assert bb.pool.in_use == 0
+
+
+def test_reuse_after_release_stays_exact(model, tokenizer):
+    rng = np.random.default_rng(4)
+    bb = make(model, tokenizer, capacity=64)
+    for _ in range(4):
+        prompt = rng.integers(0, 256, int(rng.integers(2, 9))).tolist()
+        seqs, got, _ = grow_random_tree(bb, rng, prompt, steps=8, batch=4)
+        assert_exact(model, seqs, got)
+        bb.release(np.array(list(seqs)))
+        assert bb.pool.in_use == 0
+    assert bb.pool.capacity == 64                    # freed slots were reused, the pool never grew
+
+
+def test_batch_mixing_depths_1_and_50(model, tokenizer):
+    rng = np.random.default_rng(5)
+    bb = make(model, tokenizer)
+    shallow, _ = bb.start([7])                        # depth 1
+    deep, _ = bb.start([3, 1, 4])                     # another root, grown to depth 50
+    seq = [3, 1, 4]
+    while len(seq) < 50:
+        t = int(rng.integers(0, 256))
+        (deep,), _ = bb.advance(np.array([deep]), np.array([t]))
+        seq.append(t)
+    kids, logits = bb.advance(np.array([shallow, deep, shallow]), np.array([9, 8, 10]))
+    for lg, s in zip(logits, [[7, 9], seq + [8], [7, 10]]):
+        np.testing.assert_allclose(lg, full_forward(model, s)[0], atol=ATOL)
+
+
+def test_hidden_matches_output_hidden_states(model, tokenizer):
+    rng = np.random.default_rng(6)
+    bb = make(model, tokenizer)
+    seqs, _, _ = grow_random_tree(bb, rng, [10, 20, 30], steps=6, batch=4)
+    handles = np.array(list(seqs))
+    hidden = bb.hidden(handles)
+    assert hidden.shape == (len(handles), model.config.hidden_size)
+    for row, h in zip(hidden, handles.tolist()):
+        np.testing.assert_allclose(row, full_forward(model, seqs[h])[1], atol=ATOL)
+
+
+def test_sliding_window_layers_are_exact(tokenizer):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3Config(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                         use_sliding_window=True, sliding_window=5, max_window_layers=1)
+    model = Qwen3ForCausalLM(config).eval()
+    rng = np.random.default_rng(7)
+    seqs, got, _ = grow_random_tree(make(model, tokenizer), rng, [1, 2, 3, 4], steps=20, batch=4)
+    assert max(len(s) for s in seqs.values()) > config.sliding_window + 2
+    assert_exact(model, seqs, got)
+
+
+def test_text_side(model, tokenizer):
+    bb = make(model, tokenizer)
+    assert bb.vocab_size == 258 and bb.eos_id == tokenizer.eos_token_id == 256
+    assert bb.tokenize("12.5 ab") == list(b"12.5 ab")
+    assert bb.detokenize(bb.tokenize("1.5, é") + [bb.eos_id]) == "1.5, é"
+    strings = bb.token_strings()
+    assert len(strings) == bb.vocab_size
+    assert strings[ord("7")] == "7" and strings[ord(" ")] == " " and strings[256] == "<|endoftext|>"
+
+
+def test_from_pretrained_local_folder(model, tokenizer, tmp_path):
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    bb = HFBackbone.from_pretrained(str(tmp_path))
+    _, logits = bb.start([1, 2, 3])
+    np.testing.assert_allclose(logits, full_forward(model, [1, 2, 3])[0], atol=ATOL)
+    with pytest.raises(SDTError):
+        HFBackbone.from_pretrained(str(tmp_path / "missing"))
