@@ -1,0 +1,28 @@
+"""Where the configuration dataclasses live, in one place (one dataclass per component).
+
+Precedence everywhere: command line > YAML (`--config FILE.yaml`) > these defaults.
+
+    SearchConfig     search/common.py    every search method's options
+    EncoderConfig    prior/encoder.py    the time-series encoder
+    BackbonePreset   prior/default.py    the embedded default backbone (architecture + pretraining)
+
+Imported lazily so that reading this module costs nothing.
+"""
+
+from __future__ import annotations
+
+_WHERE = {
+    "SearchConfig": "specdifftree.search.common",
+    "EncoderConfig": "specdifftree.prior.encoder",
+    "BackbonePreset": "specdifftree.prior.default",
+}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(name)
