@@ -42,7 +42,7 @@ def open_backbone(ref: str):
     if kind == "gguf" and arg:
         from specdifftree.prior.backbones.llamacpp import LlamaCppBackbone
 
-        return LlamaCppBackbone(arg)
+        return LlamaCppBackbone(arg, n_seq_max=256)  # the most llama.cpp allows: fewer evictions
     raise SDTError(f"unknown backbone '{ref}': use default, hf:ID_OR_PATH or gguf:FILE")
 
 
