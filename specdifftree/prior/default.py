@@ -1,0 +1,542 @@
+"""The embedded default backbone: a small Llama trained from scratch on text made from series.
+
+No model hub is reachable on a fresh machine, so the package builds its own causal LM the first
+time one is needed (`ensure_default_backbone`) and caches it under `sdt_home()`. Real users pass
+a hub id, a local transformers directory or a GGUF file instead.
+
+    path = ensure_default_backbone()        # ~/.cache/specdifftree/backbones/default-v1
+    model, tok = load_hf_dir(path)          # plain transformers objects, eval mode, float32
+
+Tokenizer: `specdifftree.prior.tokenizer` (byte level: id == byte value for 0..255, EOS 256,
+PAD 257), so every digit, comma and minus sign is one token.
+
+Corpus (`iter_documents`): an endless, seeded stream of ASCII documents, each ending in EOS.
+    forecast (80%): forecast_prompt(history, H) + forecast_answer(future) over windows of
+                    synthetic series (sines, trends, AR(1), regime shifts, spikes, ECG-like,
+                    accelerometer-like) and, when shared/data is present, of real series:
+                    ETTh1/ETTh2 (7 columns each) and M4 Hourly train rows. Only the first 60%
+                    of each ETT file and of each M4 train row is read, so evaluation windows
+                    taken from the last 40% (and the M4 test file) are never seen in training.
+    caption  (10%): the series description line, half the time its values, and a caption
+                    sentence made from statistics (trend, dominant FFT period, min/max).
+    qa       (10%): description + values + "Question: ... Answer: ..." (max, min, first, last,
+                    length, trend, period, argmax).
+Every document fits in the preset's sequence length (long histories are shortened).
+
+Training (`pretrain_backbone`): AdamW, linear warm-up then cosine decay to 10%, gradient clip
+1.0, rows packed greedily with whole documents (each row starts with a document at position 0),
+right-padded with PAD, loss on non-pad tokens. Deterministic: the corpus comes from the seed, the
+weights from torch.manual_seed(seed), and torch runs with a fixed thread count
+(`BackbonePreset.threads`, 2) because the thread count changes the order of float reductions.
+Two builds with the same seed on the same machine give bit-identical safetensors; a different CPU
+or torch build may differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from itertools import islice
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+
+from specdifftree.data.codec import NumberCodec
+from specdifftree.data.prompts import describe, forecast_answer, forecast_codec, forecast_prompt
+from specdifftree.errors import SDTError
+from specdifftree.prior.tokenizer import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, vocab
+
+EOS_ID = vocab()[EOS_TOKEN]  # 256
+PAD_ID = vocab()[PAD_TOKEN]  # 257
+VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # 258
+DEFAULT_BACKBONE = "default-v1"  # bump the suffix when the preset or corpus changes
+ETT_TRAIN_FRACTION = 0.6  # share of each ETT file / M4 train row the corpus may read
+MIX = {"forecast": 0.8, "caption": 0.1, "qa": 0.1}
+_AUTO = "auto"
+
+
+# --------------------------------------------------------------------------- presets
+
+
+@dataclass
+class BackbonePreset:
+    """Architecture (a Llama) and pretraining recipe of the embedded backbone."""
+
+    name: str = "default"
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    head_dim: int = 32
+    intermediate_size: int = 384
+    max_position_embeddings: int = 2048
+    steps: int = 150
+    batch_size: int = 3  # rows per step
+    seq_len: int = 1536  # tokens per row; every document fits in one row
+    lr: float = 3e-3
+    warmup: int = 15  # linear warm-up steps, then cosine decay to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+    threads: int = 2  # torch threads while training (fixed: reduction order depends on it)
+    minutes: float = 5.0  # rough build time on 2 cores, for the first-use message
+
+    @classmethod
+    def from_name(cls, name: str) -> "BackbonePreset":
+        if name not in PRESETS:
+            raise SDTError(f"unknown backbone preset '{name}' (choose from {', '.join(PRESETS)})")
+        return replace(PRESETS[name])
+
+    def llama_config(self):
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            vocab_size=VOCAB_SIZE, hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads, num_key_value_heads=self.num_heads, head_dim=self.head_dim,
+            intermediate_size=self.intermediate_size, max_position_embeddings=self.max_position_embeddings,
+            tie_word_embeddings=False, bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+        )
+
+
+PRESETS = {
+    "default": BackbonePreset(),
+    "tiny": BackbonePreset(name="tiny", hidden_size=32, num_layers=2, num_heads=2, head_dim=16,
+                           intermediate_size=64, max_position_embeddings=1024, steps=30, batch_size=2,
+                           seq_len=512, lr=1e-2, warmup=3, minutes=0.3),
+}
+
+
+# --------------------------------------------------------------------------- series
+
+
+def synthetic_series(rng: np.random.Generator, n: int) -> np.ndarray:
+    """One synthetic series of n points: a random mix of components on a random level/scale.  -> [n]"""
+    t = np.arange(n, dtype=np.float64)
+    kind = rng.choice(["seasonal", "seasonal", "ar", "regime", "spiky", "ecg", "accel"])
+    if kind == "ecg":
+        x = _ecg_like(rng, n)
+    elif kind == "accel":
+        x = _accel_like(rng, n)
+    else:
+        x = np.zeros(n)
+        if kind == "seasonal" or rng.random() < 0.3:
+            for _ in range(rng.integers(1, 4)):
+                period = rng.uniform(3.0, max(4.0, n / 1.5))
+                x += rng.uniform(0.2, 1.0) * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
+        if kind == "regime":
+            x += _regimes(rng, n)
+        if kind == "spiky":
+            x += 0.3 * np.sin(2 * np.pi * t / rng.uniform(4, 48) + rng.uniform(0, 2 * np.pi))
+            hits = rng.random(n) < rng.uniform(0.01, 0.06)
+            x[hits] += rng.choice([-1.0, 1.0], hits.sum()) * rng.uniform(2.0, 6.0, hits.sum())
+        x += _ar1(rng, n, phi=rng.uniform(0.95, 0.995) if kind == "ar" else rng.uniform(0.0, 0.9),
+                  sigma=rng.uniform(0.05, 0.3) if kind != "ar" else 0.3)
+    if rng.random() < 0.4:  # trend
+        x += rng.normal(0, 2.0) * t / n
+    x = (x - x.mean()) / (x.std() + 1e-9)
+    scale = 10.0 ** rng.uniform(-1.5, 3.5)
+    level = 0.0 if rng.random() < 0.3 else scale * rng.uniform(0.0, 8.0) * rng.choice([1.0, 1.0, 1.0, -1.0])
+    return level + scale * x
+
+
+def _ar1(rng, n, phi, sigma):
+    from scipy.signal import lfilter
+
+    return lfilter([1.0], [1.0, -phi], rng.normal(0, sigma, n))
+
+
+def _regimes(rng, n):
+    cuts = np.sort(rng.choice(np.arange(4, max(5, n - 4)), size=rng.integers(1, 4), replace=False))
+    levels = rng.normal(0, 1.5, len(cuts) + 1)
+    return levels[np.searchsorted(cuts, np.arange(n), side="right")]
+
+
+def _ecg_like(rng, n):
+    """P-QRS-T beats (Gaussian bumps) at a jittered heart period of 12-60 samples."""
+    period = rng.uniform(12, 60)
+    waves = [(-0.2, 0.04, 0.15), (-0.03, 0.012, -0.15), (0.0, 0.015, 1.0), (0.03, 0.012, -0.25), (0.25, 0.06, 0.3)]
+    x = np.zeros(n)
+    t = np.arange(n, dtype=np.float64)
+    beat = rng.uniform(-period, 0)
+    while beat < n + period:
+        for center, width, amp in waves:
+            x += amp * np.exp(-0.5 * ((t - beat - center * period * 2) / (width * period * 2)) ** 2)
+        beat += period * rng.uniform(0.95, 1.05)
+    return x + rng.normal(0, 0.02, n)
+
+
+def _accel_like(rng, n):
+    """Gait: a step frequency with harmonics and amplitude modulation, or near-stillness."""
+    t = np.arange(n, dtype=np.float64)
+    if rng.random() < 0.25:
+        return _ar1(rng, n, 0.9, 0.05) + rng.normal(0, 0.02, n)
+    f = 1.0 / rng.uniform(5, 30)
+    x = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * k * f * t + rng.uniform(0, 2 * np.pi)) for k in (1, 2, 3))
+    return x * (1 + 0.3 * np.sin(2 * np.pi * t / rng.uniform(40, 200))) + rng.normal(0, 0.1, n)
+
+
+def data_dir() -> Optional[Path]:
+    """$SDT_DATA_DIR, else shared/data next to the repository, or None when it does not exist."""
+    env = os.environ.get("SDT_DATA_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@lru_cache(maxsize=4)
+def real_series(root: Optional[Path]) -> tuple[tuple[str, np.ndarray], ...]:
+    """(name, values) of the real series the corpus may read: the first 60% of each ETTh1/ETTh2
+    column and of each M4 Hourly train row. Missing files are skipped; () when root is None."""
+    out: list[tuple[str, np.ndarray]] = []
+    if root is None:
+        return ()
+    for name in ("ETTh1", "ETTh2"):
+        path = root / "ett" / f"{name}.csv"
+        if path.is_file():
+            with path.open(newline="") as f:
+                rows = list(csv.reader(f))
+            header, data = rows[0], np.array([r[1:] for r in rows[1:] if r], dtype=np.float64)
+            data = data[: int(len(data) * ETT_TRAIN_FRACTION)]
+            out += [(f"{name}:{col}", data[:, j]) for j, col in enumerate(header[1:])]
+    path = root / "m4" / "Hourly-train.csv"
+    if path.is_file():
+        with path.open(newline="") as f:
+            for row in islice(csv.reader(f), 1, None):
+                values = np.array([float(v) for v in row[1:] if v.strip()])
+                out.append((f"M4:{row[0]}", values[: int(len(values) * ETT_TRAIN_FRACTION)]))
+    return tuple((n, v) for n, v in out if len(v) >= 32 and np.all(np.isfinite(v)))
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def dominant_period(x: np.ndarray) -> Optional[float]:
+    """Period (in points) of the largest periodogram peak of the linearly detrended series, or
+    None when no frequency holds at least 15% of the power or the period is over half the length."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    t = np.arange(n)
+    resid = x - np.polyval(np.polyfit(t, x, 1), t)
+    power = np.abs(np.fft.rfft(resid)) ** 2
+    power[0] = 0.0
+    if power.sum() <= 0:
+        return None
+    k = int(np.argmax(power))
+    if power[k] / power.sum() < 0.15 or k < 2:
+        return None
+    return n / k
+
+
+def trend_word(x: np.ndarray) -> str:
+    """'up', 'down' or 'flat': the least-squares line's total change against the series std."""
+    x = np.asarray(x, dtype=np.float64)
+    change = np.polyfit(np.arange(len(x)), x, 1)[0] * (len(x) - 1)
+    if abs(change) < 0.5 * (x.std() + 1e-12):
+        return "flat"
+    return "up" if change > 0 else "down"
+
+
+def caption(x: np.ndarray) -> str:
+    """One sentence from statistics: trend, dominant period, spikes, range."""
+    x = np.asarray(x, dtype=np.float64)
+    trend = {"up": "trends upward", "down": "trends downward", "flat": "has no clear trend"}[trend_word(x)]
+    period = dominant_period(x)
+    cycle = f"repeats about every {period:.0f} points" if period else "shows no clear periodic pattern"
+    z = np.abs(x - np.median(x)) / (x.std() + 1e-12)
+    spikes = ", with a few sharp spikes" if (z > 4).sum() >= 1 else ""
+    return f"The series {trend} and {cycle}{spikes}; it ranges from {x.min():.4g} to {x.max():.4g}."
+
+
+def _values_line(x: np.ndarray, codec: NumberCodec) -> str:
+    return f"{describe(x)} Values: {codec.encode(x)}\n"
+
+
+def _question(rng, x: np.ndarray, codec: NumberCodec) -> tuple[str, str]:
+    kind = rng.integers(8)
+    if kind == 0:
+        return "what is the maximum value?", codec.encode(x[[np.argmax(x)]])
+    if kind == 1:
+        return "what is the minimum value?", codec.encode(x[[np.argmin(x)]])
+    if kind == 2:
+        return "what is the first value?", codec.encode(x[:1])
+    if kind == 3:
+        return "what is the last value?", codec.encode(x[-1:])
+    if kind == 4:
+        return "how many values are there?", str(len(x))
+    if kind == 5:
+        return "is the trend up, down or flat?", trend_word(x)
+    if kind == 6:
+        period = dominant_period(x)
+        return "what is the dominant period?", f"about {period:.0f} points" if period else "none"
+    return "at which position (counting from 1) is the maximum?", str(int(np.argmax(x)) + 1)
+
+
+def _window(rng, real, n: int) -> np.ndarray:
+    """n points of a series: a random real window when real series are given (40% of the time),
+    else synthetic."""
+    if real and rng.random() < 0.4:
+        for _ in range(8):
+            _, values = real[rng.integers(len(real))]
+            stride = 1 if rng.random() < 0.8 else int(rng.integers(2, 5))
+            if len(values) >= n * stride:
+                start = rng.integers(len(values) - n * stride + 1)
+                return values[start : start + n * stride : stride].copy()
+    return synthetic_series(rng, n)
+
+
+def make_document(rng: np.random.Generator, real=(), max_tokens: int = 1536) -> str:
+    """One document (ASCII text ending in EOS) of at most max_tokens tokens (bytes + EOS)."""
+    kind = rng.choice(list(MIX), p=list(MIX.values()))
+    length = int(np.exp(rng.uniform(np.log(24), np.log(193))))
+    horizon = int(rng.integers(8, 97)) if kind == "forecast" else 0
+    for _ in range(12):
+        x = _window(rng, real, length + horizon)
+        history, future = x[:length], x[length:]
+        codec = forecast_codec(history)
+        if kind == "forecast":
+            text = forecast_prompt(history, horizon, codec) + forecast_answer(future, codec)
+        elif kind == "caption":
+            head = _values_line(history, codec) if rng.random() < 0.5 else describe(history) + "\n"
+            text = f"{head}Caption: {caption(history)}"
+        else:
+            q, a = _question(rng, history, codec)
+            text = f"{_values_line(history, codec)}Question: {q} Answer: {a}"
+        if len(text.encode()) + 1 <= max_tokens:
+            return text + EOS_TOKEN
+        length, horizon = max(24, int(length * 0.7)), max(8, int(horizon * 0.8))
+    raise AssertionError("a document did not fit in max_tokens")  # unreachable for max_tokens >= 512
+
+
+def iter_documents(seed: int = 0, data: Union[str, Path, None] = _AUTO, max_tokens: int = 1536) -> Iterator[str]:
+    """The endless, deterministic corpus stream. data: "auto" (see `data_dir`), a folder, or None
+    for synthetic series only."""
+    root = data_dir() if data == _AUTO else (Path(data) if data is not None else None)
+    real = real_series(root)
+    rng = np.random.default_rng([seed, 20251])
+    while True:
+        yield make_document(rng, real, max_tokens)
+
+
+def generate_corpus(n_docs: int, seed: int = 0, data: Union[str, Path, None] = _AUTO,
+                    max_tokens: int = 1536) -> list[str]:
+    """The first n_docs documents of `iter_documents(seed, data, max_tokens)`."""
+    return list(islice(iter_documents(seed, data, max_tokens), n_docs))
+
+
+def encode_document(doc: str) -> list[int]:
+    """Token ids of a corpus document: bytes, then EOS (same ids as the HF tokenizer gives)."""
+    assert doc.endswith(EOS_TOKEN)
+    return list(doc[: -len(EOS_TOKEN)].encode("ascii")) + [EOS_ID]
+
+
+def _batches(docs: Iterator[str], batch_size: int, seq_len: int) -> Iterator["torch.Tensor"]:  # noqa: F821
+    """Rows packed greedily with whole documents, right-padded with PAD.  -> [B, T<=seq_len] int64"""
+    import torch
+
+    pending = encode_document(next(docs))
+    while True:
+        rows = []
+        for _ in range(batch_size):
+            row: list[int] = []
+            while len(row) + len(pending) <= seq_len:
+                row += pending
+                pending = encode_document(next(docs))
+            rows.append(row)
+        width = max(map(len, rows))
+        yield torch.tensor([r + [PAD_ID] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePreset] = "default",
+                      seed: Optional[int] = None, progress: bool = True) -> Path:
+    """Train the backbone from scratch and write a transformers directory at out_dir (atomically:
+    built in out_dir.tmp-<pid>, then renamed; an existing out_dir is replaced). seed None = the
+    preset's seed. Returns out_dir."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import LlamaForCausalLM
+
+    from specdifftree.prior.tokenizer import build_hf_tokenizer
+
+    p = BackbonePreset.from_name(preset) if isinstance(preset, str) else preset
+    seed = p.seed if seed is None else int(seed)
+    out_dir = Path(out_dir)
+    start = time.time()
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(p.threads)
+    try:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(p.llama_config())
+        model.train()
+        decay = [w for n, w in model.named_parameters() if w.dim() >= 2]
+        no_decay = [w for n, w in model.named_parameters() if w.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=p.lr, betas=(0.9, 0.95))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, p))
+        batches = _batches(iter_documents(seed, max_tokens=p.seq_len), p.batch_size, p.seq_len)
+        losses, tokens = [], 0
+        bar = tqdm(range(p.steps), desc=f"pretraining {p.name} backbone", disable=not progress, file=sys.stderr)
+        for _ in bar:
+            ids = next(batches)
+            labels = ids.masked_fill(ids == PAD_ID, -100)
+            loss = model(input_ids=ids, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            tokens += int((ids != PAD_ID).sum())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.close()
+        model.eval()
+        tail = losses[-max(1, len(losses) // 10):]
+        every = max(1, len(losses) // 50)
+        record = {
+            "preset": asdict(p), "seed": seed, "steps": p.steps, "train_tokens": tokens,
+            "initial_loss": losses[0], "final_loss": float(np.mean(tail)), "uniform_loss": math.log(VOCAB_SIZE),
+            "loss_curve": {str(i): round(v, 4) for i, v in enumerate(losses) if i % every == 0 or i == len(losses) - 1},
+            "corpus": _corpus_description(),
+            "wall_time_s": None, "torch": torch.__version__, "transformers": _transformers_version(),
+        }
+        tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir(parents=True)
+            model.generation_config.eos_token_id = EOS_ID
+            model.generation_config.pad_token_id = PAD_ID
+            model.generation_config.bos_token_id = EOS_ID
+            model.save_pretrained(tmp)
+            tok = build_hf_tokenizer()
+            tok.model_max_length = p.max_position_embeddings
+            tok.save_pretrained(tmp)
+            record["wall_time_s"] = round(time.time() - start, 1)
+            (tmp / "sdt_backbone.json").write_text(json.dumps(record, indent=2) + "\n")
+            _replace_dir(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        torch.set_num_threads(old_threads)
+    return out_dir
+
+
+def _lr_factor(step: int, p: BackbonePreset) -> float:
+    if step < p.warmup:
+        return (step + 1) / p.warmup
+    frac = (step - p.warmup) / max(1, p.steps - p.warmup)
+    return p.min_lr_ratio + (1 - p.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+def _corpus_description() -> dict:
+    root = data_dir()
+    real = real_series(root)
+    return {
+        "mix": MIX,
+        "synthetic": "sines, trends, AR(1), regime shifts, spikes, ECG-like, accelerometer-like; lengths 24-192, horizons 8-96",
+        "real_data_dir": str(root) if root else None,
+        "real_series": len(real),
+        "real_sources": sorted({name.split(":")[0] for name, _ in real}),
+        "real_fraction_read": ETT_TRAIN_FRACTION,
+        "real_share_of_windows": 0.4 if real else 0.0,
+    }
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Rename src to dst; an existing dst is moved aside first and removed afterwards."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(dst, old)
+    os.rename(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- cache and loading
+
+
+def sdt_home() -> Path:
+    """$SDT_HOME, default ~/.cache/specdifftree."""
+    env = os.environ.get("SDT_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "specdifftree"
+
+
+def _is_built(path: Path) -> bool:
+    return all((path / f).is_file() for f in ("sdt_backbone.json", "config.json", "model.safetensors", "tokenizer.json"))
+
+
+def ensure_default_backbone(progress: bool = True, preset: str = "default") -> Path:
+    """sdt_home()/backbones/<preset>-v1, built on first use. A file lock makes concurrent callers
+    wait for one build; the directory appears only complete (atomic rename)."""
+    root = sdt_home() / "backbones"
+    name = DEFAULT_BACKBONE if preset == "default" else f"{preset}-v1"
+    target = root / name
+    if _is_built(target):
+        return target
+    p = BackbonePreset.from_name(preset)
+    root.mkdir(parents=True, exist_ok=True)
+    import fcntl
+
+    with open(root / f".{name}.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process to finish building the {preset} backbone in {target} ...",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if _is_built(target):
+                return target
+            for stale in root.glob(f"{name}.tmp-*"):  # left by a killed build (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
+            print(f"building the {preset} backbone (first use, about {max(1, round(p.minutes))} minutes) "
+                  f"into {target} ...", file=sys.stderr, flush=True)
+            pretrain_backbone(target, p, progress=progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return target
+
+
+def load_hf_dir(path: Union[str, Path]):
+    """(model, tokenizer) of a local transformers directory: eval mode, float32, safetensors only
+    (pickled weights are never loaded), no network."""
+    path = Path(path)
+    if not path.is_dir():
+        raise SDTError(f"{path} is not a directory; expected a transformers model directory "
+                       "(config.json, model.safetensors, tokenizer.json)")
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if not any((path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+        pickles = [f for f in ("pytorch_model.bin", "pytorch_model.bin.index.json") if (path / f).is_file()]
+        missing.append("model.safetensors" + (f" (found {pickles[0]}; pickled weights are not loaded,"
+                                              " convert them to safetensors)" if pickles else ""))
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        missing.append("tokenizer.json")
+    if missing:
+        raise SDTError(f"{path} is not a transformers model directory: missing {', '.join(missing)}")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
+                                                     local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 (any loader failure is a bad directory for the user)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SDTError(f"cannot load the model in {path}: {first}") from None
+    model.eval()
+    return model, tok

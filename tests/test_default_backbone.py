@@ -1,0 +1,169 @@
+"""The embedded default backbone: corpus, pretraining (tiny preset), cache and loading."""
+
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from specdifftree.errors import SDTError
+from specdifftree.prior import default as bb
+from specdifftree.prior.default import (EOS_ID, PAD_ID, BackbonePreset, encode_document, ensure_default_backbone,
+                                        generate_corpus, load_hf_dir, pretrain_backbone)
+from specdifftree.prior.tokenizer import EOS_TOKEN
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    """The tiny preset built once: (directory, build seconds)."""
+    out = tmp_path_factory.mktemp("bb") / "tiny"
+    start = time.time()
+    pretrain_backbone(out, "tiny", seed=0, progress=False)
+    return out, time.time() - start
+
+
+def test_tiny_builds_fast_into_a_standard_directory(tiny_build):
+    path, seconds = tiny_build
+    assert seconds < 60
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "generation_config.json", "sdt_backbone.json"):
+        assert (path / name).is_file(), name
+    assert not list(path.parent.glob("tiny.tmp-*"))  # nothing half-written left behind
+
+
+def test_loads_with_auto_classes(tiny_build):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, _ = tiny_build
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert model.config.vocab_size == len(tok) == 258
+    assert model.config.tie_word_embeddings is False
+    ids = tok("12,-3")["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits
+    assert logits.shape == (1, len(ids), 258)
+
+
+def test_digits_are_single_tokens(tiny_build):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_build[0])
+    for ch in "0123456789,-. ":
+        assert tok(ch)["input_ids"] == [ord(ch)]
+    assert tok("123,-45")["input_ids"] == list(b"123,-45")  # no BOS, no merges
+    assert (tok.eos_token_id, tok.pad_token_id) == (EOS_ID, PAD_ID) == (256, 257)
+
+
+def test_loss_decreased(tiny_build):
+    record = json.loads((tiny_build[0] / "sdt_backbone.json").read_text())
+    assert record["final_loss"] < record["initial_loss"] - 1.0
+    assert record["final_loss"] < record["uniform_loss"]
+    assert record["preset"]["name"] == "tiny" and record["seed"] == 0
+
+
+def test_same_seed_gives_bit_identical_weights(tiny_build, tmp_path):
+    again = pretrain_backbone(tmp_path / "again", "tiny", seed=0, progress=False)
+    assert (again / "model.safetensors").read_bytes() == (tiny_build[0] / "model.safetensors").read_bytes()
+
+
+def test_corpus_is_deterministic_and_documents_end_with_eos():
+    docs = generate_corpus(40, seed=0)
+    assert docs == generate_corpus(40, seed=0)
+    assert docs != generate_corpus(40, seed=1)
+    for d in docs:
+        assert d.endswith(EOS_TOKEN) and d.count(EOS_TOKEN) == 1 and d.isascii()
+        ids = encode_document(d)
+        assert ids[-1] == EOS_ID and len(ids) <= 1536
+
+
+def test_corpus_token_ids_match_the_tokenizer():
+    from specdifftree.prior.tokenizer import build_hf_tokenizer
+
+    tok = build_hf_tokenizer()
+    for d in generate_corpus(5, seed=3):
+        assert tok(d)["input_ids"] == encode_document(d)
+
+
+def test_corpus_mix_is_mostly_forecasting():
+    docs = generate_corpus(300, seed=0, data=None, max_tokens=512)
+    forecast = sum("\nNext " in d and " values: " in d for d in docs)
+    captions = sum("\nCaption: " in d for d in docs)
+    qa = sum("\nQuestion: " in d and " Answer: " in d for d in docs)
+    assert forecast + captions + qa == len(docs)
+    assert forecast > 0.65 * len(docs) and captions > 0 and qa > 0
+    assert all(len(encode_document(d)) <= 512 for d in docs)
+
+
+def test_real_data_reads_only_the_first_60_percent():
+    root = bb.data_dir()
+    if root is None or not (root / "ett" / "ETTh1.csv").is_file():
+        pytest.skip("shared/data is not present")
+    series = dict(bb.real_series(root))
+    assert len(series["ETTh1:OT"]) == int(17420 * 0.6)
+    assert series["ETTh1:OT"][0] == pytest.approx(30.5310001373291)
+    assert any(name.startswith("M4:") for name in series)
+
+
+def test_load_hf_dir(tiny_build):
+    model, tok = load_hf_dir(tiny_build[0])
+    assert not model.training
+    assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in model.parameters())
+    assert tok.eos_token_id == EOS_ID
+
+
+def test_load_hf_dir_rejects_bad_directories(tmp_path):
+    with pytest.raises(SDTError, match="not a directory"):
+        load_hf_dir(tmp_path / "nope")
+    with pytest.raises(SDTError, match=r"missing config\.json, model\.safetensors, tokenizer\.json") as e:
+        load_hf_dir(tmp_path)
+    assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80")
+    with pytest.raises(SDTError, match="pickled weights are not loaded"):
+        load_hf_dir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"junk")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(SDTError, match="cannot load the model"):
+        load_hf_dir(tmp_path)
+
+
+def test_presets():
+    assert BackbonePreset.from_name("default").hidden_size == 128
+    assert BackbonePreset.from_name("tiny").hidden_size == 32
+    with pytest.raises(SDTError, match="unknown backbone preset"):
+        BackbonePreset.from_name("huge")
+
+
+def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capfd):
+    """Two concurrent callers: one build, the other waits; later calls reuse the cache."""
+    monkeypatch.setenv("SDT_HOME", str(tmp_path))
+    calls = []
+
+    def fake_build(out_dir, preset, seed=None, progress=True):  # a copy of the fixture, slowly
+        calls.append(preset.name)
+        time.sleep(0.5)
+        tmp = out_dir.with_name(out_dir.name + ".tmp-fake")
+        shutil.copytree(tiny_build[0], tmp)
+        tmp.rename(out_dir)
+        return out_dir
+
+    monkeypatch.setattr(bb, "pretrain_backbone", fake_build)
+    stale = tmp_path / "backbones" / "default-v1.tmp-99999"
+    stale.mkdir(parents=True)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(ensure_default_backbone(progress=False)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["default"]
+    assert results == [tmp_path / "backbones" / "default-v1"] * 2
+    assert not stale.exists()
+    assert "building the default backbone (first use, about" in capfd.readouterr().err
+    assert ensure_default_backbone() == results[0] and calls == ["default"]
+    load_hf_dir(results[0])
