@@ -14,6 +14,13 @@ from specdifftree.errors import SDTError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _default(field: str):
+    """A `sdt search` option's default is the SearchConfig default: one place for both."""
+    from specdifftree.search.common import SearchConfig
+
+    return SearchConfig.__dataclass_fields__[field].default
+
+
 def _load_yaml_defaults(ctx: click.Context, _param, path):
     """--config FILE.yaml: option defaults from YAML (keys are option names, e.g. `iterations`, `lam`).
     Precedence: command line > YAML > built-in defaults."""
@@ -73,10 +80,10 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
                    "terms join with '+', weights as 0.5*NAME; repeatable (summed).")
 @click.option("--method", default="dts", show_default=True, metavar="NAME",
               help="dts, dts-star, greedy, sample, best-of-n, best-of-n-is, beam, smc, mcts.")
-@click.option("--iterations", type=int, default=1000, show_default=True, help="Tree iterations (dts, dts-star, mcts).")
-@click.option("--samples", type=int, default=16, show_default=True, help="Sequences returned.")
+@click.option("--iterations", type=int, default=_default("iterations"), show_default=True, help="Tree iterations (dts, dts-star, mcts).")
+@click.option("--samples", type=int, default=_default("samples"), show_default=True, help="Sequences returned.")
 @click.option("--lambda", "lam", type=float, default=None, help="Inverse temperature lambda of pi* [default: 1.0].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_default("seed"), show_default=True)
 @click.option("--budget", type=int, default=None, help="Cap on forward tokens (compare methods at equal cost).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON here.")
 @click.option("--save-tree", type=click.Path(dir_okay=False), default=None, help="Export the tree as GraphML.")
@@ -86,20 +93,20 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @click.option("--context-length", type=int, default=None, help="Use the N points of --series before --end.")
 @click.option("--end", type=int, default=None, help="Index one past the last context point [default: end of file];"
               " the H points after it, when present, are the ground truth for metrics.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Leaves per round (batched rollouts).")
-@click.option("--widen-c", type=float, default=2.0, show_default=True, help="Progressive widening C.")
-@click.option("--widen-alpha", type=float, default=0.7, show_default=True, help="Progressive widening alpha.")
-@click.option("--c-uct", type=float, default=1.0, show_default=True, help="Exploration constant (dts-star, mcts).")
-@click.option("--child-weight", type=click.Choice(["prior", "count"]), default="prior", show_default=True,
+@click.option("--batch-size", type=int, default=_default("batch_size"), show_default=True, help="Leaves per round (batched rollouts).")
+@click.option("--widen-c", type=float, default=_default("widen_c"), show_default=True, help="Progressive widening C.")
+@click.option("--widen-alpha", type=float, default=_default("widen_alpha"), show_default=True, help="Progressive widening alpha.")
+@click.option("--c-uct", type=float, default=_default("c_uct"), show_default=True, help="Exploration constant (dts-star, mcts).")
+@click.option("--child-weight", type=click.Choice(["prior", "count"]), default=_default("child_weight"), show_default=True,
               help="Child weight in DTS: p(a|s) over explored tokens, or draw multiplicity.")
-@click.option("--temperature", type=float, default=1.0, show_default=True)
-@click.option("--top-k", type=int, default=0, show_default=True, help="0 = off.")
-@click.option("--top-p", type=float, default=1.0, show_default=True, help="1 = off.")
-@click.option("--n", "n", type=int, default=64, show_default=True, help="Best-of-N candidates per batch.")
-@click.option("--beam-width", type=int, default=8, show_default=True)
-@click.option("--particles", type=int, default=64, show_default=True, help="SMC particles.")
-@click.option("--ess-threshold", type=float, default=0.5, show_default=True, help="SMC resamples below this ESS fraction.")
-@click.option("--potential", type=click.Choice(["partial", "none"]), default="partial", show_default=True,
+@click.option("--temperature", type=float, default=_default("temperature"), show_default=True)
+@click.option("--top-k", type=int, default=_default("top_k"), show_default=True, help="0 = off.")
+@click.option("--top-p", type=float, default=_default("top_p"), show_default=True, help="1 = off.")
+@click.option("--n", "n", type=int, default=_default("n"), show_default=True, help="Best-of-N candidates per batch.")
+@click.option("--beam-width", type=int, default=_default("beam_width"), show_default=True)
+@click.option("--particles", type=int, default=_default("particles"), show_default=True, help="SMC particles.")
+@click.option("--ess-threshold", type=float, default=_default("ess_threshold"), show_default=True, help="SMC resamples below this ESS fraction.")
+@click.option("--potential", type=click.Choice(["partial", "none"]), default=_default("potential"), show_default=True,
               help="SMC twist: reward of the partial decode, or none.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def search(prior, rewards, method, lam, out, save_tree, series, column, horizon, context_length, end, quiet, **opts):
