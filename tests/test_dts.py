@@ -97,7 +97,7 @@ def test_samples_are_complete_scored_sequences(toy3):
     result = run_dts(problem, SearchConfig(iterations=300, samples=200, lam=lam), np.random.default_rng(0))
     prior = problem.prior
     for s in result.samples:
-        assert prior.eos_id not in s.tokens and 0 < len(s.tokens) + 1 and len(s.tokens) <= prior.max_len
+        assert prior.eos_id not in s.tokens and len(s.tokens) <= prior.max_len
         assert s.text == prior.decode(s.tokens)
         assert s.reward == problem.reward(s.text, problem.context)
         assert math.isfinite(s.logp)
