@@ -152,7 +152,7 @@ def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capf
         return out_dir
 
     monkeypatch.setattr(bb, "pretrain_backbone", fake_build)
-    stale = tmp_path / "backbones" / "default-v1.tmp-99999"
+    stale = tmp_path / "backbones" / "default-v2.tmp-99999"
     stale.mkdir(parents=True)
     results = []
     threads = [threading.Thread(target=lambda: results.append(ensure_default_backbone(progress=False)))
@@ -162,7 +162,7 @@ def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capf
     for t in threads:
         t.join()
     assert calls == ["default"]
-    assert results == [tmp_path / "backbones" / "default-v1"] * 2
+    assert results == [tmp_path / "backbones" / "default-v2"] * 2
     assert not stale.exists()
     assert "building the default backbone (first use, about" in capfd.readouterr().err
     assert ensure_default_backbone() == results[0] and calls == ["default"]

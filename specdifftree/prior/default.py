@@ -4,7 +4,7 @@ No model hub is reachable on a fresh machine, so the package builds its own caus
 time one is needed (`ensure_default_backbone`) and caches it under `sdt_home()`. Real users pass
 a hub id, a local transformers directory or a GGUF file instead.
 
-    path = ensure_default_backbone()        # ~/.cache/specdifftree/backbones/default-v1
+    path = ensure_default_backbone()        # ~/.cache/specdifftree/backbones/default-v2
     model, tok = load_hf_dir(path)          # plain transformers objects, eval mode, float32
 
 Tokenizer: `specdifftree.prior.tokenizer` (byte level: id == byte value for 0..255, EOS 256,
@@ -52,6 +52,7 @@ import numpy as np
 from specdifftree.data.codec import NumberCodec
 from specdifftree.data.prompts import describe, forecast_answer, forecast_codec, forecast_prompt
 from specdifftree.errors import SDTError
+from specdifftree.data.splits import ETT_FRACTIONS, m4_is_eval
 from specdifftree.prior.tokenizer import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, vocab
 
 if TYPE_CHECKING:
@@ -60,8 +61,8 @@ if TYPE_CHECKING:
 EOS_ID = vocab()[EOS_TOKEN]  # 256
 PAD_ID = vocab()[PAD_TOKEN]  # 257
 VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # 258
-DEFAULT_BACKBONE = "default-v1"  # bump the suffix when the preset or corpus changes
-ETT_TRAIN_FRACTION = 0.6  # share of each ETT file / M4 train row the corpus may read
+DEFAULT_BACKBONE = "default-v2"  # bump the suffix when the preset or corpus changes
+ETT_TRAIN_FRACTION = ETT_FRACTIONS["prior"][1]  # share of each ETT file / M4 train row the corpus may read
 MIX = {"forecast": 0.8, "caption": 0.1, "qa": 0.1}
 _AUTO = "auto"
 
@@ -195,7 +196,8 @@ def data_dir() -> Optional[Path]:
 @lru_cache(maxsize=4)
 def real_series(root: Optional[Path]) -> tuple[tuple[str, np.ndarray], ...]:
     """(name, values) of the real series the corpus may read: the first 60% of each ETTh1/ETTh2
-    column and of each M4 Hourly train row. Missing files are skipped; () when root is None."""
+    column and of each M4 Hourly train row not held out for evaluation (`data/splits.py`).
+    Missing files are skipped; () when root is None."""
     out: list[tuple[str, np.ndarray]] = []
     if root is None:
         return ()
@@ -210,7 +212,9 @@ def real_series(root: Optional[Path]) -> tuple[tuple[str, np.ndarray], ...]:
     path = root / "m4" / "Hourly-train.csv"
     if path.is_file():
         with path.open(newline="") as f:
-            for row in islice(csv.reader(f), 1, None):
+            for i, row in enumerate(islice(csv.reader(f), 1, None)):
+                if m4_is_eval(i):
+                    continue
                 values = np.array([float(v) for v in row[1:] if v.strip()])
                 out.append((f"M4:{row[0]}", values[: int(len(values) * ETT_TRAIN_FRACTION)]))
     return tuple((n, v) for n, v in out if len(v) >= 32 and np.all(np.isfinite(v)))
