@@ -34,7 +34,6 @@ or torch build may differ in the last bits.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -50,7 +49,10 @@ from typing import TYPE_CHECKING, Iterator, Optional, Union
 import numpy as np
 
 from specdifftree.data.codec import NumberCodec
+from specdifftree.data.features import caption, dominant_period, trend_word
 from specdifftree.data.prompts import describe, forecast_answer, forecast_codec, forecast_prompt
+from specdifftree.data.sources import default_data_dir as data_dir
+from specdifftree.data.synthetic import synthetic_series
 from specdifftree.errors import SDTError
 from specdifftree.data.splits import ETT_FRACTIONS, m4_is_eval
 from specdifftree.prior.tokenizer import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, vocab
@@ -120,144 +122,30 @@ PRESETS = {
 # --------------------------------------------------------------------------- series
 
 
-def synthetic_series(rng: np.random.Generator, n: int) -> np.ndarray:
-    """One synthetic series of n points: a random mix of components on a random level/scale.  -> [n]"""
-    t = np.arange(n, dtype=np.float64)
-    kind = rng.choice(["seasonal", "seasonal", "ar", "regime", "spiky", "ecg", "accel"])
-    if kind == "ecg":
-        x = _ecg_like(rng, n)
-    elif kind == "accel":
-        x = _accel_like(rng, n)
-    else:
-        x = np.zeros(n)
-        if kind == "seasonal" or rng.random() < 0.3:
-            for _ in range(rng.integers(1, 4)):
-                period = rng.uniform(3.0, max(4.0, n / 1.5))
-                x += rng.uniform(0.2, 1.0) * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
-        if kind == "regime":
-            x += _regimes(rng, n)
-        if kind == "spiky":
-            x += 0.3 * np.sin(2 * np.pi * t / rng.uniform(4, 48) + rng.uniform(0, 2 * np.pi))
-            hits = rng.random(n) < rng.uniform(0.01, 0.06)
-            x[hits] += rng.choice([-1.0, 1.0], hits.sum()) * rng.uniform(2.0, 6.0, hits.sum())
-        x += _ar1(rng, n, phi=rng.uniform(0.95, 0.995) if kind == "ar" else rng.uniform(0.0, 0.9),
-                  sigma=rng.uniform(0.05, 0.3) if kind != "ar" else 0.3)
-    if rng.random() < 0.4:  # trend
-        x += rng.normal(0, 2.0) * t / n
-    x = (x - x.mean()) / (x.std() + 1e-9)
-    scale = 10.0 ** rng.uniform(-1.5, 3.5)
-    level = 0.0 if rng.random() < 0.3 else scale * rng.uniform(0.0, 8.0) * rng.choice([1.0, 1.0, 1.0, -1.0])
-    return level + scale * x
-
-
-def _ar1(rng, n, phi, sigma):
-    from scipy.signal import lfilter
-
-    return lfilter([1.0], [1.0, -phi], rng.normal(0, sigma, n))
-
-
-def _regimes(rng, n):
-    cuts = np.sort(rng.choice(np.arange(4, max(5, n - 4)), size=rng.integers(1, 4), replace=False))
-    levels = rng.normal(0, 1.5, len(cuts) + 1)
-    return levels[np.searchsorted(cuts, np.arange(n), side="right")]
-
-
-def _ecg_like(rng, n):
-    """P-QRS-T beats (Gaussian bumps) at a jittered heart period of 12-60 samples."""
-    period = rng.uniform(12, 60)
-    waves = [(-0.2, 0.04, 0.15), (-0.03, 0.012, -0.15), (0.0, 0.015, 1.0), (0.03, 0.012, -0.25), (0.25, 0.06, 0.3)]
-    x = np.zeros(n)
-    t = np.arange(n, dtype=np.float64)
-    beat = rng.uniform(-period, 0)
-    while beat < n + period:
-        for center, width, amp in waves:
-            x += amp * np.exp(-0.5 * ((t - beat - center * period * 2) / (width * period * 2)) ** 2)
-        beat += period * rng.uniform(0.95, 1.05)
-    return x + rng.normal(0, 0.02, n)
-
-
-def _accel_like(rng, n):
-    """Gait: a step frequency with harmonics and amplitude modulation, or near-stillness."""
-    t = np.arange(n, dtype=np.float64)
-    if rng.random() < 0.25:
-        return _ar1(rng, n, 0.9, 0.05) + rng.normal(0, 0.02, n)
-    f = 1.0 / rng.uniform(5, 30)
-    x = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * k * f * t + rng.uniform(0, 2 * np.pi)) for k in (1, 2, 3))
-    return x * (1 + 0.3 * np.sin(2 * np.pi * t / rng.uniform(40, 200))) + rng.normal(0, 0.1, n)
-
-
-def data_dir() -> Optional[Path]:
-    """$SDT_DATA_DIR, else shared/data next to the repository, or None when it does not exist."""
-    env = os.environ.get("SDT_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return path if path.is_dir() else None
-
-
 @lru_cache(maxsize=4)
 def real_series(root: Optional[Path]) -> tuple[tuple[str, np.ndarray], ...]:
     """(name, values) of the real series the corpus may read: the first 60% of each ETTh1/ETTh2
     column and of each M4 Hourly train row not held out for evaluation (`data/splits.py`).
     Missing files are skipped; () when root is None."""
+    from specdifftree.data.sources import read_ett, read_m4
+
     out: list[tuple[str, np.ndarray]] = []
     if root is None:
         return ()
     for name in ("ETTh1", "ETTh2"):
         path = root / "ett" / f"{name}.csv"
         if path.is_file():
-            with path.open(newline="") as f:
-                rows = list(csv.reader(f))
-            header, data = rows[0], np.array([r[1:] for r in rows[1:] if r], dtype=np.float64)
-            data = data[: int(len(data) * ETT_TRAIN_FRACTION)]
-            out += [(f"{name}:{col}", data[:, j]) for j, col in enumerate(header[1:])]
+            for col, values in read_ett(path).items():
+                out.append((f"{name}:{col}", values[: int(len(values) * ETT_TRAIN_FRACTION)]))
     path = root / "m4" / "Hourly-train.csv"
     if path.is_file():
-        with path.open(newline="") as f:
-            for i, row in enumerate(islice(csv.reader(f), 1, None)):
-                if m4_is_eval(i):
-                    continue
-                values = np.array([float(v) for v in row[1:] if v.strip()])
-                out.append((f"M4:{row[0]}", values[: int(len(values) * ETT_TRAIN_FRACTION)]))
+        for i, s in enumerate(read_m4(path)):
+            if not m4_is_eval(i):
+                out.append((f"M4:{s.id}", s.values[: int(len(s.values) * ETT_TRAIN_FRACTION)]))
     return tuple((n, v) for n, v in out if len(v) >= 32 and np.all(np.isfinite(v)))
 
 
 # --------------------------------------------------------------------------- documents
-
-
-def dominant_period(x: np.ndarray) -> Optional[float]:
-    """Period (in points) of the largest periodogram peak of the linearly detrended series, or
-    None when no frequency holds at least 15% of the power or the period is over half the length."""
-    x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    t = np.arange(n)
-    resid = x - np.polyval(np.polyfit(t, x, 1), t)
-    power = np.abs(np.fft.rfft(resid)) ** 2
-    power[0] = 0.0
-    if power.sum() <= 0:
-        return None
-    k = int(np.argmax(power))
-    if power[k] / power.sum() < 0.15 or k < 2:
-        return None
-    return n / k
-
-
-def trend_word(x: np.ndarray) -> str:
-    """'up', 'down' or 'flat': the least-squares line's total change against the series std."""
-    x = np.asarray(x, dtype=np.float64)
-    change = np.polyfit(np.arange(len(x)), x, 1)[0] * (len(x) - 1)
-    if abs(change) < 0.5 * (x.std() + 1e-12):
-        return "flat"
-    return "up" if change > 0 else "down"
-
-
-def caption(x: np.ndarray) -> str:
-    """One sentence from statistics: trend, dominant period, spikes, range."""
-    x = np.asarray(x, dtype=np.float64)
-    trend = {"up": "trends upward", "down": "trends downward", "flat": "has no clear trend"}[trend_word(x)]
-    period = dominant_period(x)
-    cycle = f"repeats about every {period:.0f} points" if period else "shows no clear periodic pattern"
-    z = np.abs(x - np.median(x)) / (x.std() + 1e-12)
-    spikes = ", with a few sharp spikes" if (z > 4).sum() >= 1 else ""
-    return f"The series {trend} and {cycle}{spikes}; it ranges from {x.min():.4g} to {x.max():.4g}."
 
 
 def _values_line(x: np.ndarray, codec: NumberCodec) -> str:
