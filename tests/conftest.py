@@ -26,3 +26,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def default_backbone():
+    """The embedded default backbone's transformers directory, from the shared cache under
+    ~/.cache/specdifftree (built once on a fresh machine: a few minutes; waits on another build)."""
+    from specdifftree.prior.default import ensure_default_backbone
+
+    return ensure_default_backbone(progress=False)

@@ -109,3 +109,45 @@ def test_not_a_model_directory(tmp_path, capsys):
               "--reward", "spectral", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "not a prior checkpoint" in err[0]
+
+
+def test_soft_prompt_checkpoint_round_trips_and_changes_the_logprobs(tiny_dirs, tmp_path):
+    from specdifftree.data.prompts import forecast_codec, forecast_prompt
+    from specdifftree.prior.backbones.hf import HFBackbone
+    from specdifftree.prior.model import TSLMPrior
+
+    hf_dir, _ = tiny_dirs
+    x = np.sin(np.arange(48) / 3.0) * 4 + 10
+    parts = PriorParts.fresh(258, f"hf:{hf_dir}", seed=1, soft_prompt_dim=32)
+    parts.save(tmp_path / "sp")
+    back = PriorParts.load(tmp_path / "sp")
+    sa, sb = parts.projector.state_dict(), back.projector.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    soft = back.soft_prompt_for(x)
+    assert soft.shape == (12, 32) and np.array_equal(soft, parts.soft_prompt_for(x))  # 48 points / patch 4
+
+    bb = HFBackbone.from_pretrained(str(hf_dir))
+    prompt = forecast_prompt(x, H, forecast_codec(x))
+    plain = PriorParts.fresh(258, f"hf:{hf_dir}", seed=1)  # same encoder and head, no projector
+    assert plain.soft_prompt_for(x) is None and np.array_equal(plain.bias(x), back.bias(x))
+    _, without = TSLMPrior(bb, prompt, 8, plain.bias(x)).start()
+    _, with_sp = TSLMPrior(bb, prompt, 8, back.bias(x), soft_prompt=soft).start()
+    assert np.abs(with_sp - without).max() > 1e-3
+    with torch.inference_mode():  # without a projector: exactly log_softmax(backbone logits + bias)
+        logits = bb.model(torch.tensor([bb.tokenize(prompt)])).logits[0, -1].numpy()
+    expected = torch.log_softmax(torch.tensor(logits + plain.bias(x), dtype=torch.float64), -1).numpy()
+    np.testing.assert_allclose(without, expected, atol=1e-5)
+
+
+@pytest.mark.skipif(not ETTH1.is_file(), reason="needs ../shared/data/ett/ETTh1.csv beside the checkout")
+def test_soft_prompt_prior_searches_on_hf_and_is_refused_on_gguf(tiny_dirs, tmp_path, capsys):
+    hf_dir, gguf = tiny_dirs
+    PriorParts.fresh(258, f"hf:{hf_dir}", soft_prompt_dim=32).save(tmp_path / "hf_sp")
+    rec = _search(str(tmp_path / "hf_sp"), tmp_path / "o.json", capsys)
+    assert rec["prior"]["soft_prompt_tokens"] == 12 and all(len(s["values"]) == H for s in rec["samples"])
+    PriorParts.fresh(258, f"gguf:{gguf}", soft_prompt_dim=32).save(tmp_path / "gguf_sp")
+    with pytest.raises(SystemExit) as e:
+        main(["search", "--prior", str(tmp_path / "gguf_sp"), "--series", str(ETTH1), "--column", "OT",
+              "--horizon", "4", "--reward", "spectral", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "needs a transformers backbone" in err[0], err

@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 from specdifftree.errors import SDTError  # noqa: E402
 from specdifftree.prior.backbones.llamacpp import LlamaCppBackbone  # noqa: E402
@@ -44,7 +45,7 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bb(model):
-    return LlamaCppBackbone(model[2], n_threads=2)
+    return LlamaCppBackbone(model[2])
 
 
 def hf_logp(hf, ids):
@@ -104,7 +105,7 @@ def test_branching_tree_one_batch(model, bb):
 
 def test_eviction_recomputes_and_counts(model):
     hf, tok = model[:2]
-    bb = LlamaCppBackbone(model[2], n_seq_max=4, n_threads=2)
+    bb = LlamaCppBackbone(model[2], n_seq_max=4)
     prompt = tok.encode("1, 2")
     paths = {}
 
@@ -131,9 +132,25 @@ def test_eviction_recomputes_and_counts(model):
     adv([c2, c2], [56, 57], 2)  # c2 is live again: no recomputation
 
 
+def test_evicted_prefix_held_by_a_live_descendant_costs_nothing(model):
+    hf, tok = model[:2]
+    bb = LlamaCppBackbone(model[2], n_seq_max=4)
+    prompt = tok.encode("5, 6, 7, 8")
+    root, _ = bb.start(prompt)
+    paths, h = {root: prompt}, root
+    for t in (44, 32, 57, 50):  # a chain of 4 more handles: the 4th evicts the root (least recently used)
+        (kid,), _ = bb.advance(np.array([h]), np.array([t]))
+        paths[int(kid)], h = paths[h] + [t], int(kid)
+    before = bb.cost.forward_tokens
+    kids, logits = bb.advance(np.array([root, root]), np.array([51, 52]))  # the root's cells live on in its chain
+    assert bb.cost.forward_tokens - before == 2
+    paths.update({int(k): prompt + [t] for k, t in zip(kids, [51, 52])})
+    check_rows(hf, paths, kids, logits)
+
+
 def test_many_handles_few_sequences_exact(model):
     hf, tok = model[:2]
-    bb = LlamaCppBackbone(model[2], n_seq_max=4, n_threads=2)
+    bb = LlamaCppBackbone(model[2], n_seq_max=4)
     rng = np.random.default_rng(0)
     prompt = tok.encode("3, 1, 4")
     root, _ = bb.start(prompt)
@@ -150,9 +167,28 @@ def test_many_handles_few_sequences_exact(model):
     assert bb.live_handles() <= 4
 
 
+def test_plain_batched_sampling_matches_hf(model, bb):
+    hf, tok = model[:2]
+    prompt, rng, seen = tok.encode("4, 5, "), np.random.default_rng(0), []
+
+    def draw(logits):  # [3, V] -> [3]: any tokens will do; the logits are what we check
+        seen.append(logits.copy())
+        return rng.integers(40, 60, len(logits))
+
+    before = (bb.cost.forward_tokens, bb.cost.model_calls)
+    out = bb.sample(prompt, 4, 3, draw)
+    assert out.shape == (3, 4) and len(seen) == 4
+    assert (bb.cost.forward_tokens - before[0], bb.cost.model_calls - before[1]) == (len(prompt) + 3 * 3, 1 + 3)
+    for step, logits in enumerate(seen):
+        for row, lg in zip(out, logits):
+            assert np.abs(log_softmax(lg) - hf_logp(hf, prompt + row[:step].tolist())).max() < TOL
+    with pytest.raises(SDTError, match="KV cells"):
+        bb.sample(prompt, 4096, 2, draw)
+
+
 def test_f16_export_close(model):
     hf, tok, _, f16 = model
-    bb = LlamaCppBackbone(f16, n_threads=2)
+    bb = LlamaCppBackbone(f16)
     for p in PROMPTS:
         ids = tok.encode(p)
         _, logits = bb.start(ids)
@@ -173,6 +209,8 @@ def test_bad_inputs(tmp_path, model):
         export_gguf(tmp_path, tmp_path / "out.gguf")
     with pytest.raises(SDTError, match="does not exist"):
         export_gguf(tmp_path / "nope", tmp_path / "out.gguf")
-    bb = LlamaCppBackbone(model[2], n_threads=2)
+    bb = LlamaCppBackbone(model[2])
     with pytest.raises(SDTError, match="handle"):
         bb.advance(np.array([12345]), np.array([1]))
+    with pytest.raises(SDTError, match="needs a transformers backbone"):
+        bb.start([1, 2], soft_prompt=np.zeros((3, 64), dtype=np.float32))

@@ -177,3 +177,46 @@ def test_from_pretrained_local_folder(model, tokenizer, tmp_path):
     np.testing.assert_allclose(logits, full_forward(model, [1, 2, 3])[0], atol=ATOL)
     with pytest.raises(SDTError):
         HFBackbone.from_pretrained(str(tmp_path / "missing"))
+
+
+# ------------------------------------------------------------------ soft prompt (OpenTSLM-SP)
+
+
+def soft_forward(model, soft: torch.Tensor, seq: list[int]) -> np.ndarray:
+    """Logits [V] at the last position of a plain forward of soft [P, D] followed by seq's embeddings."""
+    with torch.inference_mode():
+        embeds = torch.cat([soft, model.get_input_embeddings()(torch.tensor(seq))])[None]
+        return model(inputs_embeds=embeds).logits[0, -1].numpy()
+
+
+def test_soft_prompt_prefill_and_tree_match_full_forward(model, tokenizer):
+    torch.manual_seed(1)
+    soft = torch.randn(5, model.config.hidden_size)
+    bb = make(model, tokenizer)
+    prompt = [11, 12, 13]
+    root, logits = bb.start(prompt, soft_prompt=soft.numpy())
+    assert bb.cost.forward_tokens == 5 + 3 and bb.depth(root) == 8   # the soft rows live in the KV pool
+    np.testing.assert_allclose(logits, soft_forward(model, soft, prompt), atol=ATOL)
+    assert np.abs(logits - full_forward(model, prompt)[0]).max() > 1e-2  # and they matter
+    kids, logits = bb.advance(np.array([root, root]), np.array([40, 41]))
+    (grand,), glog = bb.advance(kids[:1], np.array([42]))
+    for lg, seq in zip([*logits, glog[0]], [prompt + [40], prompt + [41], prompt + [40, 42]]):
+        np.testing.assert_allclose(lg, soft_forward(model, soft, seq), atol=ATOL)
+    assert bb.cost.forward_tokens == 8 + 3                              # one position per new token
+
+
+def test_prepend_soft_prompt_padded_batch_matches_single_rows(model):
+    from specdifftree.prior.backbones.hf import prepend_soft_prompt
+
+    torch.manual_seed(2)
+    D = model.config.hidden_size
+    soft = torch.randn(2, 4, D)
+    soft_mask = torch.tensor([[True] * 4, [True, True, False, False]])  # row 1: two padded patches
+    ids = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    attention = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    with torch.inference_mode():
+        batch = model(**prepend_soft_prompt(model, ids, soft, soft_mask, attention)).logits
+    np.testing.assert_allclose(batch[0, -1].numpy(), soft_forward(model, soft[0], [5, 6, 7]), atol=ATOL)
+    np.testing.assert_allclose(batch[1, -2].numpy(), soft_forward(model, soft[1, :2], [8, 9]), atol=ATOL)
+    with pytest.raises(SDTError, match="does not fit this backbone"):
+        prepend_soft_prompt(model, ids, torch.randn(2, 4, D + 1))

@@ -1,136 +1,182 @@
-"""Throughput of the transformers backbone on a DTS-like workload, against `model.generate`.
+"""Search speed on a real backbone: DTS against plain batched sampling, same model, same process.
 
-Both run in one process on the same model:
-  generate: `model.generate(do_sample=True, top_k=0, num_return_sequences=batch)` for n_new tokens
-            (prompt prefilled once per returned sequence, as generate does);
-  tree:     a random token tree grown through `HFBackbone.advance`, `batch` handles per call, each
-            row continuing its own last node (a rollout) or, with probability `branch_prob`, a
-            random earlier node (a branch), until batch * n_new new tokens exist. Tokens are drawn
-            from the stored logits of the chosen node, as the search tree does.
+    context = bench_context(None, None, context_length=96, horizon=24)   # the first ETTh1 eval window
+    problem, _ = build_problem(bench_spec("default", "gguf"), ["spectral"], context)
+    report = speed_report(problem, SpeedConfig(batch=16, iterations=64))
+    print(summary(report))
 
-    python -m specdifftree.bench.speed --prompt 250 --new 128 --batch 16 32
+The problem's prior is a forecasting `TSLMPrior` (prompt = a series window written with the
+number codec, grammar mask, encoder bias) on either backend. Two workloads, timed alternately
+after one untimed warm-up of each; the fastest of `repeats` runs of each counts (the least
+disturbed by other load on the machine):
+
+  dts       `run_dts` with the problem's reward, `batch` leaves per round (their rollouts advance
+            together, one forward call per step), `iterations` iterations. New tokens = tree nodes
+            - 1 (every node is a token the search generated); forward tokens = positions the
+            backbone ran (the prompt once, plus any prefix it had to rebuild after an eviction).
+  sampling  plain batched ancestral sampling of as many tokens: `batch` sequences of
+            ceil(new / batch) tokens, with the backend's own batched sampler:
+              transformers  model.generate(do_sample=True, top_k=0, num_return_sequences=batch)
+              llama.cpp     LlamaCppBackbone.sample: the prompt decoded once and shared by
+                            `batch` sequence ids, then one llama_decode of `batch` tokens per step
+                            (in as many calls as the context's KV cells need, the prompt once per call)
+
+Targets (issue 3): DTS tokens/s >= 0.7x sampling tokens/s; forward tokens per new token <= 1.2.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
-from specdifftree.prior.backbones.hf import HFBackbone
+from specdifftree.errors import SDTError
 
-
-def random_backbone(seed: int = 0, hidden: int = 128, layers: int = 4, heads: int = 4,
-                    intermediate: int = 384, vocab: int = 258) -> HFBackbone:
-    """A randomly initialised Llama of the embedded default's size, with the byte-level tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from specdifftree.prior.tokenizer import build_hf_tokenizer
-
-    tokenizer = build_hf_tokenizer()
-    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                         max_position_embeddings=4096, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
-    torch.manual_seed(seed)
-    return HFBackbone(LlamaForCausalLM(config), tokenizer)
+TARGET_RATIO, TARGET_FORWARD = 0.7, 1.2
 
 
-def generate_run(backbone: HFBackbone, prompt_ids: list[int], n_new: int, batch: int, seed: int) -> tuple[int, float]:
-    """(new tokens produced, seconds) for one batched sampling `generate` call (EOS does not stop it)."""
-    model = backbone.model
-    ids = torch.tensor([prompt_ids], dtype=torch.long, device=backbone.device)
-    torch.manual_seed(seed)
+@dataclass
+class SpeedConfig:
+    batch: int = 16  # DTS leaves per round = sampled sequences
+    iterations: int = 64  # DTS iterations per run
+    repeats: int = 3  # timed runs of each workload; the fastest counts
+    seed: int = 0
+
+    def __post_init__(self):
+        if min(self.batch, self.iterations, self.repeats) < 1:
+            raise SDTError("--batch, --iterations and --repeats must be >= 1")
+
+
+def bench_spec(backbone: str, backend: str | None = None) -> str:
+    """The --prior spec to open: `default` on the gguf backend is its f32 GGUF export (made once)."""
+    kind = "gguf" if backbone.startswith("gguf:") else "hf"
+    backend = backend or kind
+    if backend == "gguf" and backbone == "default":
+        from specdifftree.prior.gguf import default_gguf
+
+        return f"gguf:{default_gguf()}"
+    if backend != kind:
+        raise SDTError(f"--backend {backend} cannot run --backbone {backbone}; export it with "
+                       "`sdt export-gguf DIR --out F.gguf` and pass --backbone gguf:F.gguf")
+    return backbone
+
+
+def bench_context(series: str | None, column: str | None, context_length: int, horizon: int):
+    """The Context of the first evaluation window (`data/splits.py`) of `series`, by default the
+    shared ETTh1 file's OT column."""
+    from specdifftree.data.series import read_csv_column
+    from specdifftree.data.sources import default_data_dir
+    from specdifftree.data.splits import ett_range
+    from specdifftree.search.api import build_context
+
+    if series is None:
+        root = default_data_dir()
+        if root is None:
+            raise SDTError("no --series given and shared/data was not found beside the checkout; pass --series FILE.csv")
+        series, column = str(root / "ett" / "ETTh1.csv"), column or "OT"
+    end = ett_range(len(read_csv_column(series, column)), "eval")[0] + context_length
+    return build_context(series, column, horizon, context_length, end)
+
+
+def _is_hf(backbone) -> bool:
+    from specdifftree.prior.backbones.hf import HFBackbone
+
+    return isinstance(backbone, HFBackbone)
+
+
+def dts_run(problem, cfg: SpeedConfig, iterations: int) -> tuple[int, float, int]:
+    """(new tokens, seconds, forward tokens) of one DTS search; its handles are released after (untimed)."""
+    from specdifftree.search.api import run_search
+    from specdifftree.search.common import Problem, SearchConfig
+
+    fresh = Problem(problem.prior, problem.reward, problem.context)  # no reward cache from earlier runs
+    search = SearchConfig(iterations=iterations, batch_size=cfg.batch, samples=1, seed=cfg.seed)
+    result = run_search(fresh, "dts", search)
+    tree = result.tree
+    problem.prior.release(tree.handle[: tree.size][tree.evaluated[: tree.size]])
+    return tree.size - 1, result.wall_s, result.forward_tokens
+
+
+def sampling_run(backbone, prompt_ids: list[int], n_new: int, batch: int, seed: int) -> tuple[int, float]:
+    """(new tokens, seconds) of plain batched ancestral sampling of `batch` x `n_new` tokens."""
+    if _is_hf(backbone):
+        import torch
+
+        ids = torch.tensor([prompt_ids], dtype=torch.long, device=backbone.device)
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        with torch.inference_mode():  # eos_token_id=None: EOS does not stop a row
+            out = backbone.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
+                                          max_new_tokens=n_new, num_return_sequences=batch, eos_token_id=None,
+                                          pad_token_id=backbone.tokenizer.pad_token_id or 0)
+        return batch * (out.shape[1] - len(prompt_ids)), time.perf_counter() - t0
+    from specdifftree.search.common import sample_tokens
+
+    rng = np.random.default_rng(seed)
+    per_call = max(1, (backbone.n_ctx - len(prompt_ids)) // batch)  # what fits in the KV cells at once
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
-                             max_new_tokens=n_new, num_return_sequences=batch, eos_token_id=None,
-                             pad_token_id=backbone.tokenizer.pad_token_id or 0)
-    seconds = time.perf_counter() - t0
-    return batch * (out.shape[1] - len(prompt_ids)), seconds
+    done = 0
+    while done < n_new:
+        done += backbone.sample(prompt_ids, min(per_call, n_new - done), batch,
+                                lambda lg: sample_tokens(lg - lg.max(1, keepdims=True), rng)).shape[1]
+    return batch * done, time.perf_counter() - t0
 
 
-def _gumbel_argmax(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """[B, V] logits -> [B] tokens sampled from softmax(logits)."""
-    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
-
-
-def tree_run(backbone: HFBackbone, prompt_ids: list[int], n_new: int, batch: int,
-             rng: np.random.Generator, branch_prob: float = 0.1) -> tuple[int, float, int]:
-    """(new tokens, seconds, forward_tokens) for growing a random tree of batch * n_new nodes.
-
-    Nodes are numbered in creation order (0 = the prompt); `handle[n]` and `logits[n]` are what
-    the backbone returned for node n. All handles are released afterwards (not timed).
-    """
-    n_nodes = 1 + batch * n_new
-    handle = np.zeros(n_nodes, dtype=np.int64)
-    logits = np.zeros((n_nodes, backbone.vocab_size), dtype=np.float32)
-    forward0 = backbone.cost.forward_tokens
-    t0 = time.perf_counter()
-    handle[0], logits[0] = backbone.start(prompt_ids)
-    size, last = 1, np.zeros(batch, dtype=np.int64)
-    for _ in range(n_new):
-        branch = rng.random(batch) < branch_prob
-        pick = np.where(branch, rng.integers(0, size, batch), last)
-        kids, logits[size: size + batch] = backbone.advance(handle[pick], _gumbel_argmax(logits[pick], rng))
-        handle[size: size + batch] = kids
-        last = np.arange(size, size + batch)
-        size += batch
-    seconds = time.perf_counter() - t0
-    backbone.release(handle)
-    return batch * n_new, seconds, backbone.cost.forward_tokens - forward0
-
-
-def speed_report(backbone: HFBackbone, prompt_ids: list[int], n_new: int, batch: int,
-                 rng: np.random.Generator, branch_prob: float = 0.1, repeats: int = 3) -> dict:
-    """Tokens/s of `generate` and of the tree workload on the same model, and their ratio.
-
-    Each workload runs once untimed (warm-up), then `repeats` times interleaved; the fastest run
-    of each counts (the least disturbed by other load on the machine). Prints nothing.
-    Returns a dict: generate_tok_s, tree_tok_s, ratio (tree / generate), forward_tokens_per_new
-    (1 + prompt / new tokens when nothing is recomputed), plus the settings and all timings.
-    """
-    seed = int(rng.integers(2**31))
-    generate_run(backbone, prompt_ids, min(n_new, 4), batch, seed)
-    tree_run(backbone, prompt_ids, min(n_new, 4), batch, rng, branch_prob)
-    gen_s, tree_s, forward = [], [], 0
-    gen_tokens = tree_tokens = 0
-    for r in range(repeats):
-        gen_tokens, s = generate_run(backbone, prompt_ids, n_new, batch, seed + r)
-        gen_s.append(s)
-        tree_tokens, s, forward = tree_run(backbone, prompt_ids, n_new, batch, rng, branch_prob)
-        tree_s.append(s)
-    gen_rate, tree_rate = gen_tokens / min(gen_s), tree_tokens / min(tree_s)
+def speed_report(problem, cfg: SpeedConfig) -> dict:
+    """Tokens/s of DTS and of batched sampling of as many tokens on the problem's backbone; the two
+    ratios against their targets, the settings and every timing. Prints nothing."""
+    prior = problem.prior
+    backbone, prompt_ids = prior.backbone, prior.prompt_ids
+    dts_run(problem, cfg, min(cfg.iterations, cfg.batch))  # warm-up
+    sampling_run(backbone, prompt_ids, 4, cfg.batch, cfg.seed)
+    dts_s, sampling_s = [], []
+    for r in range(cfg.repeats):
+        new, seconds, forward = dts_run(problem, cfg, cfg.iterations)  # same seed: the same tree every time
+        dts_s.append(seconds)
+        sampled, seconds = sampling_run(backbone, prompt_ids, math.ceil(new / cfg.batch), cfg.batch, cfg.seed + r)
+        sampling_s.append(seconds)
+    dts_rate, sampling_rate = new / min(dts_s), sampled / min(sampling_s)
     return {
-        "prompt_len": len(prompt_ids), "n_new": n_new, "batch": batch, "branch_prob": branch_prob,
-        "torch_threads": torch.get_num_threads(),
-        "generate_tok_s": gen_rate, "tree_tok_s": tree_rate, "ratio": tree_rate / gen_rate,
-        "forward_tokens_per_new": forward / tree_tokens,
-        "generate_seconds": gen_s, "tree_seconds": tree_s,
+        "backend": "transformers" if _is_hf(backbone) else "llama.cpp", "prior": prior.name,
+        "prompt_tokens": len(prompt_ids), "horizon": problem.context.horizon, **asdict(cfg),
+        "threads": _threads(backbone), "cpus": os.cpu_count(),
+        "dts_new_tokens": new, "dts_forward_tokens": forward, "sampled_tokens": sampled,
+        "dts_tok_s": dts_rate, "sampling_tok_s": sampling_rate,
+        "throughput_ratio": dts_rate / sampling_rate, "forward_per_new": forward / new,
+        "dts_seconds": dts_s, "sampling_seconds": sampling_s,
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-    import json
+def _threads(backbone) -> int:
+    if _is_hf(backbone):
+        import torch
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prompt", type=int, default=250, help="prompt length (random byte tokens)")
-    ap.add_argument("--new", type=int, default=128, help="new tokens per row")
-    ap.add_argument("--batch", type=int, nargs="+", default=[16, 32])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
-    backbone = random_backbone(args.seed)
-    prompt = rng.integers(0, 256, args.prompt).tolist()
-    for batch in args.batch:
-        print(json.dumps(speed_report(backbone, prompt, args.new, batch, rng, repeats=args.repeats)))
+        return torch.get_num_threads()
+    return int(backbone.lib.llama_n_threads(backbone.ctx))
 
 
-if __name__ == "__main__":
-    main()
+def summary(report: dict) -> str:
+    """The two ratios against their targets, and one sentence on how they were measured."""
+    r = report
+    sampler = ("model.generate(do_sample=True, num_return_sequences={batch})" if r["backend"] == "transformers"
+               else "one llama_decode of {batch} sequences per step, the prompt decoded once per "
+                    "call of as many tokens as the KV cells hold").format(**r)
+
+    def verdict(ok: bool) -> str:
+        return "meets" if ok else "MISSES"
+
+    return (
+        f"throughput ratio DTS / sampling: {r['throughput_ratio']:.2f} ({r['dts_tok_s']:.0f} vs "
+        f"{r['sampling_tok_s']:.0f} tokens/s; {verdict(r['throughput_ratio'] >= TARGET_RATIO)} the "
+        f">= {TARGET_RATIO} target)\n"
+        f"forward tokens per new token in DTS: {r['forward_per_new']:.3f} ({r['dts_forward_tokens']} for "
+        f"{r['dts_new_tokens']}; {verdict(r['forward_per_new'] <= TARGET_FORWARD)} the <= {TARGET_FORWARD} target)\n"
+        f"How: {r['backend']} backend, {r['threads']} thread(s) on {r['cpus']} CPUs, one process. DTS ran "
+        f"{r['iterations']} iterations with {r['batch']} leaves per round on a {r['prompt_tokens']}-token "
+        f"forecast prompt (horizon {r['horizon']}); plain batched sampling ({sampler}) drew "
+        f"{r['sampled_tokens']} tokens, about as many. Each workload ran once untimed, then {r['repeats']} "
+        f"times alternately; the fastest run of each counts."
+    )

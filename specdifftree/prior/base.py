@@ -10,14 +10,20 @@ evaluated, and asks the prior to advance a batch of handles by one token each.
 `advance` runs exactly one new token position per row through the model, so a
 child reuses its parent's work (KV cache) and the cost of a prefix is paid once
 by whoever holds its handle. Cost is counted on `prior.cost`.
+
+    x = prior.features(handles, prefixes)        # [B, D], for flow networks (S-ADT): no forward pass
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+
+from specdifftree.errors import SDTError
 
 
 @dataclass
@@ -84,3 +90,16 @@ class Prior(ABC):
     def describe(self) -> dict:
         """A JSON-able description for run records."""
         return {"kind": type(self).__name__, "vocab_size": self.vocab_size, "max_len": self.max_len}
+
+    def features(self, handles: np.ndarray, prefixes: list[list[int]]) -> np.ndarray:
+        """Features of evaluated prefixes for a flow network (S-ADT), [B, D] float32.
+
+        handles: [B] from `start`/`advance`, still held; prefixes: each one's tokens after the prompt.
+        Built from work already done: no forward pass and nothing added to `cost`.
+        """
+        raise SDTError(f"the {type(self).__name__} prior offers no features for a flow network")
+
+    def fingerprint(self) -> str:
+        """Names the model behind p(x|c), not the context: a flow network or search buffer made
+        with one prior is valid exactly for priors with the same fingerprint."""
+        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]

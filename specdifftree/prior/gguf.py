@@ -1,6 +1,7 @@
 """Export a transformers Llama directory to GGUF, so that llama.cpp runs the same weights.
 
     path = export_gguf("runs/model", "runs/model.gguf", dtype="f32")
+    path = default_gguf()    # the embedded default backbone, exported once beside its cache
 
 Reads config.json, the safetensors weights (never a pickle) and tokenizer.json (a byte-level BPE,
 e.g. the package's default tokenizer); writes a `llama` GGUF with a `gpt2` tokenizer. Needs the
@@ -14,6 +15,7 @@ The pre-tokenizer is `gpt-2`: llama.cpp's regex for it is HF ByteLevel's, so ids
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +47,30 @@ def export_gguf(hf_dir: str | Path, out_path: str | Path, dtype: str = "f32") ->
     tokens = _read_tokenizer(hf_dir, config)
     weights = _read_weights(hf_dir)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(out_path), "llama")
-    _add_hparams(writer, gguf, config, dtype)
-    _add_tokenizer(writer, gguf, tokens)
-    for name, array in _gguf_tensors(weights, config):
-        writer.add_tensor(name, _cast(array, dtype))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")  # a crash never leaves half a file
+    try:
+        writer = gguf.GGUFWriter(str(tmp), "llama")
+        _add_hparams(writer, gguf, config, dtype)
+        _add_tokenizer(writer, gguf, tokens)
+        for name, array in _gguf_tensors(weights, config):
+            writer.add_tensor(name, _cast(array, dtype))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out_path
+
+
+def default_gguf(dtype: str = "f32") -> Path:
+    """The embedded default backbone as GGUF, exported once beside its cached directory."""
+    from specdifftree.prior.default import ensure_default_backbone
+
+    src = ensure_default_backbone()
+    out = src.parent / f"{src.name}-{dtype}.gguf"
+    return out if out.is_file() else export_gguf(src, out, dtype)
 
 
 def _import_gguf():

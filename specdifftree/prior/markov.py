@@ -11,6 +11,7 @@ A sequence ends when EOS is drawn or after `max_len` non-EOS tokens.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -51,6 +52,25 @@ class MarkovPrior(Prior):
 
     def describe(self) -> dict:
         return {"kind": "markov", "name": self.name, "vocab": self.vocab, "eos": self.eos_id, "max_len": self.max_len}
+
+    def features(self, handles: np.ndarray, prefixes: list[list[int]]) -> np.ndarray:
+        """The prefix itself, so that a flow network can tell every prefix apart: one-hot of each
+        (position, token), one-hot of the last token (the chain's state) and depth / max_len.
+        [B, max_len * V + V + 1]; the handles are not needed."""
+        V, L = self.vocab_size, self.max_len
+        out = np.zeros((len(prefixes), L * V + V + 1), np.float32)
+        for i, p in enumerate(prefixes):
+            p = np.asarray(p, dtype=np.int64)
+            out[i, np.arange(len(p)) * V + p] = 1.0
+            if len(p):
+                out[i, L * V + p[-1]] = 1.0
+            out[i, -1] = len(p) / L
+        return out
+
+    def fingerprint(self) -> str:
+        """The chain itself (vocabulary, EOS, length limit, probabilities), whatever its name or file."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
     # ---------------------------------------------------------------- loading
 

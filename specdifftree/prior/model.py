@@ -2,6 +2,11 @@
 
     log p(x_t | x_<t, c) = log_softmax(llm_logits(prompt(c), x_<t) + bias(c))
     bias(c) = LogitBiasHead(mean-pool(TransformerCNNEncoder(z-normalised c)))     [V], once per context
+    soft(c) = SoftPromptProjector(TransformerCNNEncoder(z-normalised c))         [P, D], optional
+
+With a projector (transformers backbones only), the soft prompt's P embeddings go before the
+prompt's token embeddings in the one prefill; the KV cache then holds them, so search cost per
+new token is unchanged.
 
 The prompt carries the series' mean and std (OpenTSLM) and, for forecasting, the history written
 with the number codec so that the frozen LLM can read it. `TSLMPrior` implements the prior
@@ -10,6 +15,8 @@ protocol (`prior/base.py`), so every search method runs on it unchanged.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,61 +30,122 @@ from specdifftree.prior.base import Prior
 
 @dataclass
 class PriorParts:
-    """The trainable parts and where their backbone comes from (saved together in a checkpoint)."""
+    """The trainable parts and where their backbone comes from (saved together in a checkpoint).
+
+    projector: the soft-prompt projector (transformers backbones only), or None.
+    """
 
     encoder: "object"  # TransformerCNNEncoder
     head: "object"  # LogitBiasHead
     backbone_ref: str  # a --prior spec: "default", "hf:DIR", "gguf:FILE"
+    projector: "object" = None  # SoftPromptProjector or None
 
     @classmethod
-    def fresh(cls, vocab_size: int, backbone_ref: str, seed: int = 0) -> "PriorParts":
-        """Untrained parts, seeded: the head starts near zero, i.e. near the backbone's own distribution."""
+    def fresh(cls, vocab_size: int, backbone_ref: str, seed: int = 0,
+              soft_prompt_dim: Optional[int] = None, encoder_config=None) -> "PriorParts":
+        """Untrained parts, seeded: the head starts near zero, i.e. near the backbone's own distribution.
+        soft_prompt_dim: the backbone's embedding width, to add a soft-prompt projector.
+        encoder_config: an EncoderConfig (default: OpenTSLM's sizes)."""
         import torch
 
         from specdifftree.prior.encoder import EncoderConfig, TransformerCNNEncoder
-        from specdifftree.prior.heads import LogitBiasHead
+        from specdifftree.prior.heads import LogitBiasHead, SoftPromptProjector
 
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
-        cfg = EncoderConfig()
+        cfg = encoder_config or EncoderConfig()
         parts = cls(TransformerCNNEncoder(cfg).eval(), LogitBiasHead(cfg.width, vocab_size).eval(), backbone_ref)
+        if soft_prompt_dim is not None:
+            parts.projector = SoftPromptProjector(cfg.width, soft_prompt_dim).eval()
         torch.random.set_rng_state(gen_state)
         return parts
 
     def save(self, directory: str | Path) -> Path:
         from specdifftree.prior.checkpoint import parts_config, save_checkpoint
 
-        config = parts_config(self.encoder, self.head, backbone=self.backbone_ref)
-        return save_checkpoint(directory, {"encoder": self.encoder, "head": self.head}, config)
+        modules = {"encoder": self.encoder, "head": self.head}
+        if self.projector is not None:
+            modules["projector"] = self.projector
+        config = parts_config(self.encoder, self.head, self.projector, backbone=self.backbone_ref)
+        return save_checkpoint(directory, modules, config)
 
     @classmethod
     def load(cls, directory: str | Path) -> "PriorParts":
         from specdifftree.prior.checkpoint import build_from_checkpoint
 
-        encoder, head, _projector, config = build_from_checkpoint(directory)
+        encoder, head, projector, config = build_from_checkpoint(directory)
         ref = config.get("backbone")
         if not isinstance(ref, str):
             raise SDTError(f"prior checkpoint {directory}: config.json names no backbone")
-        return cls(encoder, head, ref)
+        return cls(encoder, head, ref, projector)
+
+    def encode(self, series, mask=None):
+        """Z-normalise each series and encode it.  series, mask: [B, L] -> h [B, P, width], patch_mask [B, P]"""
+        from specdifftree.prior.encoder import normalize
+
+        z, _, _ = normalize(series, mask)
+        return self.encoder(z, mask)
+
+    def soft_prompt(self, series, mask=None):
+        """Soft-prompt embeddings of a series batch (what the curriculum trainer calls; differentiable).
+
+        series, mask: [B, L] (mask True = valid point; None = all valid) ->
+        (embeds [B, P, D], patch_mask [B, P] bool), D = the backbone's embedding width. Pass both to
+        `backbones.hf.prepend_soft_prompt(model, input_ids, embeds, patch_mask, attention_mask)`.
+        """
+        if self.projector is None:
+            raise SDTError("this prior has no soft-prompt projector (create it with soft_prompt_dim=...)")
+        h, patch_mask = self.encode(series, mask)
+        return self.projector(h), patch_mask
+
+    def embed(self, history: np.ndarray) -> np.ndarray:
+        """The encoded series: the mean-pooled encoder output for one context.  [L] -> [width] float32"""
+        import torch
+
+        with torch.inference_mode():
+            h, mask = self.encode(_one_series(history))
+            return self.encoder.pool(h, mask)[0].float().numpy()
 
     def bias(self, history: np.ndarray) -> np.ndarray:
         """The logit bias for one context series.  [L] -> [V] float32"""
         import torch
 
-        from specdifftree.prior.encoder import normalize
-
         with torch.inference_mode():
-            x = torch.as_tensor(np.asarray(history, dtype=np.float32))[None]
-            z, _, _ = normalize(x)
-            h, mask = self.encoder(z)
-            return self.head(self.encoder.pool(h, mask))[0].float().numpy()
+            return self.head(torch.as_tensor(self.embed(history))[None])[0].float().numpy()
+
+    def fingerprint(self) -> str:
+        """A hash of the trained parts' weights (what a flow network trained on this prior depends on)."""
+        h = hashlib.sha256()
+        for name, module in (("encoder", self.encoder), ("head", self.head), ("projector", self.projector)):
+            for key, t in ({} if module is None else module.state_dict()).items():
+                h.update(f"{name}.{key}".encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def soft_prompt_for(self, history: np.ndarray) -> Optional[np.ndarray]:
+        """The soft prompt of one context series, [P, D] float32, or None without a projector."""
+        import torch
+
+        if self.projector is None:
+            return None
+        with torch.inference_mode():
+            embeds, _ = self.soft_prompt(_one_series(history))
+            return embeds[0].float().numpy()
+
+
+def _one_series(history: np.ndarray):
+    """[L] -> a float32 torch batch [1, L]."""
+    import torch
+
+    return torch.as_tensor(np.asarray(history, dtype=np.float32))[None]
 
 
 class TSLMPrior(Prior):
     """Backbone logits + a per-context bias, as log-probs, over the backbone's vocabulary."""
 
     def __init__(self, backbone: Backbone, prompt: str, max_len: int, bias: Optional[np.ndarray] = None,
-                 name: str = "tslm", grammar=None):
+                 name: str = "tslm", grammar=None, soft_prompt: Optional[np.ndarray] = None,
+                 series_features: Optional[np.ndarray] = None, parts_id: str = ""):
         self.backbone = backbone
         self.vocab = backbone.token_strings()
         self.eos_id = int(backbone.eos_id)
@@ -87,6 +155,9 @@ class TSLMPrior(Prior):
         self.prompt = prompt
         self.prompt_ids = backbone.tokenize(prompt)
         self.grammar = grammar  # ForecastGrammar or None: masks tokens that would break the format
+        self.soft_prompt = soft_prompt  # [P, D] embeddings before the prompt (transformers backbones), or None
+        self.series_features = series_features  # [W] the encoded series (PriorParts.embed), for flow networks
+        self.parts_id = parts_id  # PriorParts.fingerprint() of the trained parts
         self._state: dict[int, tuple] = {}
         V = backbone.vocab_size
         self.bias = np.zeros(V, np.float32) if bias is None else np.asarray(bias, np.float32)
@@ -102,7 +173,7 @@ class TSLMPrior(Prior):
         return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
 
     def start(self) -> tuple[int, np.ndarray]:
-        handle, logits = self.backbone.start(self.prompt_ids)
+        handle, logits = self.backbone.start(self.prompt_ids, soft_prompt=self.soft_prompt)
         state = self.grammar.start if self.grammar is not None else None
         self._state[int(handle)] = state
         return handle, self._logp(logits[None], [state])[0]
@@ -124,6 +195,32 @@ class TSLMPrior(Prior):
     def decode(self, tokens) -> str:
         return self.backbone.detokenize([int(t) for t in tokens if t != self.eos_id])
 
+    def features(self, handles: np.ndarray, prefixes: list[list[int]]) -> np.ndarray:
+        """[B, D + W + 1]: the backbone's last hidden state at each prefix (read from its cache: no
+        forward pass), the encoded series (W, when given) and depth / max_len."""
+        try:
+            h = np.asarray(self.backbone.hidden(np.asarray(handles)), np.float32)
+        except NotImplementedError:
+            raise SDTError(f"flow networks read the backbone's hidden states, which {type(self.backbone).__name__} "
+                           "does not expose; use a transformers prior (default, hf:DIR)") from None
+        cols = [h, np.array([[len(p) / self.max_len] for p in prefixes], np.float32).reshape(len(h), 1)]
+        if self.series_features is not None:
+            cols.insert(1, np.broadcast_to(self.series_features, (len(h), len(self.series_features))))
+        return np.concatenate(cols, axis=1)
+
+    def fingerprint(self) -> str:
+        """The backbone (vocabulary; each weight's name, shape and first and last values) and the trained parts."""
+        import torch
+
+        h = hashlib.sha256((self.parts_id + json.dumps(self.vocab)).encode())
+        model = getattr(self.backbone, "model", None)  # transformers backbones (llama.cpp: vocabulary only)
+        for key, t in ({} if model is None else model.state_dict()).items():
+            flat = t.detach().reshape(-1)
+            h.update(f"{key}{tuple(t.shape)}".encode())
+            h.update(torch.cat([flat[:64], flat[-64:]]).float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def describe(self) -> dict:
         return {"kind": "tslm", "name": self.name, "vocab_size": self.vocab_size, "max_len": self.max_len,
-                "prompt_tokens": len(self.prompt_ids)}
+                "prompt_tokens": len(self.prompt_ids),
+                "soft_prompt_tokens": 0 if self.soft_prompt is None else len(self.soft_prompt)}

@@ -5,6 +5,7 @@
     hf:ID_OR_PATH                      any transformers causal LM
     gguf:FILE                          any GGUF model through llama.cpp
     DIR                                a prior checkpoint (encoder + head + backbone reference)
+    RUN_DIR                            a `sdt train-prior --out` run: its final stage's best checkpoint
 """
 
 from __future__ import annotations
@@ -53,13 +54,17 @@ def trained_default_dir() -> Path:
     return sdt_home() / "priors" / "default"
 
 
-def _tslm(spec: str, context: Optional[Context]) -> Prior:
+def _tslm(spec: str, context: Optional[Context], backbone=None) -> Prior:
     from specdifftree.data.prompts import forecast_prompt
     from specdifftree.prior.model import PriorParts, TSLMPrior
 
     if context is None or context.series is None or context.horizon is None:
         raise SDTError(f"--prior {spec} forecasts from a series: give --series FILE.csv and --horizon H")
     checkpoint = Path(spec) if Path(spec).is_dir() else None
+    if checkpoint is not None and (checkpoint / "train_prior.json").is_file():  # a `sdt train-prior --out` DIR
+        from specdifftree.train.state import final_checkpoint
+
+        checkpoint = final_checkpoint(checkpoint)
     if spec == "default" and (trained_default_dir() / "weights.safetensors").is_file():
         checkpoint = trained_default_dir()
     if checkpoint is not None:
@@ -67,7 +72,12 @@ def _tslm(spec: str, context: Optional[Context]) -> Prior:
             raise SDTError(f"{spec} is a directory but not a prior checkpoint (no weights.safetensors); "
                            f"for a transformers model directory use hf:{spec}")
         parts = PriorParts.load(checkpoint)
-    backbone = open_backbone(parts.backbone_ref if checkpoint is not None else spec)
+        if parts.projector is not None and parts.backbone_ref.startswith("gguf:"):
+            from specdifftree.prior.backbones.llamacpp import SOFT_PROMPT_NEEDS_HF
+
+            raise SDTError(f"{checkpoint}: {SOFT_PROMPT_NEEDS_HF}")
+    if backbone is None:
+        backbone = open_backbone(parts.backbone_ref if checkpoint is not None else spec)
     if checkpoint is None:
         parts = PriorParts.fresh(backbone.vocab_size, spec)
     from specdifftree.prior.constraint import ForecastGrammar
@@ -75,7 +85,9 @@ def _tslm(spec: str, context: Optional[Context]) -> Prior:
     history, horizon, codec = context.series, int(context.horizon), context.codec
     grammar = ForecastGrammar(backbone.token_strings(), backbone.eos_id, horizon, sep=codec.sep)
     prompt = forecast_prompt(history, horizon, codec)
-    return TSLMPrior(backbone, prompt, grammar.max_tokens(), parts.bias(history), name=spec, grammar=grammar)
+    return TSLMPrior(backbone, prompt, grammar.max_tokens(), parts.bias(history), name=spec, grammar=grammar,
+                     soft_prompt=parts.soft_prompt_for(history), series_features=parts.embed(history),
+                     parts_id=parts.fingerprint())
 
 
 PRIOR_KINDS = {
@@ -86,12 +98,14 @@ PRIOR_KINDS = {
 }
 
 
-def load_prior(spec: str, context: Optional[Context] = None) -> Prior:
+def load_prior(spec: str, context: Optional[Context] = None, backbone=None) -> Prior:
+    """The prior `spec` for `context`; `backbone`: an already opened backbone for it (a neural prior
+    for many contexts then shares one model)."""
     kind, sep, arg = spec.partition(":")
     if kind == "markov" and arg:
         return _markov(arg, context)
     if spec == "default" or (kind in ("hf", "gguf") and arg) or Path(spec).is_dir():
-        return _tslm(spec, context)
+        return _tslm(spec, context, backbone)
     known = "; ".join(v[1] for v in PRIOR_KINDS.values()) + "; or a prior checkpoint DIR"
     hint = difflib.get_close_matches(kind, PRIOR_KINDS, n=1)
     did = f" Did you mean '{hint[0]}'?" if hint and hint[0] != kind else ""

@@ -2,6 +2,7 @@
 with prefixes addressed by integer handles so that branching never recomputes a prefix.
 
     handle, logits = bb.start(prompt_ids)          # prefill the prompt once: logits [V]
+    handle, logits = bb.start(ids, soft_prompt)    # [P, D] embeddings before the ids (transformers only)
     kids, logits = bb.advance(handles, tokens)     # one new position per row: [B] -> [B], [B, V]
     bb.release(handles)                            # the caller will not advance these again
 
@@ -39,8 +40,11 @@ class Backbone(ABC):
         """A printable string per id, len == vocab_size (for trees and tables)."""
 
     @abstractmethod
-    def start(self, prompt_ids: list[int]) -> tuple[int, np.ndarray]:
-        """Prefill the prompt. Returns (handle, logits [V] float32) for the first new token."""
+    def start(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+        """Prefill the prompt. Returns (handle, logits [V] float32) for the first new token.
+
+        soft_prompt: [P, D] embeddings to place before the prompt's tokens; backends that take
+        token ids only raise SDTError."""
 
     @abstractmethod
     def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -196,6 +196,29 @@ def step_mask(lens: torch.Tensor, width: int, dtype: torch.dtype,
     return mask[:, None, None, :]
 
 
+def prepend_soft_prompt(model, input_ids: torch.Tensor, soft: torch.Tensor,
+                        soft_mask: torch.Tensor | None = None,
+                        attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Keyword inputs for `model(**inputs)` with soft-prompt rows before each row's token embeddings.
+
+    input_ids [B, T]; soft [B, P, D] (from `PriorParts.soft_prompt`); soft_mask [B, P] bool
+    (False: a padded patch); attention_mask [B, T] (1: a real token). Returns inputs_embeds
+    [B, P+T, D], attention_mask [B, P+T] and position_ids [B, P+T] that skip masked entries, so a
+    padded row gets the logits it gets alone. Gradients flow into `soft`; the model may stay frozen.
+    """
+    embed = model.get_input_embeddings()
+    B, D = input_ids.shape[0], embed.weight.shape[1]
+    if soft.ndim != 3 or soft.shape[0] != B or soft.shape[2] != D:
+        raise SDTError(f"soft prompt of shape {list(soft.shape)} does not fit this backbone, which wants "
+                       f"[{B}, P, {D}]: was the projector trained for another backbone?")
+    ones = {"dtype": torch.long, "device": input_ids.device}
+    soft_mask = torch.ones(soft.shape[:2], **ones) if soft_mask is None else soft_mask.to(**ones)
+    attention_mask = torch.ones(input_ids.shape, **ones) if attention_mask is None else attention_mask.to(**ones)
+    mask = torch.cat([soft_mask, attention_mask], dim=1)
+    embeds = torch.cat([soft.to(embed.weight.dtype), embed(input_ids)], dim=1)
+    return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp_min(0)}
+
+
 class HFBackbone(Backbone):
     """A transformers causal LM behind the `Backbone` interface, prefixes shared through a `KVPool`.
 
@@ -290,23 +313,31 @@ class HFBackbone(Backbone):
     # ------------------------------------------------------------- handles
 
     @torch.inference_mode()
-    def start(self, prompt_ids: list[int]) -> tuple[int, np.ndarray]:
-        """Prefill the prompt once ([P] ids, P >= 1) with a plain DynamicCache, then move its K/V
-        into fresh pool slots owned by the new root handle. Returns (handle, logits [V] float32)."""
+    def start(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+        """Prefill the prompt once ([T] ids, T >= 1) with a plain DynamicCache, then move its K/V
+        into fresh pool slots owned by the new root handle. Returns (handle, logits [V] float32).
+
+        soft_prompt: [P, D] embeddings placed before the prompt's token embeddings (OpenTSLM-SP);
+        the pool then holds P + T positions, so later tokens continue at position P + T."""
         ids = torch.as_tensor(list(prompt_ids), dtype=torch.long, device=self.device)
         if ids.numel() == 0:
             raise SDTError("HFBackbone.start needs at least one prompt token (e.g. BOS)")
+        if soft_prompt is None:
+            inputs = {"input_ids": ids[None]}
+        else:
+            soft = torch.as_tensor(np.asarray(soft_prompt), dtype=self.dtype, device=self.device)
+            inputs = prepend_soft_prompt(self.model, ids[None], soft[None])
         cache = DynamicCache()
         kw = {"logits_to_keep": 1} if self._keep_last else {}
-        out = self.model(input_ids=ids[None], past_key_values=cache, use_cache=True,
-                         output_hidden_states=True, **kw)
+        out = self.model(**inputs, past_key_values=cache, use_cache=True, output_hidden_states=True, **kw)
         self._ensure_pool(cache, out.hidden_states[-1])
-        slots = self.pool.alloc(len(ids))
+        n = cache.layers[0].keys.shape[2]  # positions prefilled: soft prompt + T
+        slots = self.pool.alloc(n)
         slots_t = torch.from_numpy(slots).to(self.device)
         for layer, cl in enumerate(cache.layers):
             self.pool.write(layer, slots_t, cl.keys[0].transpose(0, 1), cl.values[0].transpose(0, 1))
         self.pool.hidden[slots[-1]] = out.hidden_states[-1][0, -1]
-        self.cost.add(len(ids))
+        self.cost.add(n)
         handle = self._new_handle(slots.astype(np.int32), -1)
         return handle, out.logits[0, -1].float().cpu().numpy()
 

@@ -11,8 +11,10 @@ then decodes the token at position depth(h) on s; all rows of `advance` go into 
 
 Ids are scarce, so live handles form an LRU. With no free id, the least recently used handle is
 evicted (`llama_memory_seq_rm`; cells no other id references are freed); it keeps its parent and
-token, and advancing it later first rebuilds its prefix from the nearest live ancestor. The
-re-decoded positions are counted in `cost.forward_tokens`, like any other work.
+token. Advancing it later first gives it its prefix back: the part a live sequence still holds (a
+live descendant holds all of it) is tagged onto a new id by `seq_cp` over those positions, and
+only the rest is re-decoded. Re-decoded positions are counted in `cost.forward_tokens`, like any
+other work.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from specdifftree.prior.backbones.base import Backbone
 from specdifftree.prior.base import Cost
 
 _SILENT_LOG = None  # the no-op log callback; kept referenced so ctypes never frees it
+SMALL_MODEL_PARAMS = 100_000_000  # below this, llama.cpp runs on one thread by default
+SOFT_PROMPT_NEEDS_HF = ("this prior has a soft-prompt projector, which needs a transformers backbone "
+                        "(default or hf:DIR); llama.cpp takes token ids only")
 
 
 @dataclass
@@ -60,7 +65,8 @@ def _llama():
 
 class LlamaCppBackbone(Backbone):
     """Backbone on a GGUF file. n_seq_max: live prefixes at once (<= llama_max_parallel_sequences);
-    n_ctx: KV cells shared by all of them; kv_type: 'f32' (exact, default) or 'f16'."""
+    n_ctx: KV cells shared by all of them; n_threads: None = 1 for small models, else up to 4;
+    kv_type: 'f32' (exact, default) or 'f16'."""
 
     def __init__(self, gguf_path: str | Path, n_seq_max: int = 64, n_ctx: int = 4096, n_batch: int = 512,
                  n_threads: int | None = None, kv_type: str = "f32"):
@@ -76,8 +82,9 @@ class LlamaCppBackbone(Backbone):
         self.model = lib.llama_model_load_from_file(str(path).encode(), lib.llama_model_default_params())
         if not self.model:
             raise SDTError(f"llama.cpp cannot load {path}: not a GGUF model it supports")
-        self.ctx = self._new_context(n_ctx, n_threads or min(4, os.cpu_count() or 1), kv_type)
+        self.ctx = self._new_context(n_ctx, n_threads or self._default_threads(), kv_type)
         self.mem = lib.llama_get_memory(self.ctx)
+        self.n_ctx = lib.llama_n_ctx(self.ctx)
         self.vocab = lib.llama_model_get_vocab(self.model)
         self.vocab_size = lib.llama_vocab_n_tokens(self.vocab)
         self.eos_id = lib.llama_vocab_eos(self.vocab)
@@ -87,6 +94,14 @@ class LlamaCppBackbone(Backbone):
         self._lru: OrderedDict[int, None] = OrderedDict()  # handles holding a seq id, oldest first
         self._free = list(range(n_seq_max - 1, -1, -1))
         self._next = 0
+
+    def _default_threads(self) -> int:
+        """1 for small models, else up to 4 cores. ggml synchronises its threads after every op: a
+        small model's ops are too short to share, and when another process holds a core every op
+        waits for the descheduled thread (measured: 8-row steps of the default backbone take
+        ~1 ms on 1 thread, ~0.7 s on 2 threads with one of the 2 cores busy)."""
+        small = self.lib.llama_model_n_params(self.model) < SMALL_MODEL_PARAMS
+        return 1 if small else min(4, os.cpu_count() or 1)
 
     def _new_context(self, n_ctx: int, n_threads: int, kv_type: str):
         lib = self.lib
@@ -140,8 +155,10 @@ class LlamaCppBackbone(Backbone):
 
     # --- prefixes -----------------------------------------------------------------------------
 
-    def start(self, prompt_ids: list[int]) -> tuple[int, np.ndarray]:
+    def start(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None) -> tuple[int, np.ndarray]:
         """Prefill the prompt on a fresh sequence id. Returns (handle, logits [V] float32)."""
+        if soft_prompt is not None:
+            raise SDTError(SOFT_PROMPT_NEEDS_HF)
         prompt = tuple(int(t) for t in prompt_ids)
         if not prompt:
             raise SDTError("the llama.cpp backbone needs a non-empty prompt")
@@ -188,34 +205,52 @@ class LlamaCppBackbone(Backbone):
         return kids, self._decode(rows, set(kids))
 
     def _restore(self, handles: list[int]) -> None:
-        """Give each evicted handle its prefix back: rebuild from its nearest live ancestor,
-        re-decoding (and counting) the missing positions. A handle whose path runs through another
-        handle still waiting is left to a later round, so that shared work is done once."""
-        waiting = [h for h in handles if self._nodes[h].seq < 0]
+        """Give each evicted handle its prefix back. The longest part of it that a live sequence
+        still holds (any live handle whose path runs through it) is tagged onto a new sequence id
+        by `seq_cp` over those positions, at no model cost; only the rest is re-decoded (and
+        counted). Handles whose missing parts overlap wait for a later round, so that shared work
+        is done once and then copied."""
+        waiting = sorted({h for h in handles if self._nodes[h].seq < 0}, key=lambda h: self._nodes[h].depth)
         while waiting:
-            paths = {h: self._missing_path(h) for h in waiting}
-            now = [h for h in waiting if not any(p in paths and p != h for p in paths[h][0])]
-            pinned = set(handles) | {base for _, base in paths.values()}
+            holder = self._holders()
+            paths = {h: self._missing_path(h, holder) for h in waiting}
+            now, claimed = [], set()
+            for h in waiting:
+                if claimed.isdisjoint(paths[h][0]):
+                    now.append(h)
+                claimed.update(paths[h][0])
+            pinned = set(handles) | {src for _, _, src in paths.values() if src >= 0}
             rows = []
             for h in now:
-                path, base = paths[h]
+                path, base, src = paths[h]
                 seq = self._take_seq(pinned)
-                if base >= 0:
-                    self.lib.llama_memory_seq_cp(self.mem, self._nodes[base].seq, seq, -1, -1)
                 pos = self._nodes[base].depth if base >= 0 else 0
+                if src >= 0:
+                    self.lib.llama_memory_seq_cp(self.mem, self._nodes[src].seq, seq, 0, pos)
                 toks = [t for p in reversed(path) for t in self._nodes[p].tokens]
                 rows += [(t, pos + k, seq, False) for k, t in enumerate(toks)]
                 self._own(h, seq)
             self._decode(rows, pinned)
             waiting = [h for h in waiting if h not in now]
 
-    def _missing_path(self, h: int) -> tuple[list[int], int]:
-        """Evicted nodes from h up to (excluding) its nearest live ancestor, and that ancestor (-1: none)."""
+    def _holders(self) -> dict[int, int]:
+        """node -> a live handle whose prefix runs through it, for every node on a live handle's path."""
+        holder: dict[int, int] = {}
+        for live in self._lru:
+            n = live
+            while n >= 0 and n not in holder:
+                holder[n] = live
+                n = self._nodes[n].parent
+        return holder
+
+    def _missing_path(self, h: int, holder: dict[int, int]) -> tuple[list[int], int, int]:
+        """(nodes from h up to, excluding, the nearest node a live sequence holds; that node, -1 if
+        none; the live handle holding it, -1 if none)."""
         path = []
-        while h >= 0 and self._nodes[h].seq < 0:
+        while h >= 0 and h not in holder:
             path.append(h)
             h = self._nodes[h].parent
-        return path, h
+        return path, h, holder.get(h, -1)
 
     def release(self, handles: np.ndarray) -> None:
         """Free the sequence ids of these handles; their records stay while a descendant needs the path."""
@@ -227,6 +262,36 @@ class LlamaCppBackbone(Backbone):
             if node.seq >= 0:
                 self._drop_seq(h)
             self._forget(h)
+
+    def sample(self, prompt_ids: list[int], n_new: int, n_seqs: int, draw) -> np.ndarray:
+        """Plain batched ancestral sampling, as llama.cpp's `batched` example does it: the prompt is
+        decoded once and shared with n_seqs sequence ids (seq_cp), then each step is one llama_decode
+        of n_seqs tokens. draw: logits [n_seqs, V] -> tokens [n_seqs]; EOS does not stop a row.
+        Returns tokens [n_seqs, n_new]. Uses no handles (evicts some if ids or cells run short);
+        cost counted. Needs len(prompt_ids) + n_seqs * n_new <= n_ctx KV cells."""
+        prompt = [int(t) for t in prompt_ids]
+        if not 1 <= n_seqs <= self.n_seq_max:
+            raise SDTError(f"n_seqs must be in [1, {self.n_seq_max}], got {n_seqs}")
+        if len(prompt) + n_seqs * n_new > self.n_ctx:
+            raise SDTError(f"{n_seqs} sequences of {n_new} tokens after a {len(prompt)}-token prompt need more "
+                           f"than n_ctx={self.n_ctx} KV cells; sample fewer tokens per call")
+        seqs = [self._take_seq(set()) for _ in range(n_seqs)]
+        out = np.zeros((n_seqs, n_new), dtype=np.int64)
+        try:
+            logits = self._decode([(t, i, seqs[0], i == len(prompt) - 1) for i, t in enumerate(prompt)], set())
+            for s in seqs[1:]:
+                self.lib.llama_memory_seq_cp(self.mem, seqs[0], s, -1, -1)
+            logits = np.repeat(logits, n_seqs, axis=0)
+            for step in range(n_new):
+                out[:, step] = draw(logits)
+                if step + 1 < n_new:
+                    logits = self._decode([(int(t), len(prompt) + step, s, True)
+                                           for t, s in zip(out[:, step], seqs)], set())
+        finally:
+            for s in seqs:
+                self.lib.llama_memory_seq_rm(self.mem, s, -1, -1)
+            self._free += seqs
+        return out
 
     # --- bookkeeping --------------------------------------------------------------------------
 
