@@ -53,11 +53,14 @@ def test_labels_are_balanced_and_parse_back(stage):
 
 
 def test_mcq_answer_is_the_option_that_matches_the_series():
-    for e in build_stage("stage1_mcq", "train", 30, seed=2):
-        letter = e.label
-        listed = dict(re.findall(r"\((\w)\) ([^(\n]+?)(?= \(|\n|$)", e.post_prompt))
-        assert listed[letter].strip() == e.meta["correct"]
-        assert len(listed) == 3 and len(set(listed.values())) == 3
+    ex = build_stage("stage1_mcq", "train", 60, seed=2)
+    for e in ex:
+        listed = re.search(r"Options: (.+)", e.post_prompt).group(1).split("; ")
+        assert tuple(listed) == e.options and len(set(listed)) == 3
+        assert e.label == e.meta["correct"] in listed
+        assert parse_label("stage1_mcq", e.answer, e.options) == e.label
+    positions = Counter(e.options.index(e.label) for e in ex)
+    assert len(positions) == 3  # the correct option is not always in the same place
 
 
 def test_stage6_uses_the_search_prompt():
@@ -71,9 +74,10 @@ def test_stage6_uses_the_search_prompt():
 
 
 def test_parse_label_forms():
-    assert parse_label("stage1_mcq", "The line rises. Answer: (b)") == "b"
-    assert parse_label("stage1_mcq", "Answer: C.") == "c"
-    assert parse_label("stage1_mcq", "Answer: (d)") is None  # not an option
+    opts = ("upward", "flat", "downward")
+    assert parse_label("stage1_mcq", "The line rises. Answer: upward", opts) == "upward"
+    assert parse_label("stage1_mcq", "Answer: (Flat).", opts) == "flat"
+    assert parse_label("stage1_mcq", "Answer: sideways", opts) is None  # not an option
     assert parse_label("stage3_cot", "Rhythm 2 Hz.\nAnswer: Walking") == "walking"
     assert parse_label("stage3_cot", "Answer: walking fast") is None
     assert parse_label("stage3_cot", "no answer here") is None

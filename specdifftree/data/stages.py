@@ -10,7 +10,7 @@ activity labels, ECG beat annotations) or from the generator that built the seri
 
 | stage             | series (length)                        | answer ends with        | options           |
 |-------------------|----------------------------------------|-------------------------|-------------------|
-| stage1_mcq        | 1 (context_length)                     | "Answer: (b)"           | a, b, c           |
+| stage1_mcq        | 1 (context_length)                     | "Answer: upward"        | 3 per question    |
 | stage2_captioning | 1 (context_length)                     | a caption sentence      | -                 |
 | stage3_cot        | 3 axes (2 * context_length, 52 Hz)     | "Answer: walking"       | ACTIVITIES        |
 | stage4_sleep_cot  | 1 EEG (2 * context_length, 64 Hz)      | "Answer: n2"            | SLEEP_STAGES      |
@@ -18,7 +18,8 @@ activity labels, ECG beat annotations) or from the generator that built the seri
 | stage6_forecast   | 1 (context_length history)             | the next `horizon` values (number codec) | - |
 
 Classification labels are balanced: example i has label options[i % k] (then the list is shuffled),
-so chance accuracy is 1 / k. Real windows are used for about half the examples when `data_dir`
+so chance accuracy is 1 / k. Stage 1's options are per question (`Example.options`, 3 each, the
+correct one's value drawn uniformly): chance is 1/3. Real windows are used for about half the examples when `data_dir`
 holds them; the rest (and everything when `data_dir` is None) come from `data/synthetic.py`.
 
 Real series (data_dir): shared/data's layout (ett/, m4/, har_chest_acc/, ecg/) and any CSV files
@@ -51,9 +52,9 @@ from specdifftree.errors import SDTError
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 PART: dict[str, Part] = {"train": "prior", "val": "flow", "test": "eval"}
-MCQ_LETTERS = ("a", "b", "c")
+MCQ_CHOICES = 3  # options per stage-1 question (chance 1/3)
 OPTIONS: dict[str, tuple[str, ...]] = {
-    "stage1_mcq": MCQ_LETTERS, "stage3_cot": ACTIVITIES, "stage4_sleep_cot": SLEEP_STAGES,
+    "stage3_cot": ACTIVITIES, "stage4_sleep_cot": SLEEP_STAGES,
     "stage5_ecg_cot": ECG_RHYTHMS,
 }
 REAL_SHARE = 0.5  # share of examples drawn from real windows when data_dir has them
@@ -239,8 +240,9 @@ _MCQ = {"trend": (_mcq_trend, ("up", "down", "flat")), "spikes": (_mcq_spikes, (
 
 def _stage1(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
     """A question about one property; the wanted value of the property is drawn uniformly, and a
-    real window is used only when it shows that value (else a series is generated to show it)."""
-    letter = MCQ_LETTERS[i % len(MCQ_LETTERS)]
+    real window is used only when it shows that value (else a series is generated to show it).
+    The answer is the chosen option's text (not a letter, and no rationale, as in TSQA): the series
+    alone, which is all the encoder sees, then determines the answer."""
     kind = list(_MCQ)[int(rng.integers(len(_MCQ)))]
     make, targets = _MCQ[kind]
     target = targets[int(rng.integers(len(targets)))]
@@ -257,15 +259,14 @@ def _stage1(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
     item = item or make(rng, None, ctx.length, target)
     wrong = [c for c in item.candidates if c != item.right]
     rng.shuffle(wrong)
-    choices = wrong[: len(MCQ_LETTERS) - 1]
-    choices.insert(MCQ_LETTERS.index(letter), item.right)
-    listed = " ".join(f"({a}) {c}" for a, c in zip(MCQ_LETTERS, choices))
+    choices = wrong[: MCQ_CHOICES - 1]
+    choices.insert(int(rng.integers(MCQ_CHOICES)), item.right)
     return Example(
         stage="stage1_mcq", series=[item.x], names=["The time series"],
         pre_prompt="You are given a time series and a multiple-choice question about it.",
-        post_prompt=f"Question: {item.question}\nOptions: {listed}\nGive a short reason, then the letter.",
-        answer=f"{item.reason} Answer: ({letter})", label=letter, options=MCQ_LETTERS,
-        meta={"source": source, "kind": kind, "correct": item.right})
+        post_prompt=f"Question: {item.question}\nOptions: {'; '.join(choices)}\nAnswer with one of the options.",
+        answer=f"Answer: {item.right}", label=item.right, options=tuple(choices),
+        meta={"source": source, "kind": kind, "correct": item.right, "reason": item.reason})
 
 
 # --------------------------------------------------------------------------- stage 2: captioning

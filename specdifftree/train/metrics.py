@@ -1,0 +1,53 @@
+"""The numbers the trainer reports.
+
+    nll = answer_nll(logits, targets, bias, owner)   # per answer token, under log_softmax(llm + bias)
+    label_metrics(gold, predicted)                   # accuracy and macro recall of parsed labels
+
+Loss and perplexity are per answer token (EOS included), averaged over all tokens of a split.
+Accuracy on stages whose examples carry labels: the share of examples where the prior's choice
+among the options (likelihood ranking, `train/examples.py`) is the gold label; macro recall is
+the mean over gold classes of the share of that class chosen correctly. Labels parsed from
+greedy text (`data.stages.parse_label`; an answer with no parsable label counts as wrong) are
+reported on the test split as well. Stages without labels report next-token accuracy
+(teacher-forced argmax over the answer tokens) and no macro recall.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Optional, Sequence
+
+import torch
+
+
+def answer_nll(logits: torch.Tensor, targets: torch.Tensor, bias: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """-log p(target) under log_softmax(logits + bias[owner]).
+
+    logits [M, V], targets [M] int64, bias [B, V], owner [M] in [0, B) -> [M]
+    """
+    logp = torch.log_softmax(logits + bias[owner], dim=-1)
+    return -logp.gather(1, targets[:, None])[:, 0]
+
+
+def next_token_hits(logits: torch.Tensor, targets: torch.Tensor, bias: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Whether argmax(logits + bias[owner]) is the target.  -> [M] bool"""
+    return (logits + bias[owner]).argmax(-1) == targets
+
+
+def label_metrics(gold: Sequence[str], predicted: Sequence[Optional[str]]) -> dict:
+    """{"accuracy", "macro_recall", "n"} of predicted labels (None = unparsable) against gold ones."""
+    n = len(gold)
+    if n == 0:
+        return {"accuracy": float("nan"), "macro_recall": float("nan"), "n": 0}
+    hits = [p == g for g, p in zip(gold, predicted)]
+    per_class = {c: sum(h for g, h in zip(gold, hits) if g == c) / k for c, k in Counter(gold).items()}
+    return {"accuracy": sum(hits) / n, "macro_recall": sum(per_class.values()) / len(per_class), "n": n}
+
+
+def chance(gold: Sequence[str], options_per_example: Sequence[Sequence[str]]) -> dict:
+    """Baselines for label accuracy: uniform guessing among each example's options, and always
+    answering the most frequent gold label of the split."""
+    uniform = [1.0 / len(o) for o in options_per_example if len(o)]
+    top = Counter(gold).most_common(1)
+    return {"chance_uniform": sum(uniform) / len(uniform) if uniform else float("nan"),
+            "chance_majority": top[0][1] / len(gold) if top else float("nan")}

@@ -1,0 +1,110 @@
+"""Crash-safe files of a train-prior run: the epoch-level resume state and the run manifest.
+
+Resume state (`OUT/<stage>/state.safetensors`): ONE safetensors file, written atomically (temporary
+file, fsync, os.replace) after every completed epoch. Its tensors are the current encoder and
+head, the best ones so far, and the AdamW moments; its JSON header metadata holds the scalars
+(epoch, optimizer step, best validation loss and epoch, epochs without improvement, whether
+early stopping fired, the metrics rows, the optimizer's param groups). One file means a kill at
+any moment leaves either the previous epoch's state or the new one, never a mix. Random state
+is not saved because nothing depends on it: each epoch reseeds torch and its data order from
+(seed, stage, epoch).
+
+Manifest (`OUT/train_prior.json`): what the run is (backbone, preset, seed, config) and which
+checkpoint is its result (`final_checkpoint`, relative to OUT), so that `sdt search --prior OUT`
+finds the trained prior. Nothing here is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Optional
+
+from specdifftree.errors import SDTError
+
+MANIFEST = "train_prior.json"
+STATE = "state.safetensors"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    from specdifftree.prior.checkpoint import _write_atomic as write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(path, data)
+
+
+def write_json(path: Path, record: dict) -> None:
+    """Atomic JSON write (NaN written as null)."""
+    from specdifftree.tracking import _jsonable
+
+    _write_atomic(Path(path), (json.dumps(_jsonable(record), indent=1, allow_nan=False) + "\n").encode())
+
+
+# --------------------------------------------------------------------------------------- resume state
+
+
+def save_state(path: Path, tensors: dict, meta: dict) -> None:
+    """tensors: {name: tensor}; meta: JSON-able scalars. One atomic file."""
+    import safetensors.torch
+
+    from specdifftree.tracking import _jsonable
+
+    blob = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                                  metadata={"state": json.dumps(_jsonable(meta), allow_nan=False)})
+    _write_atomic(Path(path), blob)
+
+
+def load_state(path: Path) -> Optional[tuple[dict, dict]]:
+    """(tensors, meta) saved by `save_state`, or None when there is no state file."""
+    import safetensors.torch
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    blob = path.read_bytes()
+    try:
+        (n,) = struct.unpack("<Q", blob[:8])
+        meta = json.loads(json.loads(blob[8: 8 + n])["__metadata__"]["state"])
+        return safetensors.torch.load(blob), meta
+    except Exception as e:  # noqa: BLE001 (any unreadable state is the same user problem)
+        raise SDTError(f"{path}: unreadable resume state ({type(e).__name__}); delete it to restart the stage") from None
+
+
+def optimizer_tensors(opt) -> tuple[dict, list]:
+    """An optimizer's state dict as flat tensors {"opt.<param>.<key>": t} plus its JSON param groups."""
+    sd = opt.state_dict()
+    tensors = {f"opt.{i}.{k}": v for i, s in sd["state"].items() for k, v in s.items()}
+    return tensors, sd["param_groups"]
+
+
+def restore_optimizer(opt, tensors: dict, groups: list) -> None:
+    state: dict[int, dict] = {}
+    for name, t in tensors.items():
+        if name.startswith("opt."):
+            _, i, key = name.split(".", 2)
+            state.setdefault(int(i), {})[key] = t
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+# --------------------------------------------------------------------------------------- manifest
+
+
+def read_manifest(run_dir: Path) -> Optional[dict]:
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SDTError(f"{path}: not valid JSON ({e})") from None
+
+
+def final_checkpoint(run_dir: Path) -> Path:
+    """The prior checkpoint a train-prior run directory stands for (its last finished stage's best)."""
+    record = read_manifest(run_dir) or {}
+    rel = record.get("final_checkpoint")
+    if not rel:
+        raise SDTError(f"{run_dir} is a train-prior run with no finished stage yet; "
+                       f"finish it with `sdt train-prior --out {run_dir} --resume`")
+    return Path(run_dir) / rel
