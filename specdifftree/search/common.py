@@ -40,7 +40,11 @@ class SearchConfig:
     # smc
     particles: int = 64
     ess_threshold: float = 0.5  # resample when ESS < threshold * particles
-    potential: str = "partial"  # "partial": reward of the partial decode where defined; "none"
+    potential: str = "partial"  # "partial": reward of the partial decode where defined; "none"; "flow": F_phi
+    # S-ADT (sadt, sadt-sample, smc --potential flow)
+    flow: Optional[str] = None  # flow network directory written by `sdt amortize`
+    alpha: float = 0.5  # sadt selection: softmax(lam ((1 - alpha) v_hat + alpha F_phi))
+    rollout: str = "q"  # sadt, new nodes: "q" = roll out with q to a terminal; "flow" = value F_phi, no rollout
 
     def validate(self) -> "SearchConfig":
         checks = [
@@ -56,7 +60,9 @@ class SearchConfig:
             (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
             (self.n >= 1 and self.beam_width >= 1 and self.particles >= 1, "counts must be >= 1"),
             (0 <= self.ess_threshold <= 1, "--ess-threshold must be in [0, 1]"),
-            (self.potential in ("partial", "none"), "--potential must be 'partial' or 'none'"),
+            (self.potential in ("partial", "none", "flow"), "--potential must be 'partial', 'none' or 'flow'"),
+            (0 <= self.alpha <= 1, "--alpha must be in [0, 1]"),
+            (self.rollout in ("flow", "q"), "--rollout must be 'flow' or 'q'"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -212,10 +218,13 @@ def logsumexp(x: np.ndarray, axis=None, keepdims: bool = False) -> np.ndarray:
 
 
 def ancestral(problem: Problem, n: int, rng: np.random.Generator, temperature: float = 1.0,
-              top_k: int = 0, top_p: float = 1.0, greedy: bool = False) -> list[tuple[list[int], float]]:
+              top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
+              policy=None) -> list[tuple[list[int], float]]:
     """Draw `n` complete sequences from the (warped) prior as one batch, as batched `generate` would.
 
     Every live sequence pays one forward token per step; the prompt is prefilled once and shared.
+    `policy(handles [B], prefixes, logp [B, V]) -> log-probs [B, V]` replaces the prior as the
+    distribution drawn from (S-ADT's q); it is called before the handles are released.
     Returns (tokens without EOS, log p(x|c) under the unwarped prior) per sequence.
     """
     prior = problem.prior
@@ -227,7 +236,8 @@ def ancestral(problem: Problem, n: int, rng: np.random.Generator, temperature: f
     live = np.arange(n)
     for _ in range(prior.max_len):
         step_logp = logp[live]
-        tok = np.argmax(step_logp, axis=-1) if greedy else sample_tokens(warp(step_logp, temperature, top_k, top_p), rng)
+        draw_from = step_logp if policy is None else policy(handles[live], [tokens[i] for i in live], step_logp)
+        tok = np.argmax(draw_from, axis=-1) if greedy else sample_tokens(warp(draw_from, temperature, top_k, top_p), rng)
         total[live] += step_logp[np.arange(len(live)), tok]
         go = tok != prior.eos_id
         for i, t in zip(live[go], tok[go]):

@@ -30,13 +30,14 @@ def soft_value(values: np.ndarray, log_w: np.ndarray, lam: float) -> float:
     return float((logsumexp(lam * values + log_w) - logsumexp(log_w)) / lam)
 
 
-def backup(tree: Tree, leaf: int, lam: float, rule: str) -> None:
-    """Soft-Bellman backup from a terminal leaf to the root; visit counts grow by one on the way."""
-    tree.value[leaf] = tree.reward[leaf]
+def backup(tree: Tree, leaf: int, lam: float, rule: str, value: float | None = None) -> None:
+    """Soft-Bellman backup from a leaf to the root; visit counts grow by one on the way. The leaf's
+    value is its reward, or `value` for a non-terminal leaf (S-ADT: the flow network's estimate)."""
+    tree.value[leaf] = tree.reward[leaf] if value is None else value
     n = leaf
     while n >= ROOT:
         tree.visits[n] += 1
-        if not tree.terminal[n]:
+        if not tree.terminal[n] and n != leaf:
             kids = tree.children(n)
             kids = kids[tree.visits[kids] > 0]
             tree.value[n] = soft_value(tree.value[kids], tree.log_weight(kids, rule), lam)

@@ -20,6 +20,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "beam": ("specdifftree.search.beam:run_beam", "beam search on log p, finished beams ranked by log p + lam r"),
     "smc": ("specdifftree.search.smc:run_smc", "sequential Monte Carlo, resampling on an ESS threshold"),
     "mcts": ("specdifftree.search.mcts:run_mcts", "UCT Monte-Carlo tree search with mean backups"),
+    "sadt": ("specdifftree.search.sadt:run_sadt", "DTS amortized by a flow network (--flow DIR, --alpha, --rollout)"),
+    "sadt-sample": ("specdifftree.search.sadt:run_sadt_sample", "direct sampling from the flow's policy q (--flow DIR)"),
 }
 
 

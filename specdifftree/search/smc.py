@@ -1,7 +1,9 @@
 """Sequential Monte Carlo to pi*(x) ~ p(x|c) exp(lam r(x)), with the prior as proposal.
 
-A particle at prefix s carries the twist phi(s) (the reward of the partial decode with
-`potential="partial"`, else 0). Drawing the next token from the prior multiplies its weight by
+A particle at prefix s carries the twist phi(s): the reward of the partial decode with
+`potential="partial"`, the flow network's F_phi(s) with `potential="flow"` (predicted at s's
+parent from features the prior already has: no extra forward pass), else 0. Drawing the next
+token from the prior multiplies its weight by
 exp(lam (phi(s') - phi(s))), and on reaching a terminal x by exp(lam (r(x) - phi(s))): the
 potentials telescope, so the weighted terminal particles target pi* exactly. Finished particles
 keep their (frozen) weight in the population. When ESS < `ess_threshold` * K the population is
@@ -40,7 +42,7 @@ def twist(problem: Problem, cfg: SearchConfig, tokens: list[int], terminal: bool
 
 
 def sweep(problem: Problem, root: tuple[int, np.ndarray], K: int, cfg: SearchConfig, rng: np.random.Generator,
-          progress=None) -> tuple[list[tuple[list[int], float]], np.ndarray]:
+          progress=None, flow=None) -> tuple[list[tuple[list[int], float]], np.ndarray]:
     """One SMC run of K particles from the prefilled prompt `root` = (handle, log-probs [V]).
 
     Every live particle pays one forward token per step (one batched call); resampled duplicates
@@ -58,12 +60,16 @@ def sweep(problem: Problem, root: tuple[int, np.ndarray], K: int, cfg: SearchCon
     while live.any():
         idx = np.flatnonzero(live)
         tok = sample_tokens(next_logp[idx], rng)
+        if flow is not None:  # F_phi(s.a) at the drawn child (terminal: its reward), read before s grows
+            new_phi = flow.evaluate(handles[idx], [tokens[i] for i in idx.tolist()], next_logp[idx])[1][
+                np.arange(len(idx)), tok]
         seq_logp[idx] += next_logp[idx, tok]
         for i, t in zip(idx.tolist(), tok.tolist()):
             if t != prior.eos_id:
                 tokens[i].append(t)
         ends = (tok == prior.eos_id) | np.array([len(tokens[i]) == prior.max_len for i in idx], dtype=bool)
-        new_phi = np.array([twist(problem, cfg, tokens[i], e) for i, e in zip(idx.tolist(), ends.tolist())])
+        if flow is None:
+            new_phi = np.array([twist(problem, cfg, tokens[i], e) for i, e in zip(idx.tolist(), ends.tolist())])
         log_w[idx] += lam * (new_phi - phi[idx])
         phi[idx] = new_phi
         live[idx[ends]] = False
@@ -92,8 +98,13 @@ def run_smc(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progr
     all of them); sweep s's particles enter with its K_s Z_hat_s, a valid combined estimator of pi*.
     """
     watch = Stopwatch(problem)
+    flow = None
+    if cfg.potential == "flow":
+        from specdifftree.amortize.flow import load_flow
+
+        flow = load_flow(cfg.flow, problem, cfg.lam, "--potential flow")
     root = problem.prior.start()
-    sweeps = spend_in_batches(problem, cfg.particles, lambda k: sweep(problem, root, k, cfg, rng, progress))
+    sweeps = spend_in_batches(problem, cfg.particles, lambda k: sweep(problem, root, k, cfg, rng, progress, flow))
     problem.prior.release(np.array([root[0]]))
     particles = [p for ps, _ in sweeps for p in ps]
     picks = weighted_draws(np.concatenate([lw for _, lw in sweeps]), cfg.samples, rng)
