@@ -14,11 +14,18 @@ from specdifftree.errors import SDTError
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _default(field: str):
-    """A `sdt search` option's default is the SearchConfig default: one place for both."""
-    from specdifftree.search.common import SearchConfig
+def _default(field: str, config=None):
+    """An option's default is its config dataclass's default (SearchConfig unless given): one place for both."""
+    if config is None:
+        from specdifftree.search.common import SearchConfig as config
 
-    return SearchConfig.__dataclass_fields__[field].default
+    return config.__dataclass_fields__[field].default
+
+
+def _amortize_default(field: str):
+    from specdifftree.amortize.train import AmortizeConfig
+
+    return _default(field, AmortizeConfig)
 
 
 def _load_yaml_defaults(ctx: click.Context, _param, path):
@@ -67,6 +74,9 @@ Examples:
   # the embedded default prior forecasting a real ETTh1 window, steered by the spectral reward
   sdt search --prior default --series ../shared/data/ett/ETTh1.csv --column OT --end 15000 \\
       --context-length 96 --horizon 24 --reward spectral --method dts --iterations 200 --samples 32
+  # S-ADT: save DTS trees to a buffer, train a flow network (`sdt amortize`), then search with it
+  sdt search --prior markov:toy3 --method dts --iterations 300 --save-buffer runs/buf.safetensors
+  sdt search --prior markov:toy3 --method sadt-sample --flow runs/flow --samples 1000
 
 \b
 Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
@@ -79,7 +89,7 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
               help="spectral | format | length | smoothness | bounds | FILE.py:fn | module:fn; "
                    "terms join with '+', weights as 0.5*NAME; repeatable (summed).")
 @click.option("--method", default="dts", show_default=True, metavar="NAME",
-              help="dts, dts-star, greedy, sample, best-of-n, best-of-n-is, beam, smc, mcts.")
+              help="dts, dts-star, greedy, sample, best-of-n, best-of-n-is, beam, smc, mcts, sadt, sadt-sample.")
 @click.option("--iterations", type=int, default=_default("iterations"), show_default=True, help="Tree iterations (dts, dts-star, mcts).")
 @click.option("--samples", type=int, default=_default("samples"), show_default=True, help="Sequences returned.")
 @click.option("--lambda", "lam", type=float, default=None, help="Inverse temperature lambda of pi* [default: 1.0].")
@@ -87,6 +97,8 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @click.option("--budget", type=int, default=None, help="Cap on forward tokens (compare methods at equal cost).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON here.")
 @click.option("--save-tree", type=click.Path(dir_okay=False), default=None, help="Export the tree as GraphML.")
+@click.option("--save-buffer", type=click.Path(dir_okay=False), default=None,
+              help="Append the finished tree (dts, dts-star) to this search buffer, for `sdt amortize`.")
 @click.option("--series", type=click.Path(), default=None, help="CSV of the context series (for spectral rewards).")
 @click.option("--column", default=None, help="Column of --series (default: its only numeric column).")
 @click.option("--horizon", type=int, default=None, help="Values the forecast should hold.")
@@ -106,20 +118,36 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @click.option("--beam-width", type=int, default=_default("beam_width"), show_default=True)
 @click.option("--particles", type=int, default=_default("particles"), show_default=True, help="SMC particles.")
 @click.option("--ess-threshold", type=float, default=_default("ess_threshold"), show_default=True, help="SMC resamples below this ESS fraction.")
-@click.option("--potential", type=click.Choice(["partial", "none"]), default=_default("potential"), show_default=True,
-              help="SMC twist: reward of the partial decode, or none.")
+@click.option("--potential", type=click.Choice(["partial", "none", "flow"]), default=_default("potential"), show_default=True,
+              help="SMC twist: reward of the partial decode, none, or the flow network's F_phi (--flow).")
+@click.option("--flow", type=click.Path(file_okay=False), default=_default("flow"),
+              help="Flow network from `sdt amortize` (sadt, sadt-sample, smc --potential flow).")
+@click.option("--alpha", type=float, default=_default("alpha"), show_default=True,
+              help="sadt selection ~ p exp(lambda ((1 - alpha) v_tree + alpha F_phi)).")
+@click.option("--rollout", type=click.Choice(["q", "flow"]), default=_default("rollout"), show_default=True,
+              help="sadt: a new node's value is a q-rollout's reward, or F_phi (no rollout: 1 forward token).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def search(prior, rewards, method, lam, out, save_tree, series, column, horizon, context_length, end, quiet, **opts):
+def search(prior, rewards, method, lam, out, save_tree, save_buffer, series, column, horizon, context_length, end,
+           quiet, **opts):
     """Search or sample from pi*(x) ~ p(x|c) exp(lambda r(x)) with one method."""
     from specdifftree.search.api import build_context, build_problem, forecast_record, run_search
     from specdifftree.search.common import SearchConfig
     from specdifftree.search.registry import get_method
 
     get_method(method)  # fail fast on a typo, before loading anything
+    if save_buffer:
+        from specdifftree.amortize.buffer import SOFT_VALUE_METHODS
+
+        if method not in SOFT_VALUE_METHODS:
+            raise SDTError(f"--save-buffer needs {' or '.join(SOFT_VALUE_METHODS)} (trees of soft values), not '{method}'")
     context = build_context(series, column, horizon, context_length, end)
     problem, builtin_lam = build_problem(prior, list(rewards), context)
     lam = lam if lam is not None else (builtin_lam if builtin_lam is not None else 1.0)
     cfg = SearchConfig(lam=lam, **opts).validate()
+    if cfg.flow is not None and (method.startswith("sadt") or (method == "smc" and cfg.potential == "flow")):
+        from specdifftree.amortize.flow import check_reward
+
+        check_reward(cfg.flow, list(rewards))
     result = run_search(problem, method, cfg, show_progress=not quiet)
     samples, metrics = forecast_record(result, context)
     record = {**result.to_dict(), "samples": samples, "forecast_metrics": metrics,
@@ -132,6 +160,10 @@ def search(prior, rewards, method, lam, out, save_tree, series, column, horizon,
         from specdifftree.search.tree import save_graphml
 
         save_graphml(result.tree, save_tree)
+    if save_buffer:
+        from specdifftree.amortize.buffer import save_search
+
+        save_search(save_buffer, problem, result, prior=prior, rewards=list(rewards), lam=cfg.lam, cfg=cfg)
     if not quiet:
         _print_summary(result)
         if metrics:
@@ -165,6 +197,63 @@ def _print_summary(result) -> None:
     click.echo("\nmost frequent samples:\n" + table(top))
 
 
+# ----------------------------------------------------------------------------------------- amortize
+
+
+@cli.command(context_settings=CONTEXT, epilog="""\b
+Examples:
+  # an enumerable problem end to end: DTS trees -> buffer -> flow network -> sampling from q
+  sdt search --prior markov:toy3 --method dts --iterations 300 --save-buffer runs/toy3.buf -q
+  sdt amortize --buffer runs/toy3.buf --prior markov:toy3 --out runs/toy3-flow --steps 400 --no-wandb
+  sdt search --prior markov:toy3 --method sadt-sample --flow runs/toy3-flow --samples 2000
+  # forecasting: one DTS tree per training window (a buffer accumulates), then a flow for them
+  sdt search --prior default --series ETTh1.csv --column OT --end 11000 --context-length 96 --horizon 24 \\
+      --reward spectral --method dts --iterations 200 --save-buffer runs/ett.buf -q     # repeat per --end
+  sdt amortize --buffer runs/ett.buf --prior default --reward spectral --lambda 1.0 --out runs/flow
+  sdt search --prior default ... --method sadt --flow runs/flow --iterations 50
+Writes OUT/weights.safetensors + OUT/config.json (the best network by held-out trajectory balance;
+the prior's fingerprint, vocabulary, reward and lambda it is valid for) and OUT/tracking.jsonl.""")
+@click.option("--config", type=click.Path(dir_okay=False), callback=_load_yaml_defaults, is_eager=True,
+              expose_value=False, help="YAML file of option defaults (command line wins).")
+@click.option("--buffer", "buffers", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Search buffer from `sdt search --save-buffer` (repeatable).")
+@click.option("--prior", required=True, metavar="SPEC", help="The prior the buffers were made with.")
+@click.option("--reward", "rewards", multiple=True, metavar="SPEC", help="The reward, as in `sdt search`.")
+@click.option("--lambda", "lam", type=float, default=None,
+              help="As in `sdt search` [default: the built-in problem's, else 1.0].")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Flow network directory.")
+@click.option("--steps", type=int, default=_amortize_default("steps"), show_default=True, help="Gradient steps.")
+@click.option("--lr", type=float, default=_amortize_default("lr"), show_default=True, help="Learning rate (value head).")
+@click.option("--lr-log-z", type=float, default=_amortize_default("lr_log_z"), show_default=True)
+@click.option("--batch-size", type=int, default=_amortize_default("batch_size"), show_default=True,
+              help="Trajectories per step.")
+@click.option("--hidden", type=int, default=_amortize_default("hidden"), show_default=True, help="MLP width.")
+@click.option("--on-policy", type=float, default=_amortize_default("on_policy"), show_default=True,
+              help="Share of a batch drawn from q (tempered).")
+@click.option("--replay", type=float, default=_amortize_default("replay"), show_default=True,
+              help="Share of a batch replayed from the best draws so far.")
+@click.option("--value-weight", type=float, default=_amortize_default("value_weight"), show_default=True,
+              help="Weight of detailed balance against the trees' values (0: trajectory balance only).")
+@click.option("--val-fraction", type=float, default=_amortize_default("val_fraction"), show_default=True,
+              help="Share of contexts held out for validation.")
+@click.option("--eval-every", type=int, default=_amortize_default("eval_every"), show_default=True)
+@click.option("--seed", type=int, default=_amortize_default("seed"), show_default=True)
+@click.option("--wandb/--no-wandb", default=True, show_default=True,
+              help="Mirror metrics to W&B (offline unless logged in); the local record is always written.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
+def amortize(buffers, prior, rewards, lam, out_dir, wandb, quiet, **opts):
+    """Train a flow network F_phi (S-ADT) by trajectory balance on search buffers."""
+    from specdifftree.amortize.pipeline import train_flow
+    from specdifftree.amortize.train import AmortizeConfig
+
+    summary = train_flow(list(buffers), prior, list(rewards), out_dir, lam=lam, cfg=AmortizeConfig(**opts),
+                         progress=not quiet, wandb=wandb)
+    if not quiet:
+        from specdifftree.report import table
+
+        click.echo(table([{k: v for k, v in summary.items() if not isinstance(v, (dict, list))}]))
+
+
 # ----------------------------------------------------------------------------------------- backbones
 
 
@@ -196,6 +285,49 @@ def export_gguf_cmd(hf_dir, out_path, dtype):
     from specdifftree.prior.gguf import export_gguf
 
     click.echo(f"wrote {export_gguf(hf_dir, out_path, dtype=dtype)}")
+
+
+# ----------------------------------------------------------------------------------------- training
+
+
+@cli.command("train-prior", context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt train-prior --stage all --preset smoke --out runs/prior      # six stages, minutes on 2 cores
+  sdt train-prior --stage all --out runs/prior --resume            # continue after a crash or kill
+  sdt train-prior --stage stage6_forecast --backbone hf:runs/bb --out runs/p6 --no-wandb
+  sdt search --prior runs/prior --series ETTh1.csv --column OT --horizon 24 --reward spectral
+Stages: stage1_mcq stage2_captioning stage3_cot stage4_sleep_cot stage5_ecg_cot stage6_forecast.
+Writes OUT/<stage>/{checkpoints/best, metrics.csv, *.png, index.html, test_predictions.jsonl},
+OUT/summary.json and OUT/train_prior.json (what `--prior OUT` loads).""")
+@click.option("--config", type=click.Path(dir_okay=False), callback=_load_yaml_defaults, is_eager=True,
+              expose_value=False, help="YAML file of option defaults (command line wins).")
+@click.option("--stage", default="all", show_default=True, help="all, or one stage name.")
+@click.option("--preset", type=click.Choice(["smoke", "default", "full", "test"]), default="default",
+              show_default=True, help="Data sizes, epochs and encoder size (test: seconds, for tests).")
+@click.option("--backbone", default="default", show_default=True, help="default | hf:DIR | gguf:FILE (frozen).")
+@click.option("--out", "out_dir", default="runs/prior", show_default=True, type=click.Path(file_okay=False))
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--wandb/--no-wandb", default=True, show_default=True,
+              help="Mirror metrics to W&B (offline unless logged in); the local record is always written.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Real datasets folder [default: ../shared/data when it exists].")
+def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_dir):
+    """Train the prior's encoder and logit-bias head stage by stage, the LLM frozen."""
+    from specdifftree.data.example import STAGES
+    from specdifftree.report import table
+    from specdifftree.train.config import TrainConfig
+    from specdifftree.train.trainer import train_prior
+
+    from specdifftree.data.sources import default_data_dir
+
+    stages = list(STAGES) if stage == "all" else [stage]
+    summary = train_prior(stages, TrainConfig.from_name(preset), backbone, Path(out_dir), seed=seed,
+                          resume=resume, wandb=wandb, data_dir=data_dir or default_data_dir())
+    keys = ("stage", "test_nll_prior", "test_nll_backbone", "test_accuracy", "test_accuracy_backbone",
+            "chance_uniform", "chance_majority", "best_epoch", "wall_s")
+    click.echo(table([{k: s.get(k, "") for k in keys} for s in summary.values()]))
+    click.echo(f"wrote {out_dir}/summary.json")
 
 
 # ----------------------------------------------------------------------------------------- bench
@@ -245,30 +377,31 @@ def exactness(problems, budgets, methods, samples, seeds, child_weight, as_json,
 @bench.command(context_settings=CONTEXT, epilog="""\b
 Examples:
   sdt bench speed                                  # the default backbone, transformers backend
-  sdt bench speed --backbone hf:runs/backbone --batch 32 --new-tokens 256""")
-@click.option("--backbone", default="default", show_default=True, help="default | hf:DIR (transformers backend).")
-@click.option("--batch", type=int, default=16, show_default=True, help="Rows per forward call.")
-@click.option("--new-tokens", type=int, default=128, show_default=True, help="New tokens per row.")
+  sdt bench speed --backend gguf                   # the same weights through llama.cpp (f32 GGUF)
+  sdt bench speed --backbone gguf:runs/bb.gguf --batch 32 --iterations 128 --json""")
+@click.option("--backbone", default="default", show_default=True, help="default | hf:DIR | gguf:FILE.")
+@click.option("--backend", type=click.Choice(["hf", "gguf"]), default=None,
+              help="Backend for --backbone default [default: hf; gguf:FILE runs on llama.cpp].")
+@click.option("--series", type=click.Path(dir_okay=False), default=None,
+              help="CSV of the context series [default: shared/data/ett/ETTh1.csv, column OT].")
+@click.option("--column", default=None, help="Column of --series.")
+@click.option("--context-length", type=int, default=96, show_default=True, help="History points in the prompt.")
+@click.option("--horizon", type=int, default=24, show_default=True, help="Values the forecast holds.")
+@click.option("--batch", type=int, default=16, show_default=True, help="DTS leaves per round = sampled sequences.")
+@click.option("--iterations", type=int, default=64, show_default=True, help="DTS iterations per run.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs of each workload (fastest counts).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def speed(backbone, batch, new_tokens, seed, as_json):
-    """Tree-search token throughput vs batched `generate` on the same model, and forward tokens per new token."""
-    import numpy as np
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def speed(backbone, backend, series, column, context_length, horizon, as_json, **opts):
+    """DTS token throughput vs plain batched sampling on the same model, and forward tokens per new token."""
+    from specdifftree.bench.speed import SpeedConfig, bench_context, bench_spec, speed_report, summary
+    from specdifftree.search.api import build_problem
 
-    from specdifftree.bench.speed import speed_report
-    from specdifftree.data.prompts import forecast_codec, forecast_prompt
-    from specdifftree.prior.registry import open_backbone
-
-    bb = open_backbone(backbone)
-    history = np.sin(np.arange(96) / 4.0) * 10 + 20
-    prompt_ids = bb.tokenize(forecast_prompt(history, 24, forecast_codec(history)))
-    report = speed_report(bb, prompt_ids, new_tokens, batch, np.random.default_rng(seed))
-    if as_json:
-        click.echo(json.dumps(report, indent=1))
-    else:
-        from specdifftree.report import table
-
-        click.echo(table([{k: v for k, v in report.items() if not isinstance(v, (dict, list))}]))
+    cfg = SpeedConfig(**opts)
+    problem, _ = build_problem(bench_spec(backbone, backend), ["spectral"],
+                               bench_context(series, column, context_length, horizon))
+    report = speed_report(problem, cfg)
+    click.echo(json.dumps(report, indent=1) if as_json else summary(report))
 
 
 def _int_list(text: str, what: str) -> list[int]:
@@ -279,6 +412,62 @@ def _int_list(text: str, what: str) -> list[int]:
     if not vals or min(vals) < 1:
         raise SDTError(f"{what} must be positive integers")
     return vals
+
+
+# ----------------------------------------------------------------------------------------- experiments
+
+
+@cli.group(context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt experiment run experiments/sadt_table.yaml --preset smoke
+  sdt compare runs/sadt_table-smoke""")
+def experiment():
+    """Grids of methods x budgets x datasets x seeds on real series: results.csv, run records, W&B runs."""
+
+
+@experiment.command("run", context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt experiment run experiments/sadt_table.yaml --preset smoke     # writes runs/sadt_table-smoke
+  sdt experiment run experiments/sadt_table.yaml --out runs/table --no-wandb
+  sdt compare runs/table
+A rerun skips finished cells, so a killed run resumes where it stopped. W&B runs are offline
+unless you are logged in; upload them later with `wandb sync DIR/cells/*/wandb/offline-run-*`.""")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output directory [default: runs/NAME or runs/NAME-PRESET].")
+@click.option("--preset", default=None, help="A preset of the experiment file (e.g. smoke).")
+@click.option("--prior", default=None, metavar="SPEC", help="Override the file's prior (default | DIR | hf:... | gguf:...).")
+@click.option("--wandb/--no-wandb", default=True, show_default=True, help="Mirror each cell to W&B (offline unless logged in).")
+def experiment_run(config, out_dir, preset, prior, wandb):
+    """Run every cell of an experiment file that has no record yet."""
+    from specdifftree.experiments.config import load_experiment
+    from specdifftree.experiments.runner import default_out, run_experiment, summary_table
+
+    cfg = load_experiment(config, preset, prior=prior)
+    done = run_experiment(cfg, out_dir or default_out(cfg), wandb=wandb, log=lambda m: click.echo(m, err=True))
+    click.echo(summary_table(done.rows))
+    click.echo(f"\n{len(done.ran)} cell(s) run, {len(done.skipped)} already finished; "
+               f"results: {done.out_dir / 'results.csv'}")
+
+
+@cli.command("compare", context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt compare runs/sadt_table-smoke                       # table + plots in runs/sadt_table-smoke/compare
+  sdt compare runs/table-a runs/table-b --out runs/plots
+  sdt compare --wandb-project me/specdifftree             # online W&B runs (needs a login)""")
+@click.argument("dirs", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--wandb-project", default=None, metavar="P", help="Also read the experiment runs of this W&B project.")
+@click.option("--out", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="Where plots and table.md go [default: DIR/compare].")
+def compare_cmd(dirs, wandb_project, plot_dir):
+    """Mean and standard error over seeds of experiment cells, as a markdown table, with plots."""
+    from specdifftree.experiments.compare import compare
+
+    result = compare(list(dirs), plot_dir, wandb_project)
+    click.echo(result.table)
+    for note in result.notes:
+        click.echo(note, err=True)
+    click.echo("\nplots:\n" + "\n".join(f"  {name}: {path}" for name, path in result.plots.items()))
 
 
 # ----------------------------------------------------------------------------------------- entry

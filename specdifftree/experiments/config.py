@@ -1,0 +1,225 @@
+"""The experiment file: one YAML mapping that names a grid of methods x budgets x datasets x seeds.
+
+    name: sadt_table                  # W&B group; default output dir runs/<name>[-<preset>]
+    prior: default                    # a --prior spec: default | DIR | hf:ID_OR_PATH | gguf:FILE
+    reward: spectral                  # a --reward spec (string or list, summed)
+    budgets: [4000, 16000]            # forward tokens per query (prompt prefill included)
+    seeds: [0, 1, 2]
+    search: {lam: 1.0, samples: 16}   # SearchConfig defaults for every method
+    datasets:
+      ETTh1-OT-h24: {source: ett, file: ett/ETTh1.csv, column: OT, horizon: 24, windows: 20}
+      M4-Hourly-h48: {source: m4, horizon: 48, context_length: 192, windows: 20, budget_scale: 2}
+    methods:                          # name: SearchConfig overrides, plus budget_scale
+      sample: {}
+      dts: {}
+      sadt: {budget_scale: 0.1, alpha: 0.5}
+    flow: runs/flow                   # sadt / sadt-sample: a trained flow network DIR, or a mapping
+                                      # that trains one first (see experiments/flow.py)
+    threads: 1                        # torch threads (default 1)
+    presets:
+      smoke: {seeds: [0], datasets: {ETTh1-OT-h24: {windows: 2}, M4-Hourly-h48: null}}
+
+A preset deep-merges into the file: mappings merge key by key, `null` deletes a key, anything
+else replaces. Unknown keys are errors, so a typo never silently changes an experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from specdifftree.errors import SDTError
+
+SOURCES = ("ett", "m4")
+
+
+@dataclass
+class DatasetSpec:
+    """Where evaluation windows come from (always the eval part of `data/splits.py`).
+
+    ett: `windows` context windows evenly spaced over the last 20% of `file` (context and target
+         both inside it), `column` the target. m4: the first `windows` held-out series of the
+         Hourly set, context = the end of the train row, target = the official test row.
+    """
+
+    name: str
+    source: str  # "ett" | "m4"
+    horizon: int
+    context_length: int = 96
+    windows: int = 10
+    file: Optional[str] = None  # ett: CSV path, relative to the data root unless absolute
+    column: str = "OT"
+    season: int = 24  # MASE's seasonal-naive period (hourly data)
+    budget_scale: float = 1.0  # this dataset's cells get budget * budget_scale (longer prompts and answers)
+
+    def validate(self) -> "DatasetSpec":
+        where = f"dataset '{self.name}'"
+        if self.source not in SOURCES:
+            raise SDTError(f"{where}: source must be one of {', '.join(SOURCES)}, got '{self.source}'")
+        if self.source == "ett" and not self.file:
+            raise SDTError(f"{where}: an ett dataset needs file (e.g. ett/ETTh1.csv)")
+        for key in ("horizon", "context_length", "windows", "season"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise SDTError(f"{where}: {key} must be a positive integer")
+        if not isinstance(self.budget_scale, (int, float)) or not self.budget_scale > 0:
+            raise SDTError(f"{where}: budget_scale must be a positive number")
+        if self.context_length <= self.season:
+            raise SDTError(f"{where}: context_length must exceed season ({self.season}) for MASE")
+        return self
+
+
+@dataclass
+class MethodSpec:
+    """A search method and its SearchConfig overrides; it runs with a cap of budget * budget_scale
+    forward tokens (budget_scale 0.1: a tenth of what the other methods get)."""
+
+    name: str
+    budget_scale: float = 1.0
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    prior: str
+    reward: list[str]
+    budgets: list[int]
+    seeds: list[int]
+    datasets: list[DatasetSpec]
+    methods: list[MethodSpec]
+    search: dict = field(default_factory=dict)  # SearchConfig defaults for every method
+    flow: Any = None  # None | a flow network DIR | a mapping (train one first)
+    data_root: Optional[str] = None  # default: specdifftree.data.sources.default_data_dir()
+    wandb_project: str = "specdifftree"
+    threads: int = 1  # torch threads: small models gain nothing from more, and timings stay comparable
+    preset: Optional[str] = None
+    source: Optional[str] = None  # the YAML file this came from
+
+    @property
+    def label(self) -> str:
+        """The name with its preset (sadt_table-smoke): W&B group, results' experiment column."""
+        return self.name + (f"-{self.preset}" if self.preset else "")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+TOP_KEYS = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"preset", "source"} | {"presets"}
+REQUIRED = ("name", "prior", "reward", "budgets", "datasets", "methods")
+
+
+def merge(base: Any, over: Any) -> Any:
+    """Deep merge of `over` into `base`: mappings key by key, None deletes a key, else `over` wins."""
+    if not (isinstance(base, dict) and isinstance(over, dict)):
+        return over
+    out = dict(base)
+    for k, v in over.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge(out.get(k), v)
+    return out
+
+
+def load_experiment(path: str | Path, preset: Optional[str] = None, prior: Optional[str] = None) -> ExperimentConfig:
+    """Read, merge the preset (and a `prior` override) into, and validate an experiment YAML file
+    (SDTError on any problem)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SDTError(f"cannot read experiment {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise SDTError(f"experiment {path}: expected a YAML mapping")
+    presets = raw.pop("presets", None) or {}
+    if preset is not None:
+        if preset not in presets:
+            known = ", ".join(presets) or "none"
+            raise SDTError(f"experiment {path}: no preset '{preset}' (presets: {known})")
+        raw = merge(raw, presets[preset])
+    if prior is not None:
+        raw["prior"] = prior
+    cfg = from_dict(raw, where=f"experiment {path}")
+    cfg.preset, cfg.source = preset, str(path)
+    return cfg
+
+
+def from_dict(raw: dict, where: str = "experiment") -> ExperimentConfig:
+    _no_unknown(raw, TOP_KEYS, where)
+    missing = [k for k in REQUIRED if raw.get(k) in (None, [], {})]
+    if missing:
+        raise SDTError(f"{where}: missing {', '.join(missing)}")
+    reward = raw["reward"] if isinstance(raw["reward"], list) else [raw["reward"]]
+    budgets = _int_list(raw["budgets"], "budgets", where)
+    seeds = _int_list(raw.get("seeds", [0]), "seeds", where, minimum=0)
+    search = _search_params(raw.get("search") or {}, f"{where}: search")
+    datasets = [_dataset(name, spec, where) for name, spec in _mapping(raw["datasets"], "datasets", where).items()]
+    methods = [_method(name, spec, where) for name, spec in _mapping(raw["methods"], "methods", where).items()]
+    flow = raw.get("flow")
+    if isinstance(flow, dict):
+        from specdifftree.experiments.flow import flow_training
+
+        flow_training(flow, f"{where}: flow")  # checked now, not after hours of other cells
+    elif flow is not None and not isinstance(flow, str):
+        raise SDTError(f"{where}: flow must be a directory or a mapping of training options")
+    return ExperimentConfig(name=str(raw["name"]), prior=str(raw["prior"]), reward=[str(r) for r in reward],
+                            budgets=budgets, seeds=seeds, datasets=datasets, methods=methods, search=search,
+                            flow=flow, data_root=raw.get("data_root"),
+                            wandb_project=str(raw.get("wandb_project", "specdifftree")),
+                            threads=_int_list(raw.get("threads", 1), "threads", where)[0])
+
+
+def _dataset(name: str, spec: Any, where: str) -> DatasetSpec:
+    spec = _mapping(spec, f"datasets.{name}", where)
+    known = {f.name for f in dataclasses.fields(DatasetSpec)} - {"name"}
+    _no_unknown(spec, known, f"{where}: dataset '{name}'")
+    try:
+        return DatasetSpec(name=str(name), **spec).validate()
+    except TypeError as e:
+        raise SDTError(f"{where}: dataset '{name}': {e}") from None
+
+
+def _method(name: str, spec: Any, where: str) -> MethodSpec:
+    params = dict(_mapping(spec or {}, f"methods.{name}", where))
+    scale = params.pop("budget_scale", 1.0)
+    if not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise SDTError(f"{where}: method '{name}': budget_scale must be in (0, 1]")
+    return MethodSpec(str(name), float(scale), _search_params(params, f"{where}: method '{name}'"))
+
+
+def _search_params(params: Any, where: str) -> dict:
+    """SearchConfig overrides, checked by name; budget and seed come from the grid."""
+    from specdifftree.search.common import SearchConfig
+
+    params = dict(_mapping(params, "search options", where))
+    forbidden = sorted({"budget", "seed"} & set(params))
+    if forbidden:
+        raise SDTError(f"{where}: {', '.join(forbidden)} come from the grid (budgets, seeds)")
+    _no_unknown(params, {f.name for f in dataclasses.fields(SearchConfig)}, where, "SearchConfig field")
+    return params
+
+
+def _no_unknown(d: dict, known: set, where: str, what: str = "key") -> None:
+    for k in d:
+        if k not in known:
+            hint = difflib.get_close_matches(str(k), known, n=1)
+            did = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise SDTError(f"{where}: unknown {what} '{k}'{did}")
+
+
+def _mapping(value: Any, key: str, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise SDTError(f"{where}: {key} must be a mapping")
+    return value
+
+
+def _int_list(value: Any, key: str, where: str, minimum: int = 1) -> list[int]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
+        raise SDTError(f"{where}: {key} must be a list of integers >= {minimum}")
+    return values

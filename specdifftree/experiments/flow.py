@@ -1,0 +1,102 @@
+"""The flow network that `sadt` and `sadt-sample` need: given, or trained first.
+
+    flow: runs/flow                       a flow network directory written by `sdt amortize`
+    flow:                                 train one into DIR/flow first (FlowTraining below):
+      contexts: 16                        per dataset, evenly spaced over its flow part
+      search: {iterations: 128}           the DTS runs that fill the buffer (SearchConfig fields)
+      amortize: {steps: 500}              AmortizeConfig fields (`sdt amortize`)
+
+Training contexts come from the flow part of `data/splits.py` (ETT: the 60-80% stretch by time;
+M4: the training series), never from evaluation windows. The buffer searches and the flow use
+the experiment's prior, reward and lambda (`search.lam`), so the flow fits the sadt cells.
+Training is done once: DIR/flow/experiment_flow.json marks a finished flow, and a rerun reuses
+it; an unfinished one is trained again from a fresh buffer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from specdifftree.errors import SDTError
+from specdifftree.experiments.config import ExperimentConfig
+
+DONE = "experiment_flow.json"
+
+
+@dataclass
+class FlowTraining:
+    datasets: Optional[list[str]] = None  # experiment datasets whose flow part gives contexts (None: all)
+    contexts: int = 16  # per dataset
+    method: str = "dts"  # dts or dts-star: the searches that fill the buffer
+    search: dict = field(default_factory=lambda: {"iterations": 128})
+    amortize: dict = field(default_factory=dict)
+
+
+def flow_training(raw: dict, where: str = "flow") -> FlowTraining:
+    """A validated FlowTraining from the experiment file's `flow:` mapping (SDTError otherwise)."""
+    from specdifftree.amortize.train import AmortizeConfig
+    from specdifftree.experiments.config import _no_unknown, _search_params
+    from specdifftree.search.common import SearchConfig
+
+    _no_unknown(raw, {f.name for f in dataclasses.fields(FlowTraining)}, where)
+    ft = FlowTraining(**raw)
+    if not isinstance(ft.contexts, int) or ft.contexts < 1:
+        raise SDTError(f"{where}: contexts must be a positive integer")
+    if ft.method not in ("dts", "dts-star"):
+        raise SDTError(f"{where}: method must be dts or dts-star (trees with soft values)")
+    ft.search = _search_params(ft.search or {}, f"{where}: search")
+    if "lam" in ft.search:
+        raise SDTError(f"{where}: search: lam comes from the experiment's search.lam (the flow must match it)")
+    SearchConfig(**ft.search).validate()
+    _no_unknown(ft.amortize or {}, {f.name for f in dataclasses.fields(AmortizeConfig)}, f"{where}: amortize")
+    AmortizeConfig(**(ft.amortize or {})).validate()
+    return ft
+
+
+def resolve_flow(cfg: ExperimentConfig, out_dir: Path, wandb: bool = False, log=print) -> tuple[Optional[Path], str]:
+    """(flow network directory, "") or (None, why the flow methods cannot run)."""
+    if cfg.flow is None:
+        return None, "needs a flow network: set `flow: DIR` (from `sdt amortize`) or a `flow:` training section"
+    if isinstance(cfg.flow, str):
+        path = Path(cfg.flow).expanduser()
+        if not path.is_dir():
+            raise SDTError(f"flow network directory not found: {path} (train one with `sdt amortize`)")
+        return path, ""
+    return train_flow(cfg, flow_training(cfg.flow), out_dir / "flow", wandb=wandb, log=log), ""
+
+
+def train_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Path, wandb: bool = False, log=print) -> Path:
+    """Fill a buffer with DTS trees on flow-part contexts, train the flow network on it (`sdt
+    amortize`), mark it finished. Returns `flow_dir`; a finished one is reused as it is."""
+    from specdifftree.amortize.pipeline import collect_buffer
+    from specdifftree.amortize.pipeline import train_flow as fit_flow
+    from specdifftree.amortize.train import AmortizeConfig
+    from specdifftree.experiments.datasets import data_root, windows
+    from specdifftree.experiments.runner import write_json
+    from specdifftree.search.common import SearchConfig
+
+    if (flow_dir / DONE).is_file():
+        log(f"flow network: reusing {flow_dir}")
+        return flow_dir
+    names = ft.datasets or [d.name for d in cfg.datasets]
+    specs = {d.name: d for d in cfg.datasets}
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise SDTError(f"flow: datasets: '{unknown[0]}' is not a dataset of this experiment")
+    root = data_root(cfg.data_root)
+    contexts = [w.context(specs[n]) for n in names for w in windows(specs[n], root, part="flow", count=ft.contexts)]
+    lam = float(cfg.search.get("lam", 1.0))
+    buffer = flow_dir.parent / "flow-buffer.safetensors"
+    buffer.unlink(missing_ok=True)  # a buffer left by a killed run would be appended to
+    log(f"flow network: searching {len(contexts)} flow-part contexts ({ft.method}) for the buffer ...")
+    search_cfg = SearchConfig(**{**ft.search, "lam": lam}).validate()
+    rows = collect_buffer(buffer, cfg.prior, cfg.reward, contexts, search_cfg, method=ft.method, progress=True)
+    log(f"flow network: training on {buffer} into {flow_dir} ...")
+    summary = fit_flow([buffer], cfg.prior, cfg.reward, flow_dir, lam=lam, cfg=AmortizeConfig(**ft.amortize),
+                       progress=True, wandb=wandb)
+    write_json(flow_dir / DONE, {"training": dataclasses.asdict(ft), "lam": lam, "contexts": len(contexts),
+                                 "buffer": str(buffer), "buffer_searches": rows, "summary": summary})
+    return flow_dir

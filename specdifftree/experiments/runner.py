@@ -1,0 +1,343 @@
+"""`sdt experiment run`: every cell (dataset x method x budget x seed) of an experiment, resumable.
+
+Layout of the output directory DIR:
+
+    DIR/experiment.json                   the resolved experiment (preset merged in)
+    DIR/results.csv                       one row per finished cell: its means over windows
+    DIR/cells/<cell>/record.json          per-window metrics, histories, targets, samples' values
+    DIR/cells/<cell>/tracking.jsonl       the local tracking record (specdifftree.tracking)
+    DIR/cells/<cell>/wandb/               the offline W&B run (unless --no-wandb)
+    DIR/cells/<cell>/*.png, tree.graphml  the cell's plots, and its first window's tree (when small)
+
+A cell is finished when its record.json exists; it is written atomically and last, so a killed
+run resumes where it stopped and a rerun skips what is done. results.csv is rebuilt from the
+records after every cell.
+
+Budgets. A cell's cap is budget * (the dataset's budget_scale) * (the method's budget_scale)
+forward tokens, prompt prefill included, passed as SearchConfig.budget. Methods whose own
+parameters set their cost get them sized to the cap from the first window's problem, with P
+its prompt tokens and T the typical answer length (characters of the history's last H values
+written with the codec, plus EOS; at most the prior's max_len), room = cap - P:
+
+    best-of-n   n = max(1, room // T)            first batch fills the cap; more batches while it lasts
+    beam        beam_width = max(1, room // T)   each beam costs about T tokens
+    smc         particles = clamp(room // T, 1, search.particles); further sweeps while the cap lasts
+    dts, dts-star, mcts
+                iterations unbounded (the cap stops them); batch_size = clamp(room // (4 T), 1,
+                search.batch_size), so a round's rollouts are at most about a quarter of the cap
+    sadt        iterations unbounded; the tree grows until cap - samples * T (at least P + 1),
+                since its `samples` final re-descents are completed with q after the search and
+                those tokens count too; a round costs one token per new node, so batch_size stays
+    sample, sadt-sample
+                search.samples draws, fewer if the cap runs out first
+    greedy      one sequence; its cost is what it is
+
+A method's own options in the experiment file win over these rules.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from specdifftree.errors import SDTError
+from specdifftree.experiments.config import DatasetSpec, ExperimentConfig, MethodSpec
+from specdifftree.experiments.datasets import Window, data_root, windows
+from specdifftree.experiments.metrics import WINDOW_METRICS, mean_over, window_metrics
+
+TREE_SIZED = ("dts", "dts-star", "mcts")
+FLOW_METHODS = ("sadt", "sadt-sample")
+UNBOUNDED = 10**9
+TREE_ARTIFACT_MAX_NODES = 5000
+CELL_KEYS = ("experiment", "dataset", "horizon", "method", "budget", "cap", "seed", "windows")
+RESULT_COLUMNS = CELL_KEYS + WINDOW_METRICS
+
+
+@dataclass
+class Cell:
+    dataset: DatasetSpec
+    method: MethodSpec
+    budget: int
+    seed: int
+
+    @property
+    def cap(self) -> int:
+        return max(1, round(self.budget * self.dataset.budget_scale * self.method.budget_scale))
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset.name}__{self.method.name}__b{self.budget}__s{self.seed}"
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    ran: list[str]
+    skipped: list[str]  # finished earlier
+    unavailable: dict[str, str]  # method -> why it did not run
+    rows: list[dict]
+
+
+def cells(cfg: ExperimentConfig, methods: list[MethodSpec]) -> list[Cell]:
+    return [Cell(d, m, b, s) for d in cfg.datasets for m in methods for b in cfg.budgets for s in cfg.seeds]
+
+
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, wandb: bool = True, progress: bool = True,
+                   log=print) -> RunSummary:
+    """Run every cell that has no record yet (torch on `cfg.threads` threads); returns what ran,
+    what was skipped, and results.csv's rows."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, Path(out_dir), wandb, progress, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: ExperimentConfig, out: Path, wandb: bool, progress: bool, log) -> RunSummary:
+    from specdifftree.experiments.flow import resolve_flow
+    from specdifftree.search.registry import METHODS
+
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    write_json(out / "experiment.json", cfg.to_dict())
+    _quiet_model_loading()
+    unavailable = {m.name: f"'{m.name}' is not a search method in this checkout" for m in cfg.methods
+                   if m.name not in METHODS}
+    methods = [m for m in cfg.methods if m.name not in unavailable]
+    if any(m.name in FLOW_METHODS for m in methods):
+        flow, why = resolve_flow(cfg, out, wandb=wandb, log=log)
+        if flow is None:
+            unavailable.update({m.name: why for m in methods if m.name in FLOW_METHODS})
+            methods = [m for m in methods if m.name not in FLOW_METHODS]
+        else:
+            methods = [_with_flow(m, flow) for m in methods]
+    for name, why in unavailable.items():
+        log(f"skipping method {name}: {why}")
+
+    root = data_root(cfg.data_root)
+    wins = {d.name: windows(d, root) for d in cfg.datasets}
+    todo = cells(cfg, methods)
+    ran, skipped = [], []
+    from tqdm.auto import tqdm
+
+    total = sum(len(wins[c.dataset.name]) for c in todo)
+    with tqdm(total=total, desc="windows", unit="win", disable=None if progress else True) as bar:
+        for cell in todo:
+            cell_dir = out / "cells" / cell.key
+            if (cell_dir / "record.json").is_file():
+                check_same(cfg, cell, json.loads((cell_dir / "record.json").read_text()), cell_dir)
+                skipped.append(cell.key)
+                bar.update(len(wins[cell.dataset.name]))
+                continue
+            bar.set_postfix_str(cell.key)
+            run_cell(cfg, cell, wins[cell.dataset.name], cell_dir, wandb=wandb, on_window=lambda: bar.update(1))
+            ran.append(cell.key)
+            write_results(out)
+    rows = write_results(out)
+    return RunSummary(out, ran, skipped, unavailable, rows)
+
+
+def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Path, wandb: bool = True,
+             on_window=None) -> dict:
+    """Run one cell over its windows, track it, write its record (last). Returns the record.
+    Whatever an unfinished earlier attempt left in `cell_dir` is removed first."""
+    from specdifftree.experiments.plots import plot_cell
+    from specdifftree.search.api import build_problem, forecast_record, run_search
+    from specdifftree.tracking import Tracker
+
+    if not wins:
+        raise SDTError(f"dataset '{cell.dataset.name}' has no evaluation windows")
+    shutil.rmtree(cell_dir, ignore_errors=True)  # what a killed attempt left (no record: unfinished)
+    cell_dir.mkdir(parents=True)
+    ds, method = cell.dataset, cell.method.name
+    search_cfg = None
+    per_window: list[dict] = []
+    tracker = None
+    try:
+        for i, w in enumerate(wins):
+            context = w.context(ds)
+            problem, _ = build_problem(cfg.prior, cfg.reward, context)
+            if search_cfg is None:
+                search_cfg = sized_config(cfg, cell, problem.prior, context)
+                tracker = Tracker(cell_dir, project=cfg.wandb_project, name=cell.key, group=cfg.label,
+                                  tags=[method, ds.name], job_type="experiment", enabled=wandb,
+                                  config=cell_config(cfg, cell, search_cfg))
+            result = run_search(problem, method, replace(search_cfg, seed=window_seed(cell.seed, i)))
+            samples, _ = forecast_record(result, context)
+            metrics = window_metrics(samples, result.stats(), w.history, w.target, ds.horizon, ds.season)
+            tracker.log(metrics, step=i)
+            per_window.append({"window": w.key, "metrics": metrics, "history": w.history.tolist(),
+                               "target": None if w.target is None else w.target.tolist(),
+                               "samples": [{"values": s.get("values", []), "reward": s["reward"]} for s in samples]})
+            if i == 0 and result.tree is not None and result.tree.size <= TREE_ARTIFACT_MAX_NODES:
+                from specdifftree.search.tree import save_graphml
+
+                save_graphml(result.tree, str(cell_dir / "tree.graphml"))
+                tracker.artifact(f"tree-{cell.key}", cell_dir / "tree.graphml", kind="tree")
+            if on_window is not None:
+                on_window()
+        means = mean_over([pw["metrics"] for pw in per_window])
+        record = {"cell": cell_row(cfg, cell, len(per_window)), "metrics": means,
+                  "config": cell_config(cfg, cell, search_cfg), "prior": problem.prior.describe(),
+                  "windows": per_window, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        for name, path in plot_cell(record, cell_dir).items():
+            tracker.image(name, path)
+        tracker.table("windows", ["window", *WINDOW_METRICS],
+                      [[pw["window"], *(pw["metrics"].get(k, math.nan) for k in WINDOW_METRICS)] for pw in per_window])
+        tracker.summary({**record["cell"], **means})
+        write_json(cell_dir / "record.json", record)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish("failed")
+        raise
+    tracker.finish()
+    return record
+
+
+def sized_config(cfg: ExperimentConfig, cell: Cell, prior, context):
+    """The cell's SearchConfig: experiment defaults, then the budget sizing rules (module
+    docstring), then the method's own options. Validated."""
+    from specdifftree.search.common import SearchConfig
+
+    base = replace(SearchConfig(**cfg.search), **cell.method.params)
+    T = answer_tokens(prior, context)
+    P = int(prior.describe().get("prompt_tokens", 0))
+    room = max(cell.cap - P, T)
+    fits = max(1, room // T)
+    name = cell.method.name
+    sized = {"budget": cell.cap}
+    if name == "best-of-n":
+        sized["n"] = fits
+    elif name == "beam":
+        sized["beam_width"] = fits
+    elif name == "smc":
+        sized["particles"] = min(fits, base.particles)
+    elif name == "sadt":
+        sized.update(iterations=UNBOUNDED, budget=max(P + 1, cell.cap - base.samples * T))
+    elif name in TREE_SIZED:
+        sized.update(iterations=UNBOUNDED, batch_size=int(np.clip(room // (4 * T), 1, base.batch_size)))
+    own = {k: v for k, v in cell.method.params.items() if k in sized}
+    return replace(base, **{**sized, **own}, seed=cell.seed).validate()
+
+
+def answer_tokens(prior, context) -> int:
+    """Typical answer length T in tokens: the history's last H values written with the codec, plus
+    EOS (one token per character at most), capped at the prior's max_len; max_len without a series."""
+    if context.series is None or not context.horizon or context.codec is None:
+        return int(prior.max_len)
+    from specdifftree.data.prompts import forecast_answer
+
+    tail = context.series[-context.horizon:]
+    chars = len(forecast_answer(tail, context.codec)) * context.horizon / len(tail) + 1
+    return int(max(1, min(math.ceil(chars), prior.max_len)))
+
+
+def window_seed(seed: int, window: int) -> int:
+    """The search seed of window `window` in a cell of seed `seed` (distinct streams per window)."""
+    return int(np.random.SeedSequence([seed, window]).generate_state(1)[0])
+
+
+def cell_row(cfg: ExperimentConfig, cell: Cell, n_windows: int) -> dict:
+    return {"experiment": cfg.label, "dataset": cell.dataset.name, "horizon": cell.dataset.horizon,
+            "method": cell.method.name, "budget": cell.budget, "cap": cell.cap, "seed": cell.seed,
+            "windows": n_windows}
+
+
+def cell_config(cfg: ExperimentConfig, cell: Cell, search_cfg) -> dict:
+    """What W&B shows as the run config: the dataclasses, as dicts."""
+    return {"experiment": {k: v for k, v in cfg.to_dict().items() if k not in ("datasets", "methods")},
+            "dataset": asdict(cell.dataset), "method": asdict(cell.method),
+            "search": None if search_cfg is None else search_cfg.to_dict(),
+            "budget": cell.budget, "cap": cell.cap, "seed": cell.seed}
+
+
+SAME = ("prior", "reward", "search", "flow")  # experiment fields a finished cell must share to be reused
+
+
+def check_same(cfg: ExperimentConfig, cell: Cell, record: dict, cell_dir: Path) -> None:
+    """SDTError when a finished cell was run with another prior, reward, search options, flow,
+    dataset or method spec than this experiment asks for (a rerun must not mix the two)."""
+    from specdifftree.tracking import _jsonable
+
+    now = json.loads(json.dumps(_jsonable(cell_config(cfg, cell, None))))
+    was = record.get("config", {})
+    pairs = [(k, now["experiment"].get(k), was.get("experiment", {}).get(k)) for k in SAME]
+    pairs += [(k, now[k], was.get(k)) for k in ("dataset", "method")]
+    for key, want, have in pairs:
+        if want != have:
+            raise SDTError(f"{cell_dir} was run with {key} {have!r}, this experiment has {want!r}: "
+                           "use another --out, or delete that cell to rerun it")
+
+
+def read_records(out_dir: str | Path) -> list[dict]:
+    """Every finished cell's record under DIR/cells, in a stable order."""
+    paths = sorted(Path(out_dir).glob("cells/*/record.json"))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def write_results(out_dir: str | Path) -> list[dict]:
+    """Rebuild DIR/results.csv from the cell records (atomically). Returns its rows."""
+    rows = [{**r["cell"], **r["metrics"]} for r in read_records(out_dir)]
+    rows.sort(key=lambda r: (r["dataset"], r["method"], r["budget"], r["seed"]))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(Path(out_dir) / "results.csv", buf.getvalue())
+    return rows
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomic write: a temporary file in the same directory, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    from specdifftree.tracking import _jsonable
+
+    write_text(path, json.dumps(_jsonable(obj), indent=1, allow_nan=False))
+
+
+def _with_flow(method: MethodSpec, flow: Path) -> MethodSpec:
+    if method.name not in FLOW_METHODS or "flow" in method.params:
+        return method
+    return replace(method, params={**method.params, "flow": str(flow)})
+
+
+def _quiet_model_loading() -> None:
+    """Each window loads its prior; transformers' per-load progress bar would flood the terminal."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return
+    hf_logging.disable_progress_bar()
+
+
+def default_out(cfg: ExperimentConfig) -> Path:
+    return Path("runs") / cfg.label
+
+
+def summary_table(rows: list[dict]) -> str:
+    from specdifftree.report import table
+
+    cols = ["dataset", "method", "budget", "seed", "windows", "reward", "spec_w1", "crps", "mase",
+            "diversity", "forward_tokens", "wall_s"]
+    return table(rows, cols)
+
+
+__all__ = ["Cell", "RunSummary", "run_experiment", "run_cell", "read_records", "write_results", "sized_config",
+           "default_out", "summary_table"]

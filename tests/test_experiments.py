@@ -1,0 +1,278 @@
+"""`sdt experiment run` and `sdt compare`: config, windows, metrics, budget sizing, and a small grid end to end."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from specdifftree.cli import main
+from specdifftree.data.splits import ett_range, m4_is_eval
+from specdifftree.errors import SDTError
+from specdifftree.experiments.config import DatasetSpec, load_experiment, merge
+from specdifftree.experiments.metrics import diversity, mean_se, window_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "experiments" / "sadt_table.yaml"
+DATA = ROOT.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "ett" / "ETTh1.csv").is_file() or not (DATA / "m4").is_dir(),
+                                reason="needs ../shared/data (ETT and M4) beside the checkout")
+REQUIRED_METHODS = ["sample", "greedy", "best-of-n", "smc", "dts", "dts-star", "sadt", "sadt-sample"]
+
+
+def _sdt(args, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+# --------------------------------------------------------------------------------------- config
+
+
+def test_sadt_table_and_its_presets_load():
+    table = load_experiment(TABLE)
+    assert [m.name for m in table.methods] == REQUIRED_METHODS
+    scale = {m.name: m.budget_scale for m in table.methods}
+    assert scale["sadt"] <= 0.1 and scale["dts"] == 1.0  # the S-ADT claim: <= 10% of DTS's tokens
+    assert [d.name for d in table.datasets] == ["ETTh1-OT-h24"]
+    full = load_experiment(TABLE, "full")
+    assert {d.name for d in full.datasets} == {"ETTh1-OT-h24", "ETTh2-OT-h24", "M4-Hourly-h48"}
+    assert full.datasets[0].horizon == 24 and full.datasets[0].windows == 16  # preset merged key by key
+    smoke = load_experiment(TABLE, "smoke")
+    assert [d.name for d in smoke.datasets] == ["ETTh1-OT-h24"] and smoke.datasets[0].windows == 3
+    assert smoke.seeds == [0] and smoke.search["lam"] == table.search["lam"]
+    for preset in ("full", "h96", "tiny"):
+        assert load_experiment(TABLE, preset).preset == preset
+    assert load_experiment(TABLE, "tiny", prior="markov:toy3").prior == "markov:toy3"
+
+
+def test_merge_deep_and_null_deletes():
+    assert merge({"a": {"x": 1, "y": 2}, "b": [1]}, {"a": {"y": None, "z": 3}, "b": [2]}) == {"a": {"x": 1, "z": 3}, "b": [2]}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nprior: default\nreward: spectral\nbudgets: [10]\ndatasets: {}\nmethods: {dts: {}}\n", "missing datasets"),
+    ("name: x\nprior: default\nreward: spectral\nbudgets: [0]\ndatasets: {d: {source: m4, horizon: 4}}\n"
+     "methods: {dts: {}}\n", "budgets must be"),
+    ("name: x\nprior: default\nreward: spectral\nbudgets: [10]\ndatasets: {d: {source: m4, horizon: 4}}\n"
+     "methods: {dts: {iteratoins: 3}}\n", "did you mean 'iterations'"),
+    ("name: x\nprior: default\nreward: spectral\nbudgets: [10]\ndatasets: {d: {source: m4, horizon: 4}}\n"
+     "methods: {dts: {budget: 3}}\n", "come from the grid"),
+    ("name: x\nprior: default\nreward: spectral\nbudgets: [10]\ndatasets: {d: {source: csv, horizon: 4}}\n"
+     "methods: {dts: {}}\n", "source must be"),
+    ("name: x\nprior: default\nreward: spectral\nbudgets: [10]\ndatasets: {d: {source: m4, horizon: 4}}\n"
+     "methods: {dts: {}}\nflow: {contexts: 2, search: {lam: 3}}\n", "lam comes from"),
+    ("name: x\nprior: default\nreward: spectral\nbudgets: [10]\ndatasets: {d: {source: m4, horizon: 4}}\n"
+     "methods: {dts: {}}\nbudgest: [3]\n", "unknown key 'budgest'"),
+    ("- just a list\n", "expected a YAML mapping"),
+])
+def test_bad_experiment_files_are_one_line_errors(tmp_path, capsys, text, message):
+    path = tmp_path / "e.yaml"
+    path.write_text(text)
+    code, _, err = _sdt(["experiment", "run", path, "--out", tmp_path / "o", "--no-wandb"], capsys)
+    assert code == 2 and message in err and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args", [["experiment", "--help"], ["experiment", "run", "--help"], ["compare", "--help"]])
+def test_help_has_examples(args, capsys):
+    code, out, _ = _sdt(args, capsys)
+    assert code == 0 and "Examples:" in out and "sdt " in out.split("Examples:")[1]
+
+
+def test_unknown_preset(capsys):
+    code, _, err = _sdt(["experiment", "run", TABLE, "--preset", "nope"], capsys)
+    assert code == 2 and "no preset 'nope'" in err and "smoke" in err
+
+
+# --------------------------------------------------------------------------------------- windows
+
+
+@needs_data
+def test_eval_windows_stay_inside_the_eval_part():
+    from specdifftree.data.sources import read_ett, read_m4
+    from specdifftree.experiments.datasets import windows
+
+    spec = DatasetSpec("e", "ett", horizon=24, context_length=96, windows=5, file="ett/ETTh1.csv")
+    ot = read_ett(DATA / "ett" / "ETTh1.csv", ["OT"])["OT"]
+    for part in ("eval", "flow"):
+        lo, hi = ett_range(len(ot), part)
+        ws = windows(spec, DATA, part)
+        assert len(ws) == 5
+        for w in ws:
+            end = int(w.key.split("=")[1])
+            assert lo <= end - 96 and end + 24 <= hi  # context and target both inside the part
+            np.testing.assert_array_equal(w.history, ot[end - 96:end])
+            np.testing.assert_array_equal(w.target, ot[end:end + 24])
+    m4 = DatasetSpec("m", "m4", horizon=48, context_length=192, windows=3)
+    rows = read_m4(DATA / "m4" / "Hourly-train.csv", DATA / "m4" / "Hourly-test.csv")
+    index = {s.id: i for i, s in enumerate(rows)}
+    for w in windows(m4, DATA, "eval"):
+        s = rows[index[w.key]]
+        assert m4_is_eval(index[w.key])
+        np.testing.assert_array_equal(w.target, s.test)  # the official test row is the ground truth
+        np.testing.assert_array_equal(w.history, s.values[-192:])
+    assert all(not m4_is_eval(index[w.key]) and w.target is None for w in windows(m4, DATA, "flow"))
+
+
+# --------------------------------------------------------------------------------------- metrics
+
+
+def test_window_metrics_and_diversity():
+    history = np.sin(np.arange(48) / 3.0) * 2 + 10
+    target = history[:6] + 0.5
+    same = [{"values": list(target), "reward": -1.0, "text": "a"}] * 3
+    m = window_metrics(same, {"forward_tokens": 9, "model_calls": 2, "wall_s": 0.1, "tree_nodes": 0},
+                       history, target, 6, season=12)
+    assert m["crps"] == pytest.approx(0.0) and m["mase"] == pytest.approx(0.0) and m["smape"] == pytest.approx(0.0)
+    assert m["diversity"] == 0.0 and m["distinct"] == pytest.approx(1 / 3) and m["well_formed"] == 1.0
+    x = np.array([[0.0, 0.0], [1.0, 3.0]])
+    assert diversity(x, scale=2.0) == pytest.approx(1.0)  # mean |diff| = 2, over scale 2
+    bad = [{"values": [1.0], "reward": -10.0, "text": "1"}, {"values": list(target), "reward": -2.0, "text": "b"}]
+    m = window_metrics(bad, m, history, target, 6, season=12)
+    assert m["well_formed"] == 0.5 and m["reward"] == -6.0 and m["reward_max"] == -2.0 and m["crps"] == pytest.approx(0.0)
+    assert mean_se([1.0, 3.0]) == pytest.approx((2.0, 1.0)) and np.isnan(mean_se([4.0])[1])
+
+
+def test_budget_sizing_follows_the_cap():
+    from specdifftree.experiments.config import MethodSpec
+    from specdifftree.experiments.runner import Cell, answer_tokens, sized_config
+    from specdifftree.prior.markov import MarkovPrior
+
+    cfg = load_experiment(TABLE)
+    prior = MarkovPrior.from_json(str(ROOT / "examples" / "digits.json"))  # no prompt: P = 0, max_len 48
+    ds = DatasetSpec("d", "m4", horizon=24)
+    from specdifftree.rewards.base import Context
+
+    ctx = Context(horizon=24)  # no series: T = max_len
+    assert answer_tokens(prior, ctx) == 48
+    size = {m: sized_config(cfg, Cell(ds, MethodSpec(m), 4800, 0), prior, ctx) for m in ("best-of-n", "beam", "smc", "dts")}
+    assert size["best-of-n"].n == 100 and size["beam"].beam_width == 100 and size["smc"].particles == 64
+    assert size["dts"].batch_size == 16 and size["dts"].budget == 4800 and size["dts"].iterations >= 10**9
+    small = sized_config(cfg, Cell(ds, MethodSpec("dts"), 480, 3), prior, ctx)
+    assert small.batch_size == 2 and small.seed == 3  # a round is at most about a quarter of the cap
+    sadt = sized_config(cfg, Cell(ds, MethodSpec("sadt", 0.5), 4800, 0), prior, ctx)
+    assert sadt.budget == 2400 - 16 * 48 and sadt.batch_size == 16  # room for 16 completions of T tokens
+    own = sized_config(cfg, Cell(ds, MethodSpec("best-of-n", 0.5, {"n": 7}), 4800, 0), prior, ctx)
+    assert own.n == 7 and own.budget == 2400  # the method's own options win; budget_scale scales the cap
+
+
+# --------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory) -> Path:
+    """A prior checkpoint DIR: fresh encoder + head over a tiny random Llama with the byte tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from specdifftree.prior.model import PriorParts
+    from specdifftree.prior.tokenizer import build_hf_tokenizer
+
+    root = tmp_path_factory.mktemp("prior")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                                         tie_word_embeddings=False, eos_token_id=256, bos_token_id=256))
+    model.save_pretrained(root / "hf")
+    build_hf_tokenizer().save_pretrained(root / "hf")
+    PriorParts.fresh(258, f"hf:{root / 'hf'}").save(root / "ckpt")
+    return root / "ckpt"
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@needs_data
+@pytest.mark.slow
+def test_grid_end_to_end_resume_and_compare(tiny_prior, tmp_path, capsys, monkeypatch, one_thread):
+    """The `tiny` preset of sadt_table.yaml: 5 methods (sadt and sadt-sample on a flow network the
+    runner trains first) x 2 datasets (ETTh1, M4) x 1 budget x 2 seeds, offline W&B."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("SDT_HOME", str(tmp_path / "home"))
+    out = tmp_path / "run"
+    args = ["experiment", "run", TABLE, "--preset", "tiny", "--prior", tiny_prior, "--out", out]
+    code, stdout, err = _sdt(args, capsys)
+    assert code == 0, err
+    methods, datasets, seeds = ["sample", "greedy", "dts", "sadt", "sadt-sample"], ["ETTh1-OT-h24", "M4-Hourly-h48"], ["0", "1"]
+    rows = _read_csv(out / "results.csv")
+    assert len(rows) == len(methods) * len(datasets) * len(seeds) and "20 cell(s) run" in stdout
+    assert {(r["method"], r["dataset"], r["seed"]) for r in rows} == {(m, d, s) for m in methods for d in datasets for s in seeds}
+    for r in rows:
+        assert r["windows"] == ("2" if r["dataset"].startswith("ETTh1") else "1")
+        assert float(r["forward_tokens"]) > 0 and float(r["well_formed"]) == 1.0
+        assert np.isfinite([float(r[k]) for k in ("crps", "mase", "smape", "spec_w1", "reward", "diversity")]).all()
+        assert int(r["cap"]) == (450 if r["method"].startswith("sadt") else 900)
+    assert (out / "flow" / "experiment_flow.json").is_file()  # trained on flow-part contexts first
+
+    cells = sorted((out / "cells").iterdir())
+    assert len(cells) == 20
+    for cell in cells:
+        rec = json.loads((cell / "record.json").read_text())
+        H = rec["cell"]["horizon"]
+        assert len(rec["windows"]) == rec["cell"]["windows"]
+        for w in rec["windows"]:
+            assert len(w["target"]) == H and w["samples"] and all(len(s["values"]) == H for s in w["samples"])
+        assert list((cell / "wandb").glob("offline-run-*")), cell.name  # one offline W&B run per cell
+        events = [json.loads(line)["event"] for line in (cell / "tracking.jsonl").read_text().splitlines()]
+        assert events[0] == "start" and events[-1] == "finish" and "image" in events and "table" in events
+        assert (cell / "fan.png").stat().st_size > 0
+    sadt = json.loads((out / "cells" / "ETTh1-OT-h24__sadt__b900__s0" / "record.json").read_text())
+    assert sadt["config"]["search"]["flow"] == str(out / "flow") and sadt["cell"]["cap"] == 450
+    assert sadt["config"]["search"]["budget"] < 450  # room kept for completing the final samples
+
+    # a rerun skips every finished cell; a lost record is recomputed, identically (same seeds)
+    lost = out / "cells" / "ETTh1-OT-h24__dts__b900__s1" / "record.json"
+    before = json.loads(lost.read_text())
+    lost.unlink()
+    code, stdout, err = _sdt(args, capsys)
+    assert code == 0, err
+    assert "1 cell(s) run, 19 already finished" in stdout and "reusing" in err
+    after = json.loads(lost.read_text())
+    assert len(list((lost.parent / "wandb").glob("offline-run-*"))) == 1  # the unfinished attempt was cleared
+    assert [w["samples"] for w in after["windows"]] == [w["samples"] for w in before["windows"]]
+
+    # the same directory with another prior is refused, not mixed
+    code, _, err = _sdt([*args[:-4], "--prior", "markov:toy3", "--out", out], capsys)
+    assert code == 2 and "was run with prior" in err and "markov:toy3" in err
+
+    code, stdout, err = _sdt(["compare", out, "--out", tmp_path / "plots"], capsys)
+    assert code == 0, err
+    header = stdout.splitlines()[0]
+    assert header.startswith("| dataset") and "spec_w1" in header and "crps" in header
+    table = [line for line in stdout.splitlines() if line.startswith("| ") and "±" in line]
+    assert len(table) == len(methods) * len(datasets)  # one row per (dataset, method, budget), two seeds each
+    for name in ("reward_vs_tokens.png", "psd.png", "fans.png", "table.md"):
+        assert (tmp_path / "plots" / name).stat().st_size > 0
+
+
+def test_compare_errors(tmp_path, capsys, monkeypatch):
+    code, _, err = _sdt(["compare", tmp_path], capsys)
+    assert code == 2 and "no finished cells" in err
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    code, _, err = _sdt(["compare", "--wandb-project", "me/p"], capsys)
+    assert code == 2 and "needs a login" in err
+    code, _, err = _sdt(["compare"], capsys)
+    assert code == 2 and "nothing to compare" in err
+
+
+@needs_data
+def test_unknown_or_flowless_methods_are_skipped_with_a_message(tmp_path):
+    """Methods this checkout does not have, and flow methods without a flow, are skipped, not fatal."""
+    from specdifftree.experiments.config import from_dict
+    from specdifftree.experiments.runner import run_experiment
+
+    raw = {"name": "t", "prior": f"markov:{ROOT / 'examples' / 'digits.json'}", "reward": "format", "budgets": [40],
+           "datasets": {"d": {"source": "ett", "file": "ett/ETTh1.csv", "horizon": 4, "context_length": 32,
+                              "windows": 1}},
+           "methods": {"nosuch": {}, "sadt": {}, "greedy": {}}, "data_root": str(DATA)}
+    said = []
+    done = run_experiment(from_dict(raw), tmp_path, wandb=False, progress=False, log=said.append)
+    assert done.ran == ["d__greedy__b40__s0"] and set(done.unavailable) == {"nosuch", "sadt"}
+    assert any("nosuch" in s for s in said) and any("flow network" in s for s in said)
+    with pytest.raises(SDTError, match="flow must be"):
+        from_dict({**raw, "flow": 3})
