@@ -12,7 +12,7 @@ from specdifftree.rewards.base import Context
 from specdifftree.search.common import Problem, SearchConfig, SearchResult
 from specdifftree.search.registry import METHODS, get_method
 
-TREE_METHODS = ("dts", "dts-star", "mcts")
+TREE_METHODS = ("dts", "dts-star", "mcts", "sadt")  # progress counts cfg.iterations
 
 
 def build_context(series: Optional[str], column: Optional[str], horizon: Optional[int],
