@@ -153,7 +153,9 @@ def search(prior, rewards, method, lam, out, save_tree, save_buffer, series, col
     record = {**result.to_dict(), "samples": samples, "forecast_metrics": metrics,
               "prior": problem.prior.describe(), "config": {"prior": prior, "reward": list(rewards), **cfg.to_dict()}}
     if out:
-        _write_json(out, record)
+        from specdifftree.files import write_json
+
+        write_json(out, record)
     if save_tree:
         if result.tree is None:
             raise SDTError(f"--save-tree needs a tree method (dts, dts-star, mcts), not '{method}'")
@@ -170,15 +172,6 @@ def search(prior, rewards, method, lam, out, save_tree, save_buffer, series, col
             from specdifftree.report import table
 
             click.echo("\nforecast metrics:\n" + table([metrics]))
-
-
-def _write_json(path: str, record: dict) -> None:
-    """Atomic write: a crash never leaves a half-written file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, allow_nan=False))
-    tmp.replace(p)
 
 
 def _print_summary(result) -> None:

@@ -15,13 +15,14 @@ W&B error prints one warning and turns W&B off for the rest of that run.
 from __future__ import annotations
 
 import json
-import math
 import netrc
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
+
+from specdifftree.files import jsonable
 
 WANDB_HOST = "api.wandb.ai"
 
@@ -40,23 +41,6 @@ def wandb_mode() -> str:
     return "offline"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        try:
-            return value.item()
-        except (ValueError, RuntimeError):
-            pass
-    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
-
-
 class Tracker:
     """One tracked run. Local record in `out_dir/tracking.jsonl`; W&B mirror when enabled."""
 
@@ -71,7 +55,7 @@ class Tracker:
                      "tags": list(tags), "job_type": job_type, "config": config or {}})
         if enabled:
             self._guard(self._init_wandb, project=project, name=name, group=group, tags=list(tags),
-                        config=_jsonable(config or {}), job_type=job_type)
+                        config=jsonable(config or {}), job_type=job_type)
 
     # -- W&B plumbing ------------------------------------------------------------------------
     def _init_wandb(self, **kw) -> None:
@@ -91,7 +75,7 @@ class Tracker:
             self._wandb = None
 
     def _write(self, obj: dict) -> None:
-        self._record.write(json.dumps(_jsonable(obj)) + "\n")
+        self._record.write(json.dumps(jsonable(obj)) + "\n")
         self._record.flush()
 
     @property
@@ -108,13 +92,13 @@ class Tracker:
         """Scalars (or anything JSON-able) at an optional step."""
         self._write({"event": "log", "step": step, "metrics": metrics})
         if self._wandb is not None:
-            self._guard(self._wandb.log, _jsonable(metrics), step=step)
+            self._guard(self._wandb.log, jsonable(metrics), step=step)
 
     def summary(self, values: dict) -> None:
         """Final numbers of the run (W&B run summary)."""
         self._write({"event": "summary", "values": values})
         if self._wandb is not None:
-            self._guard(self._wandb.summary.update, _jsonable(values))
+            self._guard(self._wandb.summary.update, jsonable(values))
 
     def table(self, name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         rows = [list(r) for r in rows]
@@ -122,7 +106,7 @@ class Tracker:
         if self._wandb is not None:
             import wandb
 
-            self._guard(lambda: self._wandb.log({name: wandb.Table(columns=list(columns), data=_jsonable(rows))}))
+            self._guard(lambda: self._wandb.log({name: wandb.Table(columns=list(columns), data=jsonable(rows))}))
 
     def image(self, name: str, path: os.PathLike | str) -> None:
         """A plot already saved as PNG (the local copy is the file itself)."""

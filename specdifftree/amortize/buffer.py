@@ -210,12 +210,12 @@ def append_record(path: str | os.PathLike, header: BufferHeader, record: Record)
 def _write(path: Path, header: BufferHeader, records: list[Record]) -> None:
     from safetensors.numpy import save
 
-    from specdifftree.prior.checkpoint import _write_atomic  # tmp file, fsync, os.replace
+    from specdifftree.files import write_atomic
 
     tensors = {f"r{i}.{k}": np.ascontiguousarray(getattr(r, k), dtype=t)
                for i, r in enumerate(records) for k, t in _ARRAYS.items()}
     meta = {"header": asdict(header), "records": [{"context": r.context, "meta": r.meta} for r in records]}
-    _write_atomic(path, save(tensors, metadata={_META: json.dumps(meta, default=_plain)}))
+    write_atomic(path, save(tensors, metadata={_META: json.dumps(meta, default=_plain)}))
 
 
 def _plain(o):

@@ -22,7 +22,8 @@ from typing import Optional
 
 from specdifftree.errors import SDTError
 from specdifftree.experiments.metrics import WINDOW_METRICS, mean_se
-from specdifftree.experiments.runner import RESULT_COLUMNS, read_records, write_text
+from specdifftree.experiments.runner import RESULT_COLUMNS, read_records
+from specdifftree.files import write_text
 
 GROUP = ("experiment", "dataset", "method", "budget")
 TABLE_METRICS = ("reward", "spec_w1", "crps", "mase", "smape", "diversity", "forward_tokens", "wall_s")

@@ -75,7 +75,7 @@ def train_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Path, wandb: b
     from specdifftree.amortize.pipeline import train_flow as fit_flow
     from specdifftree.amortize.train import AmortizeConfig
     from specdifftree.experiments.datasets import data_root, windows
-    from specdifftree.experiments.runner import write_json
+    from specdifftree.files import write_json
     from specdifftree.search.common import SearchConfig
 
     if (flow_dir / DONE).is_file():

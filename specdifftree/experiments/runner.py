@@ -41,7 +41,6 @@ import csv
 import io
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -50,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from specdifftree.errors import SDTError
+from specdifftree.files import jsonable, write_json, write_text
 from specdifftree.experiments.config import DatasetSpec, ExperimentConfig, MethodSpec
 from specdifftree.experiments.datasets import Window, data_root, windows
 from specdifftree.experiments.metrics import WINDOW_METRICS, mean_over, window_metrics
@@ -268,9 +268,7 @@ SAME = ("prior", "reward", "search", "flow")  # experiment fields a finished cel
 def check_same(cfg: ExperimentConfig, cell: Cell, record: dict, cell_dir: Path) -> None:
     """SDTError when a finished cell was run with another prior, reward, search options, flow,
     dataset or method spec than this experiment asks for (a rerun must not mix the two)."""
-    from specdifftree.tracking import _jsonable
-
-    now = json.loads(json.dumps(_jsonable(cell_config(cfg, cell, None))))
+    now = json.loads(json.dumps(jsonable(cell_config(cfg, cell, None))))
     was = record.get("config", {})
     pairs = [(k, now["experiment"].get(k), was.get("experiment", {}).get(k)) for k in SAME]
     pairs += [(k, now[k], was.get(k)) for k in ("dataset", "method")]
@@ -296,20 +294,6 @@ def write_results(out_dir: str | Path) -> list[dict]:
     writer.writerows(rows)
     write_text(Path(out_dir) / "results.csv", buf.getvalue())
     return rows
-
-
-def write_text(path: Path, text: str) -> None:
-    """Atomic write: a temporary file in the same directory, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: dict) -> None:
-    from specdifftree.tracking import _jsonable
-
-    write_text(path, json.dumps(_jsonable(obj), indent=1, allow_nan=False))
 
 
 def _with_flow(method: MethodSpec, flow: Path) -> MethodSpec:

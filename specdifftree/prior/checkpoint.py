@@ -21,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from specdifftree.errors import SDTError
+from specdifftree.files import write_atomic
 from specdifftree.prior.encoder import EncoderConfig, TransformerCNNEncoder
 from specdifftree.prior.heads import LogitBiasHead, SoftPromptProjector
 
@@ -74,29 +73,17 @@ def save_checkpoint(dir: str | Path, modules: dict[str, nn.Module], config: dict
         "weights_sha256": hashlib.sha256(blob).hexdigest(),
         "tensors": {k: {"dtype": _dtype_name(t.dtype), "shape": list(t.shape)} for k, t in tensors.items()},
     }
-    text = json.dumps(meta, indent=2, default=_jsonable, allow_nan=False) + "\n"  # fails before any write
+    text = json.dumps(meta, indent=2, default=_json_default, allow_nan=False) + "\n"  # fails before any write
 
     if dir.exists() and not dir.is_dir():
         raise SDTError(f"checkpoint path {dir} exists and is not a directory")
     dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(dir / WEIGHTS, blob)
-    _write_atomic(dir / CONFIG, text.encode())
+    write_atomic(dir / WEIGHTS, blob)
+    write_atomic(dir / CONFIG, text.encode())
     return dir
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _jsonable(o: Any) -> Any:
+def _json_default(o: Any) -> Any:
     if dataclasses.is_dataclass(o) and not isinstance(o, type):
         return dataclasses.asdict(o)
     if isinstance(o, Path):

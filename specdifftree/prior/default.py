@@ -53,8 +53,9 @@ from specdifftree.data.features import caption, dominant_period, trend_word
 from specdifftree.data.prompts import describe, forecast_answer, forecast_codec, forecast_prompt
 from specdifftree.data.sources import default_data_dir as data_dir
 from specdifftree.data.synthetic import synthetic_series
-from specdifftree.errors import SDTError
 from specdifftree.data.splits import ETT_FRACTIONS, m4_is_eval
+from specdifftree.errors import SDTError
+from specdifftree.files import replace_dir
 from specdifftree.prior.tokenizer import EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, vocab
 
 if TYPE_CHECKING:
@@ -315,7 +316,7 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
             tok.save_pretrained(tmp)
             record["wall_time_s"] = round(time.time() - start, 1)
             (tmp / "sdt_backbone.json").write_text(json.dumps(record, indent=2) + "\n")
-            _replace_dir(tmp, out_dir)
+            replace_dir(tmp, out_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     finally:
@@ -363,18 +364,6 @@ def _transformers_version() -> str:
     import transformers
 
     return transformers.__version__
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename src to dst; an existing dst is moved aside first and removed afterwards."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- cache and loading

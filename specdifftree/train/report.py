@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 from specdifftree.report import fmt
-from specdifftree.train.state import _write_atomic
+from specdifftree.files import write_atomic
 
 LABEL_KEYS = ("label", "chosen_label", "parsed_label")  # gold, the prior's choice, parsed from the text
 COLUMNS = ("epoch", "train_loss", "val_loss", "val_perplexity", "val_accuracy", "val_macro_recall")
@@ -37,7 +37,7 @@ def _cell(v) -> str:
 
 def write_metrics_csv(path: Path, rows: list[dict]) -> None:
     lines = [",".join(COLUMNS)] + [",".join(_cell(r.get(c)) for c in COLUMNS) for r in rows]
-    _write_atomic(Path(path), ("\n".join(lines) + "\n").encode())
+    write_atomic(Path(path), ("\n".join(lines) + "\n").encode())
 
 
 def _present(rows: list[dict], col: str) -> bool:
@@ -69,7 +69,7 @@ def plot_curves(rows: list[dict], out_dir: Path) -> list[Path]:
         fig.savefig(buf, format="png")
         plt.close(fig)
         path = Path(out_dir) / f"{stem}.png"
-        _write_atomic(path, buf.getvalue())
+        write_atomic(path, buf.getvalue())
         paths.append(path)
     return paths
 
@@ -114,5 +114,5 @@ figure {{ display: inline-block; margin: 0.5em; }}
 </body></html>
 """
     path = Path(out_dir) / "index.html"
-    _write_atomic(path, page.encode())
+    write_atomic(path, page.encode())
     return path

@@ -22,23 +22,10 @@ from pathlib import Path
 from typing import Optional
 
 from specdifftree.errors import SDTError
+from specdifftree.files import jsonable, write_atomic
 
 MANIFEST = "train_prior.json"
 STATE = "state.safetensors"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    from specdifftree.prior.checkpoint import _write_atomic as write
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write(path, data)
-
-
-def write_json(path: Path, record: dict) -> None:
-    """Atomic JSON write (NaN written as null)."""
-    from specdifftree.tracking import _jsonable
-
-    _write_atomic(Path(path), (json.dumps(_jsonable(record), indent=1, allow_nan=False) + "\n").encode())
 
 
 # --------------------------------------------------------------------------------------- resume state
@@ -48,11 +35,9 @@ def save_state(path: Path, tensors: dict, meta: dict) -> None:
     """tensors: {name: tensor}; meta: JSON-able scalars. One atomic file."""
     import safetensors.torch
 
-    from specdifftree.tracking import _jsonable
-
     blob = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                                  metadata={"state": json.dumps(_jsonable(meta), allow_nan=False)})
-    _write_atomic(Path(path), blob)
+                                  metadata={"state": json.dumps(jsonable(meta), allow_nan=False)})
+    write_atomic(path, blob)
 
 
 def load_state(path: Path) -> Optional[tuple[dict, dict]]:

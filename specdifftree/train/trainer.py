@@ -43,7 +43,8 @@ from specdifftree.train.decode import answer_logits, greedy
 from specdifftree.train.examples import Split, check_examples, label_choices, tokenize_split
 from specdifftree.train.metrics import answer_nll, chance, label_metrics, next_token_hits
 from specdifftree.train.state import (MANIFEST, STATE, load_state, optimizer_tensors, read_manifest,
-                                      restore_optimizer, save_state, write_json)
+                                      restore_optimizer, save_state)
+from specdifftree.files import write_json
 
 FORECAST_STAGE = "stage6_forecast"
 SPLITS = ("train", "val", "test")
@@ -248,13 +249,13 @@ def _load_parts_tensors(parts: PriorParts, tensors: dict, prefix: str) -> None:
 def _save_checkpoint_dir(parts: PriorParts, target: Path, extra: dict) -> None:
     """Write a prior checkpoint into a fresh sibling directory, then swap it in (never half-written)."""
     from specdifftree.prior.checkpoint import parts_config, save_checkpoint
-    from specdifftree.prior.default import _replace_dir
+    from specdifftree.files import replace_dir
 
     tmp = target.with_name(f"{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_checkpoint(tmp, {"encoder": parts.encoder, "head": parts.head},
                     {**parts_config(parts.encoder, parts.head, backbone=parts.backbone_ref), **extra})
-    _replace_dir(tmp, target)
+    replace_dir(tmp, target)
 
 
 def _save_state(path: Path, parts: PriorParts, best: dict, opt, st: StageState) -> None:
@@ -353,7 +354,7 @@ def test_stage(run: Run, stage: str, test: Split, parts: PriorParts) -> tuple[di
     choice (trained and backbone alone) against chance, and of the labels parsed from the greedy text."""
     import json
 
-    from specdifftree.train.state import _write_atomic
+    from specdifftree.files import write_atomic
 
     cache_logits(run, test, f"{stage} test")
     ev = evaluate(parts, test, run.cfg.batch_size)
@@ -378,7 +379,7 @@ def test_stage(run: Run, stage: str, test: Split, parts: PriorParts) -> tuple[di
         for p, ex, c, lab in zip(predictions, test.examples, chosen, parsed):
             p.update(label=ex.label, chosen_label=c, parsed_label=lab)
     lines = "".join(json.dumps(p) + "\n" for p in predictions)
-    _write_atomic(run.out / stage / "test_predictions.jsonl", lines.encode())
+    write_atomic(run.out / stage / "test_predictions.jsonl", lines.encode())
     return summary, predictions
 
 
@@ -432,7 +433,7 @@ def normalize_backbone_ref(ref: str) -> str:
 
 def install_default(final: Path) -> Path:
     """Copy a finished run's final checkpoint to where `--prior default` finds it (swap, never half-written)."""
-    from specdifftree.prior.default import _replace_dir
+    from specdifftree.files import replace_dir
     from specdifftree.prior.registry import trained_default_dir
 
     target = trained_default_dir()
@@ -440,7 +441,7 @@ def install_default(final: Path) -> Path:
     tmp = target.with_name(f"{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(final, tmp)
-    _replace_dir(tmp, target)
+    replace_dir(tmp, target)
     return target
 
 
