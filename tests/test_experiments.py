@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,10 @@ def test_sadt_table_and_its_presets_load():
     smoke = load_experiment(TABLE, "smoke")
     assert [d.name for d in smoke.datasets] == ["ETTh1-OT-h24"] and smoke.datasets[0].windows == 3
     assert smoke.seeds == [0] and smoke.search["lam"] == table.search["lam"]
+    val = load_experiment(TABLE, "val")
+    assert val.datasets[0].part == "val" and table.datasets[0].part == "eval"
+    variants = [m for m in val.methods if m.name.startswith("sadt-") and m.name != "sadt-sample"]
+    assert variants and all(m.method == "sadt" and m.budget_scale == scale["sadt"] for m in variants)
     for preset in ("full", "h96", "tiny"):
         assert load_experiment(TABLE, preset).preset == preset
     assert load_experiment(TABLE, "tiny", prior="markov:toy3").prior == "markov:toy3"
@@ -66,6 +71,10 @@ def test_merge_deep_and_null_deletes():
      "methods: {dts: {}}\nflow: {contexts: 2, search: {lam: 3}}\n", "lam comes from"),
     ("name: x\nprior: default\nreward: spectral\nbudgets: [10]\ndatasets: {d: {source: m4, horizon: 4}}\n"
      "methods: {dts: {}}\nbudgest: [3]\n", "unknown key 'budgest'"),
+    ("name: x\nprior: default\nreward: spectral\nbudgets: [10]\ndatasets: {d: {source: m4, horizon: 4, part: test}}\n"
+     "methods: {dts: {}}\n", "part must be one of eval, val"),
+    ("name: x\nprior: default\nreward: spectral\nbudgets: [10]\ndatasets: {d: {source: m4, horizon: 4}}\n"
+     "methods: {dts-x: {method: 3}}\n", "method must be a search method"),
     ("- just a list\n", "expected a YAML mapping"),
 ])
 def test_bad_experiment_files_are_one_line_errors(tmp_path, capsys, text, message):
@@ -97,7 +106,7 @@ def test_eval_windows_stay_inside_the_eval_part():
 
     spec = DatasetSpec("e", "ett", horizon=24, context_length=96, windows=5, file="ett/ETTh1.csv")
     ot = read_ett(DATA / "ett" / "ETTh1.csv", ["OT"])["OT"]
-    for part in ("eval", "flow"):
+    for part in ("eval", "val", "flow-train"):
         lo, hi = ett_range(len(ot), part)
         ws = windows(spec, DATA, part)
         assert len(ws) == 5
@@ -105,7 +114,12 @@ def test_eval_windows_stay_inside_the_eval_part():
             end = int(w.key.split("=")[1])
             assert lo <= end - 96 and end + 24 <= hi  # context and target both inside the part
             np.testing.assert_array_equal(w.history, ot[end - 96:end])
-            np.testing.assert_array_equal(w.target, ot[end:end + 24])
+            if part == "flow-train":
+                assert w.target is None
+            else:
+                np.testing.assert_array_equal(w.target, ot[end:end + 24])
+    assert ett_range(len(ot), "flow-train")[1] <= ett_range(len(ot), "val")[0]  # tuning never sees flow data
+    assert windows(replace(spec, part="val"), DATA)[0].key == windows(spec, DATA, "val")[0].key
     m4 = DatasetSpec("m", "m4", horizon=48, context_length=192, windows=3)
     rows = read_m4(DATA / "m4" / "Hourly-train.csv", DATA / "m4" / "Hourly-test.csv")
     index = {s.id: i for i, s in enumerate(rows)}
@@ -114,7 +128,14 @@ def test_eval_windows_stay_inside_the_eval_part():
         assert m4_is_eval(index[w.key])
         np.testing.assert_array_equal(w.target, s.test)  # the official test row is the ground truth
         np.testing.assert_array_equal(w.history, s.values[-192:])
-    assert all(not m4_is_eval(index[w.key]) and w.target is None for w in windows(m4, DATA, "flow"))
+    train = windows(m4, DATA, "flow-train")
+    assert all(not m4_is_eval(index[w.key]) and w.target is None for w in train)
+    val = windows(m4, DATA, "val")
+    assert not {w.key for w in val} & {w.key for w in train}
+    for w in val:
+        s = rows[index[w.key]]
+        assert not m4_is_eval(index[w.key])
+        np.testing.assert_array_equal(np.concatenate([w.history, w.target]), s.values[-240:])
 
 
 # --------------------------------------------------------------------------------------- metrics
@@ -154,7 +175,11 @@ def test_budget_sizing_follows_the_cap():
     small = sized_config(cfg, Cell(ds, MethodSpec("dts"), 480, 3), prior, ctx)
     assert small.batch_size == 2 and small.seed == 3  # a round is at most about a quarter of the cap
     sadt = sized_config(cfg, Cell(ds, MethodSpec("sadt", 0.5), 4800, 0), prior, ctx)
-    assert sadt.budget == 2400 - 16 * 48 and sadt.batch_size == 16  # room for 16 completions of T tokens
+    assert sadt.batch_size == 12 and sadt.budget == 2400 - 12 * 48  # q rollouts: the last round fits the cap
+    flow = sized_config(cfg, Cell(ds, MethodSpec("sadt", 0.5, {"rollout": "flow"}), 4800, 0), prior, ctx)
+    assert flow.budget == 2400 - 16 * 48 and flow.batch_size == 16  # room for 16 completions of T tokens
+    variant = sized_config(cfg, Cell(ds, MethodSpec("sadt-b2", 0.5, {"batch_size": 2}, "sadt"), 4800, 0), prior, ctx)
+    assert variant.batch_size == 2 and variant.budget == 2400 - 2 * 48  # a variant is sized as its method
     own = sized_config(cfg, Cell(ds, MethodSpec("best-of-n", 0.5, {"n": 7}), 4800, 0), prior, ctx)
     assert own.n == 7 and own.budget == 2400  # the method's own options win; budget_scale scales the cap
 

@@ -10,7 +10,7 @@
     problem, _ = build_problem("default", ["spectral"], eval_context)
     result = run_search(problem, "sadt", SearchConfig(flow="runs/flow", lam=1.0, iterations=50))
 
-Contexts for training should come from the flow part of `data/splits.py` (ETT: 60-80% by time),
+Contexts for training should come from the flow-train part of `data/splits.py` (ETT: 60-75% by time),
 evaluation contexts from the eval part.
 """
 

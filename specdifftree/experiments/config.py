@@ -13,6 +13,7 @@
       sample: {}
       dts: {}
       sadt: {budget_scale: 0.1, alpha: 0.5}
+      sadt-a0: {method: sadt, budget_scale: 0.1, alpha: 0.0}   # a variant: its own name, `method`
     flow: runs/flow                   # sadt / sadt-sample: a trained flow network DIR, or a mapping
                                       # that trains one first (see experiments/flow.py)
     threads: 1                        # torch threads (default 1)
@@ -34,11 +35,14 @@ from typing import Any, Optional
 from specdifftree.errors import SDTError
 
 SOURCES = ("ett", "m4")
+PARTS = ("eval", "val")  # data/splits.py
 
 
 @dataclass
 class DatasetSpec:
-    """Where evaluation windows come from (always the eval part of `data/splits.py`).
+    """Where evaluation windows come from: the eval part of `data/splits.py`, or with `part: val`
+    its validation windows (for tuning options on windows that neither the flow network nor
+    the evaluation ever use).
 
     ett: `windows` context windows evenly spaced over the last 20% of `file` (context and target
          both inside it), `column` the target. m4: the first `windows` held-out series of the
@@ -54,6 +58,7 @@ class DatasetSpec:
     column: str = "OT"
     season: int = 24  # MASE's seasonal-naive period (hourly data)
     budget_scale: float = 1.0  # this dataset's cells get budget * budget_scale (longer prompts and answers)
+    part: str = "eval"  # "eval" | "val"
 
     def validate(self) -> "DatasetSpec":
         where = f"dataset '{self.name}'"
@@ -66,6 +71,8 @@ class DatasetSpec:
                 raise SDTError(f"{where}: {key} must be a positive integer")
         if not isinstance(self.budget_scale, (int, float)) or not self.budget_scale > 0:
             raise SDTError(f"{where}: budget_scale must be a positive number")
+        if self.part not in PARTS:
+            raise SDTError(f"{where}: part must be one of {', '.join(PARTS)}, got '{self.part}'")
         if self.context_length <= self.season:
             raise SDTError(f"{where}: context_length must exceed season ({self.season}) for MASE")
         return self
@@ -74,11 +81,16 @@ class DatasetSpec:
 @dataclass
 class MethodSpec:
     """A search method and its SearchConfig overrides; it runs with a cap of budget * budget_scale
-    forward tokens (budget_scale 0.1: a tenth of what the other methods get)."""
+    forward tokens (budget_scale 0.1: a tenth of what the other methods get). `name` labels its
+    cells; `method` is the search method (default: the name), so variants can share one."""
 
     name: str
     budget_scale: float = 1.0
     params: dict = field(default_factory=dict)
+    method: str = ""
+
+    def __post_init__(self):
+        self.method = self.method or self.name
 
 
 @dataclass
@@ -187,9 +199,12 @@ def _dataset(name: str, spec: Any, where: str) -> DatasetSpec:
 def _method(name: str, spec: Any, where: str) -> MethodSpec:
     params = dict(_mapping(spec or {}, f"methods.{name}", where))
     scale = params.pop("budget_scale", 1.0)
+    method = params.pop("method", name)
     if not isinstance(scale, (int, float)) or not 0 < scale <= 1:
         raise SDTError(f"{where}: method '{name}': budget_scale must be in (0, 1]")
-    return MethodSpec(str(name), float(scale), _search_params(params, f"{where}: method '{name}'"))
+    if not isinstance(method, str) or not method:
+        raise SDTError(f"{where}: method '{name}': method must be a search method's name")
+    return MethodSpec(str(name), float(scale), _search_params(params, f"{where}: method '{name}'"), method)
 
 
 def _search_params(params: Any, where: str) -> dict:

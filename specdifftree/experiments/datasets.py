@@ -1,11 +1,14 @@
-"""Evaluation windows (and flow-training contexts) from the real datasets, split by `data/splits.py`.
+"""Evaluation windows (and flow-training contexts, and validation windows) from the real datasets,
+split by `data/splits.py`.
 
 ETT: the eval part is the last 20% of the file by time. A window's context (the `context_length`
 points before `end`) and its target (the `horizon` points from `end`) both lie inside it, and
 the `windows` ends are evenly spaced over it, so they never touch what trained the prior (the
-first 60%) or the flow network (the 20% in between).
+first 60%) or the flow network (60-75%). Validation windows ("val", 75-80%) are built the same way.
 M4 Hourly: the held-out series (`m4_is_eval`), in file order; context = the last
 `context_length` points of the train row, target = the official test row (its 48 values).
+Flow training contexts: the first training series (the end of the train row, no target).
+Validation windows: the last training series, their train row's last `horizon` points as target.
 """
 
 from __future__ import annotations
@@ -49,9 +52,11 @@ def data_root(root: Optional[str]) -> Path:
     return path
 
 
-def windows(spec: DatasetSpec, root: Path, part: Part = "eval", count: Optional[int] = None) -> list[Window]:
-    """`count` (default `spec.windows`) windows of `part`; targets are set for the eval part."""
+def windows(spec: DatasetSpec, root: Path, part: Optional[Part] = None, count: Optional[int] = None) -> list[Window]:
+    """`count` (default `spec.windows`) windows of `part` (default `spec.part`); targets are set for
+    the eval and val parts."""
     count = spec.windows if count is None else count
+    part = spec.part if part is None else part
     if spec.source == "ett":
         return _ett_windows(spec, root, part, count)
     return _m4_windows(spec, root, part, count)
@@ -68,25 +73,33 @@ def _ett_windows(spec: DatasetSpec, root: Path, part: Part, count: int) -> list[
         raise SDTError(f"dataset '{spec.name}': the {part} part ({hi - lo} rows) is shorter than "
                        f"context_length + horizon ({spec.context_length + spec.horizon})")
     ends = np.unique(np.linspace(first, last, count).round().astype(int))
-    return [Window(f"end={e}", full[e - spec.context_length:e], full[e:e + spec.horizon]) for e in ends.tolist()]
+    scored = part in ("eval", "val")
+    return [Window(f"end={e}", full[e - spec.context_length:e], full[e:e + spec.horizon] if scored else None)
+            for e in ends.tolist()]
 
 
 def _m4_windows(spec: DatasetSpec, root: Path, part: Part, count: int) -> list[Window]:
-    """Eval: the first `count` held-out series, target = their official test rows. Other parts:
-    the training series (the end of each train row), no target."""
+    """Eval: the first `count` held-out series, target = their official test rows. val: the last
+    `count` training series, target = the end of their train row. Other parts: the first training
+    series (the end of each train row), no target."""
     from specdifftree.data.sources import read_m4
 
     evaluating = part == "eval"
     test = root / "m4" / "Hourly-test.csv" if evaluating else None
+    series = [s for i, s in enumerate(read_m4(root / "m4" / "Hourly-train.csv", test)) if m4_is_eval(i) == evaluating]
+    if part == "val":
+        series = series[::-1]
+    H, L = spec.horizon, spec.context_length
     out: list[Window] = []
-    for i, s in enumerate(read_m4(root / "m4" / "Hourly-train.csv", test)):
-        if len(out) == count:
-            break
-        if m4_is_eval(i) != evaluating:
-            continue
-        if len(s.values) < spec.context_length or (evaluating and len(s.test) < spec.horizon):
-            raise SDTError(f"dataset '{spec.name}': M4 series {s.id} is shorter than context_length "
-                           f"{spec.context_length} or its test row than horizon {spec.horizon}")
-        target = s.test[: spec.horizon] if evaluating else None
-        out.append(Window(s.id, s.values[-spec.context_length:], target))
+    for s in series[:count]:
+        if evaluating:
+            values, target = s.values, s.test[:H]
+        elif part == "val":
+            values, target = s.values[:-H], s.values[-H:]
+        else:
+            values, target = s.values, None
+        if len(values) < L or (target is not None and len(target) < H):
+            raise SDTError(f"dataset '{spec.name}': M4 series {s.id} is too short for context_length {L} "
+                           f"and horizon {H}")
+        out.append(Window(s.id, values[-L:], target))
     return out

@@ -2,12 +2,12 @@
 
     flow: runs/flow                       a flow network directory written by `sdt amortize`
     flow:                                 train one into DIR/flow first (FlowTraining below):
-      contexts: 16                        per dataset, evenly spaced over its flow part
+      contexts: 16                        per dataset, evenly spaced over its flow-train part
       search: {iterations: 128}           the DTS runs that fill the buffer (SearchConfig fields)
       amortize: {steps: 500}              AmortizeConfig fields (`sdt amortize`)
 
-Training contexts come from the flow part of `data/splits.py` (ETT: the 60-80% stretch by time;
-M4: the training series), never from evaluation windows. The buffer searches and the flow use
+Training contexts come from the flow-train part of `data/splits.py` (ETT: the 60-75% stretch by
+time; M4: the first training series), never from validation or evaluation windows. The buffer searches and the flow use
 the experiment's prior, reward and lambda (`search.lam`), so the flow fits the sadt cells.
 Training is done once: DIR/flow/experiment_flow.json marks a finished flow, and a rerun reuses
 it; an unfinished one is trained again from a fresh buffer.
@@ -28,7 +28,7 @@ DONE = "experiment_flow.json"
 
 @dataclass
 class FlowTraining:
-    datasets: Optional[list[str]] = None  # experiment datasets whose flow part gives contexts (None: all)
+    datasets: Optional[list[str]] = None  # experiment datasets whose flow-train part gives contexts (None: all)
     contexts: int = 16  # per dataset
     method: str = "dts"  # dts or dts-star: the searches that fill the buffer
     search: dict = field(default_factory=lambda: {"iterations": 128})
@@ -87,11 +87,11 @@ def train_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Path, wandb: b
     if unknown:
         raise SDTError(f"flow: datasets: '{unknown[0]}' is not a dataset of this experiment")
     root = data_root(cfg.data_root)
-    contexts = [w.context(specs[n]) for n in names for w in windows(specs[n], root, part="flow", count=ft.contexts)]
+    contexts = [w.context(specs[n]) for n in names for w in windows(specs[n], root, part="flow-train", count=ft.contexts)]
     lam = float(cfg.search.get("lam", 1.0))
     buffer = flow_dir.parent / "flow-buffer.safetensors"
     buffer.unlink(missing_ok=True)  # a buffer left by a killed run would be appended to
-    log(f"flow network: searching {len(contexts)} flow-part contexts ({ft.method}) for the buffer ...")
+    log(f"flow network: searching {len(contexts)} flow-train contexts ({ft.method}) for the buffer ...")
     search_cfg = SearchConfig(**{**ft.search, "lam": lam}).validate()
     rows = collect_buffer(buffer, cfg.prior, cfg.reward, contexts, search_cfg, method=ft.method, progress=True)
     log(f"flow network: training on {buffer} into {flow_dir} ...")

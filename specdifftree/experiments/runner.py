@@ -25,9 +25,12 @@ written with the codec, plus EOS; at most the prior's max_len), room = cap - P:
     dts, dts-star, mcts
                 iterations unbounded (the cap stops them); batch_size = clamp(room // (4 T), 1,
                 search.batch_size), so a round's rollouts are at most about a quarter of the cap
-    sadt        iterations unbounded; the tree grows until cap - samples * T (at least P + 1),
-                since its `samples` final re-descents are completed with q after the search and
-                those tokens count too; a round costs one token per new node, so batch_size stays
+    sadt        iterations unbounded. With rollout "q" (default) every leaf is terminal, so the
+                final re-descents cost nothing: batch_size as for dts, and the tree grows until
+                cap - batch_size * T, so that its last round cannot pass the cap. With rollout
+                "flow" the `samples` final re-descents are completed with q after the search and
+                those tokens count too: the tree grows until cap - samples * T (at least P + 1);
+                a round costs one token per new node, so batch_size stays
     sample, sadt-sample
                 search.samples draws, fewer if the cap runs out first
     greedy      one sequence; its cost is what it is
@@ -112,14 +115,14 @@ def _run(cfg: ExperimentConfig, out: Path, wandb: bool, progress: bool, log) -> 
     (out / "cells").mkdir(parents=True, exist_ok=True)
     write_json(out / "experiment.json", cfg.to_dict())
     _quiet_model_loading()
-    unavailable = {m.name: f"'{m.name}' is not a search method in this checkout" for m in cfg.methods
-                   if m.name not in METHODS}
+    unavailable = {m.name: f"'{m.method}' is not a search method in this checkout" for m in cfg.methods
+                   if m.method not in METHODS}
     methods = [m for m in cfg.methods if m.name not in unavailable]
-    if any(m.name in FLOW_METHODS for m in methods):
+    if any(m.method in FLOW_METHODS for m in methods):
         flow, why = resolve_flow(cfg, out, wandb=wandb, log=log)
         if flow is None:
-            unavailable.update({m.name: why for m in methods if m.name in FLOW_METHODS})
-            methods = [m for m in methods if m.name not in FLOW_METHODS]
+            unavailable.update({m.name: why for m in methods if m.method in FLOW_METHODS})
+            methods = [m for m in methods if m.method not in FLOW_METHODS]
         else:
             methods = [_with_flow(m, flow) for m in methods]
     for name, why in unavailable.items():
@@ -160,7 +163,7 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Pa
         raise SDTError(f"dataset '{cell.dataset.name}' has no evaluation windows")
     shutil.rmtree(cell_dir, ignore_errors=True)  # what a killed attempt left (no record: unfinished)
     cell_dir.mkdir(parents=True)
-    ds, method = cell.dataset, cell.method.name
+    ds, method = cell.dataset, cell.method.method
     search_cfg = None
     per_window: list[dict] = []
     tracker = None
@@ -215,7 +218,7 @@ def sized_config(cfg: ExperimentConfig, cell: Cell, prior, context):
     P = int(prior.describe().get("prompt_tokens", 0))
     room = max(cell.cap - P, T)
     fits = max(1, room // T)
-    name = cell.method.name
+    name = cell.method.method
     sized = {"budget": cell.cap}
     if name == "best-of-n":
         sized["n"] = fits
@@ -223,8 +226,11 @@ def sized_config(cfg: ExperimentConfig, cell: Cell, prior, context):
         sized["beam_width"] = fits
     elif name == "smc":
         sized["particles"] = min(fits, base.particles)
-    elif name == "sadt":
+    elif name == "sadt" and base.rollout == "flow":
         sized.update(iterations=UNBOUNDED, budget=max(P + 1, cell.cap - base.samples * T))
+    elif name == "sadt":
+        batch = int(cell.method.params.get("batch_size", np.clip(room // (4 * T), 1, base.batch_size)))
+        sized.update(iterations=UNBOUNDED, batch_size=batch, budget=max(P + 1, cell.cap - batch * T))
     elif name in TREE_SIZED:
         sized.update(iterations=UNBOUNDED, batch_size=int(np.clip(room // (4 * T), 1, base.batch_size)))
     own = {k: v for k, v in cell.method.params.items() if k in sized}
@@ -297,7 +303,7 @@ def write_results(out_dir: str | Path) -> list[dict]:
 
 
 def _with_flow(method: MethodSpec, flow: Path) -> MethodSpec:
-    if method.name not in FLOW_METHODS or "flow" in method.params:
+    if method.method not in FLOW_METHODS or "flow" in method.params:
         return method
     return replace(method, params={**method.params, "flow": str(flow)})
 
