@@ -288,6 +288,7 @@ Examples:
   sdt train-prior --stage all --preset smoke --out runs/prior      # six stages, minutes on 2 cores
   sdt train-prior --stage all --out runs/prior --resume            # continue after a crash or kill
   sdt train-prior --stage stage6_forecast --backbone hf:runs/bb --out runs/p6 --no-wandb
+  sdt train-prior --stage all --upstream --out runs/prior-upstream  # the official data (network)
   sdt search --prior runs/prior --series ETTh1.csv --column OT --horizon 24 --reward spectral
 Stages: stage1_mcq stage2_captioning stage3_cot stage4_sleep_cot stage5_ecg_cot stage6_forecast.
 Writes OUT/<stage>/{checkpoints/best, metrics.csv, *.png, index.html, test_predictions.jsonl},
@@ -305,7 +306,10 @@ OUT/summary.json and OUT/train_prior.json (what `--prior OUT` loads).""")
               help="Mirror metrics to W&B (offline unless logged in); the local record is always written.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Real datasets folder [default: ../shared/data when it exists].")
-def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_dir):
+@click.option("--upstream", is_flag=True,
+              help="Stages 1-5 from the official OpenTSLM data (downloaded on first use into "
+                   "$SDT_HOME/upstream; needs the network); stage 6 reads M4 and ETT either way.")
+def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_dir, upstream):
     """Train the prior's encoder and logit-bias head stage by stage, the LLM frozen."""
     from specdifftree.data.example import STAGES
     from specdifftree.report import table
@@ -316,7 +320,7 @@ def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_
 
     stages = list(STAGES) if stage == "all" else [stage]
     summary = train_prior(stages, TrainConfig.from_name(preset), backbone, Path(out_dir), seed=seed,
-                          resume=resume, wandb=wandb, data_dir=data_dir or default_data_dir())
+                          resume=resume, wandb=wandb, data_dir=data_dir or default_data_dir(), upstream=upstream)
     keys = ("stage", "test_nll_prior", "test_nll_backbone", "test_accuracy", "test_accuracy_backbone",
             "chance_uniform", "chance_majority", "best_epoch", "wall_s")
     click.echo(table([{k: s.get(k, "") for k in keys} for s in summary.values()]))

@@ -280,6 +280,42 @@ def test_rerun_needs_resume_and_resume_of_a_finished_run_changes_nothing(trained
     assert before == {p: p.read_bytes() for p in before}
 
 
+def test_upstream_flag_reads_the_official_data_for_stages_1_to_5(tiny_hf, tmp_path, capsys, monkeypatch):
+    """`--upstream`: stages 1-5 come from data/upstream.py (faked here: no network in tests), stage 6
+    from M4 / ETT as always; a run directory keeps the data it was started with."""
+    from dataclasses import replace
+
+    from specdifftree.data import upstream
+
+    calls = []
+
+    def fake_upstream(stage, split, n=None, seed=0):
+        calls.append((stage, split))
+        return [replace(e, stage=stage, answer=f"{e.answer} (upstream)") for e in _examples(n, np.random.default_rng(1))]
+
+    monkeypatch.setattr(upstream, "load_upstream", fake_upstream)
+    out = tmp_path / "prior"
+    args = ["train-prior", "--stage", "stage3_cot", "--preset", "test", "--backbone", f"hf:{tiny_hf}", "--out", out,
+            "--no-wandb", "--upstream"]
+    code, _, err = _run(args, capsys)
+    assert code == 0, err
+    assert calls == [("stage3_cot", split) for split in ("train", "val", "test")]
+    preds = [json.loads(line) for line in (out / "stage3_cot" / "test_predictions.jsonl").read_text().splitlines()]
+    assert preds and all(p["gold"].endswith("(upstream)") for p in preds)
+    assert json.loads((out / "train_prior.json").read_text())["upstream"] is True
+    code, _, err = _run([a for a in args if a != "--upstream"] + ["--resume"], capsys)
+    assert code == 2 and "upstream data" in err and len(err.strip().splitlines()) == 1
+
+    from specdifftree.train.config import TrainConfig
+    from specdifftree.train.trainer import Run, build_examples
+
+    seen = []
+    run = Run(tmp_path / "x", TrainConfig.from_name("test"), "hf:x", None, upstream=True,
+              dataset_fn=lambda *a, **k: seen.append(k.get("upstream")) or _examples(4, np.random.default_rng(0)))
+    build_examples(run, "stage6_forecast")
+    assert seen == [None, None, None]  # stage 6 has no upstream archive: M4 and ETT as always
+
+
 @pytest.mark.parametrize("body, where", [("load\n1\n2\nnan\n" + "3\n" * 300, "row 4"),
                                          ("date,load\n2020,1\n2021,x\n" + "2022,3\n" * 300, "row 3")])
 def test_bad_data_ends_in_one_line_naming_file_and_row(tiny_hf, tmp_path, capsys, body, where):

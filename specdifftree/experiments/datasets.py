@@ -8,7 +8,8 @@ first 60%) or the flow network (60-75%). Validation windows ("val", 75-80%) are 
 M4 Hourly: the held-out series (`m4_is_eval`), in file order; context = the last
 `context_length` points of the train row, target = the official test row (its 48 values).
 Flow training contexts: the first training series (the end of the train row, no target).
-Validation windows: the last training series, their train row's last `horizon` points as target.
+Validation windows: the last training series, their train row's last `horizon` points as target
+(the prior saw those rows: good for tuning S-ADT's options, not for judging the prior).
 """
 
 from __future__ import annotations

@@ -47,8 +47,9 @@ from specdifftree.train.state import (MANIFEST, STATE, load_state, optimizer_ten
 from specdifftree.files import write_json
 
 FORECAST_STAGE = "stage6_forecast"
+UPSTREAM_STAGES = tuple(s for s in STAGES if s != FORECAST_STAGE)  # those with an official archive
 SPLITS = ("train", "val", "test")
-DatasetFn = Callable[..., list]  # build_stage(name, split, n, seed=, data_dir=, horizon=, context_length=)
+DatasetFn = Callable[..., list]  # build_stage(name, split, n, seed=, data_dir=, horizon=, context_length=[, upstream=])
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Run:
     data_dir: Optional[Path] = None
     dataset_fn: Optional[DatasetFn] = None
     progress: bool = True
+    upstream: bool = False  # stages 1-5 from the official OpenTSLM data (data/upstream.py)
 
 
 @dataclass
@@ -90,9 +92,10 @@ def build_examples(run: Run, stage: str) -> dict[str, list[Example]]:
 
         run.dataset_fn = build_stage
     out = {}
+    extra = {"upstream": True} if run.upstream and stage in UPSTREAM_STAGES else {}
     for split, n in zip(SPLITS, (run.cfg.n_train, run.cfg.n_val, run.cfg.n_test)):
         out[split] = list(run.dataset_fn(stage, split, n, seed=run.seed, data_dir=run.data_dir,
-                                         horizon=run.cfg.horizon, context_length=run.cfg.context_length))
+                                         horizon=run.cfg.horizon, context_length=run.cfg.context_length, **extra))
         check_examples(out[split], stage, split, run.cfg.encoder.patch, run.cfg.encoder.max_len)
     return out
 
@@ -388,7 +391,7 @@ def test_stage(run: Run, stage: str, test: Split, parts: PriorParts) -> tuple[di
 
 def _manifest(run: Run) -> dict:
     return {"format": 1, "backbone": run.backbone_ref, "preset": run.cfg.preset, "seed": run.seed,
-            "config": run.cfg.to_dict(), "final_checkpoint": None}
+            "config": run.cfg.to_dict(), "upstream": run.upstream, "final_checkpoint": None}
 
 
 def _check_out(run: Run, stages: list[str]) -> dict:
@@ -397,10 +400,11 @@ def _check_out(run: Run, stages: list[str]) -> dict:
     have = read_manifest(run.out)
     if have is not None:
         same = all(have.get(k) == want[k] for k in ("backbone", "seed", "config"))
-        if not same:
-            raise SDTError(f"{run.out} holds a train-prior run with another backbone, seed or preset "
-                           f"({have.get('backbone')}, seed {have.get('seed')}, preset {have.get('preset')}); "
-                           "use another --out")
+        if not same or bool(have.get("upstream")) != run.upstream:
+            data = "upstream" if have.get("upstream") else "offline"
+            raise SDTError(f"{run.out} holds a train-prior run with another backbone, seed, preset or data "
+                           f"({have.get('backbone')}, seed {have.get('seed')}, preset {have.get('preset')}, "
+                           f"{data} data); use another --out")
         want["final_checkpoint"] = have.get("final_checkpoint")
     if not run.resume:
         started = [s for s in stages if (run.out / s).is_dir() and any((run.out / s).iterdir())]
@@ -447,8 +451,10 @@ def install_default(final: Path) -> Path:
 
 def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Path, seed: int = 0,
                 resume: bool = False, wandb: bool = True, data_dir: Optional[Path] = None,
-                dataset_fn: Optional[DatasetFn] = None, progress: bool = True) -> dict:
-    """Train `stages` in curriculum order into `out`; returns {stage: test summary} (also OUT/summary.json)."""
+                dataset_fn: Optional[DatasetFn] = None, progress: bool = True, upstream: bool = False) -> dict:
+    """Train `stages` in curriculum order into `out`; returns {stage: test summary} (also OUT/summary.json).
+    upstream: stages 1-5 read the official OpenTSLM data (downloaded on first use) instead of the
+    offline generators and shared data; stage 6 reads M4 and ETT either way."""
     from specdifftree.prior.registry import open_backbone
 
     unknown = [s for s in stages if s not in STAGES]
@@ -460,7 +466,7 @@ def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Pat
     torch.set_num_threads(cfg.threads)
     try:
         run = Run(out, cfg, backbone_ref, None, seed, resume, wandb, Path(data_dir) if data_dir else None,
-                  dataset_fn, progress)
+                  dataset_fn, progress, upstream)
         manifest = _check_out(run, stages)
         todo = [s for s in stages if not (out / s / "stage.json").is_file()]
         examples = {s: build_examples(run, s) for s in todo}  # bad data fails here, before any training
