@@ -48,7 +48,8 @@ def test_sadt_table_and_its_presets_load():
     assert val.datasets[0].part == "val" and table.datasets[0].part == "eval"
     variants = [m for m in val.methods if m.name.startswith("sadt-") and m.name != "sadt-sample"]
     assert variants and all(m.method == "sadt" and m.budget_scale == scale["sadt"] for m in variants)
-    for preset in ("full", "h96", "tiny"):
+    assert [d.name for d in load_experiment(TABLE, "etth2").datasets] == ["ETTh2-OT-h24"]
+    for preset in ("full", "h96", "tiny", "etth2"):
         assert load_experiment(TABLE, preset).preset == preset
     assert load_experiment(TABLE, "tiny", prior="markov:toy3").prior == "markov:toy3"
 
