@@ -218,6 +218,7 @@ def sized_config(cfg: ExperimentConfig, cell: Cell, prior, context):
     P = int(prior.describe().get("prompt_tokens", 0))
     room = max(cell.cap - P, T)
     fits = max(1, room // T)
+    tree_batch = int(np.clip(room // (4 * T), 1, base.batch_size))  # a round: about a quarter of the cap
     name = cell.method.method
     sized = {"budget": cell.cap}
     if name == "best-of-n":
@@ -229,10 +230,10 @@ def sized_config(cfg: ExperimentConfig, cell: Cell, prior, context):
     elif name == "sadt" and base.rollout == "flow":
         sized.update(iterations=UNBOUNDED, budget=max(P + 1, cell.cap - base.samples * T))
     elif name == "sadt":
-        batch = int(cell.method.params.get("batch_size", np.clip(room // (4 * T), 1, base.batch_size)))
+        batch = int(cell.method.params.get("batch_size", tree_batch))
         sized.update(iterations=UNBOUNDED, batch_size=batch, budget=max(P + 1, cell.cap - batch * T))
     elif name in TREE_SIZED:
-        sized.update(iterations=UNBOUNDED, batch_size=int(np.clip(room // (4 * T), 1, base.batch_size)))
+        sized.update(iterations=UNBOUNDED, batch_size=tree_batch)
     own = {k: v for k, v in cell.method.params.items() if k in sized}
     return replace(base, **{**sized, **own}, seed=cell.seed).validate()
 
