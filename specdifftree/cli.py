@@ -22,30 +22,47 @@ def _default(field: str, config=None):
     return config.__dataclass_fields__[field].default
 
 
+def _presets(kind: str) -> list[str]:
+    from specdifftree.config import preset_names
+
+    return preset_names(kind)
+
+
 def _amortize_default(field: str):
     from specdifftree.amortize.train import AmortizeConfig
 
     return _default(field, AmortizeConfig)
 
 
-def _load_yaml_defaults(ctx: click.Context, _param, path):
-    """--config FILE.yaml: option defaults from YAML (keys are option names, e.g. `iterations`, `lam`).
-    Precedence: command line > YAML > built-in defaults."""
-    if path:
-        import yaml
+def _option_defaults(ctx: click.Context, data: dict, where: str) -> None:
+    """Option defaults from a YAML mapping (keys are option names, e.g. `iterations`, `lam`), merged
+    by the one precedence rule (config.py): command line > file > built-in defaults."""
+    from specdifftree.config import merge, no_unknown
 
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise SDTError(f"cannot read config {path}: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise SDTError(f"config {path}: expected a mapping of option names to values")
-        known = {p.name for p in ctx.command.params}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SDTError(f"config {path}: unknown option(s) {', '.join(unknown)}")
-        ctx.default_map = {**(ctx.default_map or {}), **{k.replace("-", "_"): v for k, v in data.items()}}
+    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    no_unknown(data, {p.name for p in ctx.command.params if p.name}, where, "option")
+    ctx.default_map = merge(ctx.default_map or {}, data)
+
+
+def _load_yaml_defaults(ctx: click.Context, _param, path):
+    """--config FILE.yaml: option defaults from a YAML file."""
+    if path:
+        from specdifftree.config import read_yaml
+
+        _option_defaults(ctx, read_yaml(path), f"config {path}")
     return path
+
+
+def _load_search_preset(ctx: click.Context, _param, name):
+    """--preset NAME: option defaults from configs/search/NAME.yaml (a --config file wins over it)."""
+    if name:
+        from specdifftree.config import load_preset, merge
+
+        before = ctx.default_map or {}
+        ctx.default_map = {}
+        _option_defaults(ctx, load_preset("search", name), f"search preset '{name}'")
+        ctx.default_map = merge(ctx.default_map, before)
+    return name
 
 
 @click.group(context_settings=CONTEXT, epilog="""\b
@@ -83,6 +100,8 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
                  "stats": {"forward_tokens", "model_calls", "wall_s", "tree_nodes"}, ...}""")
 @click.option("--config", type=click.Path(dir_okay=False), callback=_load_yaml_defaults, is_eager=True,
               expose_value=False, help="YAML file of option defaults (command line wins).")
+@click.option("--preset", type=click.Choice(_presets("search")), callback=_load_search_preset, is_eager=True,
+              expose_value=False, help="Option defaults from configs/search/NAME.yaml (--config and the command line win).")
 @click.option("--prior", "prior", required=True, metavar="SPEC",
               help="markov:FILE.json | markov:NAME (built-in) | default | hf:ID_OR_PATH | gguf:FILE | checkpoint DIR.")
 @click.option("--reward", "rewards", multiple=True, metavar="SPEC",
@@ -130,25 +149,20 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 def search(prior, rewards, method, lam, out, save_tree, save_buffer, series, column, horizon, context_length, end,
            quiet, **opts):
     """Search or sample from pi*(x) ~ p(x|c) exp(lambda r(x)) with one method."""
-    from specdifftree.search.api import build_context, build_problem, forecast_record, run_search
+    from specdifftree.api import search_problem
+    from specdifftree.problem import Queries, build_context, forecast_record
     from specdifftree.search.common import SearchConfig
-    from specdifftree.search.registry import get_method
+    from specdifftree.search.registry import get_method, methods_where
 
     get_method(method)  # fail fast on a typo, before loading anything
-    if save_buffer:
-        from specdifftree.amortize.buffer import SOFT_VALUE_METHODS
-
-        if method not in SOFT_VALUE_METHODS:
-            raise SDTError(f"--save-buffer needs {' or '.join(SOFT_VALUE_METHODS)} (trees of soft values), not '{method}'")
+    if save_buffer and not get_method(method).soft_values:
+        raise SDTError(f"--save-buffer needs {' or '.join(methods_where(soft_values=True))} (trees of soft values), "
+                       f"not '{method}'")
     context = build_context(series, column, horizon, context_length, end)
-    problem, builtin_lam = build_problem(prior, list(rewards), context)
-    lam = lam if lam is not None else (builtin_lam if builtin_lam is not None else 1.0)
-    cfg = SearchConfig(lam=lam, **opts).validate()
-    if cfg.flow is not None and (method.startswith("sadt") or (method == "smc" and cfg.potential == "flow")):
-        from specdifftree.amortize.flow import check_reward
-
-        check_reward(cfg.flow, list(rewards))
-    result = run_search(problem, method, cfg, show_progress=not quiet)
+    queries = Queries.open(prior, list(rewards), lam)
+    cfg = SearchConfig(lam=queries.lam, **opts).validate()
+    problem = queries.problem(context)
+    result = search_problem(problem, method, cfg, rewards=list(rewards), progress=not quiet)
     samples, metrics = forecast_record(result, context)
     record = {**result.to_dict(), "samples": samples, "forecast_metrics": metrics,
               "prior": problem.prior.describe(), "config": {"prior": prior, "reward": list(rewards), **cfg.to_dict()}}
@@ -256,7 +270,8 @@ Examples:
   sdt pretrain-backbone --out /tmp/bb --preset tiny    # seconds, for tests
 The directory loads with AutoModelForCausalLM / AutoTokenizer.from_pretrained(DIR).""")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--preset", type=click.Choice(["default", "tiny"]), default="default", show_default=True)
+@click.option("--preset", type=click.Choice(_presets("backbone")), default="default", show_default=True,
+              help="configs/backbone/NAME.yaml.")
 @click.option("--seed", type=int, default=None, help="Override the preset's seed.")
 def pretrain_backbone_cmd(out_dir, preset, seed):
     """Build the embedded default backbone (small Llama, digit-level tokenizer) as a transformers directory."""
@@ -296,8 +311,8 @@ OUT/summary.json and OUT/train_prior.json (what `--prior OUT` loads).""")
 @click.option("--config", type=click.Path(dir_okay=False), callback=_load_yaml_defaults, is_eager=True,
               expose_value=False, help="YAML file of option defaults (command line wins).")
 @click.option("--stage", default="all", show_default=True, help="all, or one stage name.")
-@click.option("--preset", type=click.Choice(["smoke", "default", "full", "test"]), default="default",
-              show_default=True, help="Data sizes, epochs and encoder size (test: seconds, for tests).")
+@click.option("--preset", type=click.Choice(_presets("train")), default="default", show_default=True,
+              help="configs/train/NAME.yaml: data sizes, epochs and encoder size (test: seconds, for tests).")
 @click.option("--backbone", default="default", show_default=True, help="default | hf:DIR | gguf:FILE (frozen).")
 @click.option("--out", "out_dir", default="runs/prior", show_default=True, type=click.Path(file_okay=False))
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last completed epoch.")
@@ -306,17 +321,20 @@ OUT/summary.json and OUT/train_prior.json (what `--prior OUT` loads).""")
               help="Mirror metrics to W&B (offline unless logged in); the local record is always written.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Real datasets folder [default: ../shared/data when it exists].")
+@click.option("--install-default", is_flag=True,
+              help="When the run is finished, install its prior as what `--prior default` means "
+                   "(same as `sdt prior install OUT`; undo with `sdt prior uninstall`).")
 @click.option("--upstream", is_flag=True,
               help="Stages 1-5 from the official OpenTSLM data (downloaded on first use into "
                    "$SDT_HOME/upstream; needs the network); stage 6 reads M4 and ETT either way.")
-def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_dir, upstream):
+def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_dir, install_default, upstream):
     """Train the prior's encoder and logit-bias head stage by stage, the LLM frozen."""
     from specdifftree.data.example import STAGES
     from specdifftree.report import table
     from specdifftree.train.config import TrainConfig
     from specdifftree.train.trainer import train_prior
 
-    from specdifftree.data.sources import default_data_dir
+    from specdifftree.paths import default_data_dir
 
     stages = list(STAGES) if stage == "all" else [stage]
     summary = train_prior(stages, TrainConfig.from_name(preset), backbone, Path(out_dir), seed=seed,
@@ -325,6 +343,44 @@ def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_
             "chance_uniform", "chance_majority", "best_epoch", "wall_s")
     click.echo(table([{k: s.get(k, "") for k in keys} for s in summary.values()]))
     click.echo(f"wrote {out_dir}/summary.json")
+    if install_default:
+        _install(out_dir)
+
+
+def _install(source) -> None:
+    from specdifftree.prior.checkpoint import install_prior
+
+    target = install_prior(source)
+    click.echo(f"installed {source} at {target}: `--prior default` now means this trained prior "
+               "(undo with `sdt prior uninstall`)")
+
+
+# ----------------------------------------------------------------------------------------- prior
+
+
+@cli.group(context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt train-prior --stage all --preset smoke --out runs/prior --no-wandb
+  sdt prior install runs/prior        # `--prior default` now means this trained prior
+  sdt prior uninstall                 # back to the embedded backbone alone""")
+def prior():
+    """Which trained prior `--prior default` means: install one, or go back to the backbone alone."""
+
+
+@prior.command("install", context_settings=CONTEXT)
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+def prior_install(source):
+    """Install a prior checkpoint DIR, or a finished `sdt train-prior --out` run, as `--prior default`."""
+    _install(source)
+
+
+@prior.command("uninstall", context_settings=CONTEXT)
+def prior_uninstall():
+    """Remove the installed prior: `--prior default` is the embedded backbone with fresh parts again."""
+    from specdifftree.prior.checkpoint import uninstall_prior
+
+    where = uninstall_prior()
+    click.echo(f"removed {where}" if where else "no prior was installed")
 
 
 # ----------------------------------------------------------------------------------------- bench
@@ -392,11 +448,11 @@ Examples:
 def speed(backbone, backend, series, column, context_length, horizon, as_json, **opts):
     """DTS token throughput vs plain batched sampling on the same model, and forward tokens per new token."""
     from specdifftree.bench.speed import SpeedConfig, bench_context, bench_spec, speed_report, summary
-    from specdifftree.search.api import build_problem
+    from specdifftree.problem import Queries
 
     cfg = SpeedConfig(**opts)
-    problem, _ = build_problem(bench_spec(backbone, backend), ["spectral"],
-                               bench_context(series, column, context_length, horizon))
+    problem = Queries.open(bench_spec(backbone, backend), ["spectral"]).problem(
+        bench_context(series, column, context_length, horizon))
     report = speed_report(problem, cfg)
     click.echo(json.dumps(report, indent=1) if as_json else summary(report))
 

@@ -23,15 +23,17 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from specdifftree.files import jsonable
+from specdifftree.paths import wandb_env
 
 WANDB_HOST = "api.wandb.ai"
 
 
 def wandb_mode() -> str:
     """'online' when the user is logged in, else 'offline'; an explicit WANDB_MODE wins."""
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if os.environ.get("WANDB_API_KEY"):
+    env = wandb_env()
+    if env.get("WANDB_MODE"):
+        return env["WANDB_MODE"]
+    if env.get("WANDB_API_KEY"):
         return "online"
     try:
         if netrc.netrc().authenticators(WANDB_HOST):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from specdifftree.bench.problems import BUILTIN_PROBLEMS
+from specdifftree.problem import BUILTIN_PROBLEMS
 from specdifftree.search.common import Problem
 
 

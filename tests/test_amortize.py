@@ -14,11 +14,12 @@ from specdifftree.amortize.buffer import append_record, read_buffer, save_search
 from specdifftree.amortize.flow import Flow, FlowNet, load_flow
 from specdifftree.amortize.losses import flow_loss
 from specdifftree.bench.exact import enumerate_sequences, target, tv
-from specdifftree.bench.problems import BUILTIN_PROBLEMS
+from specdifftree.problem import BUILTIN_PROBLEMS
 from specdifftree.cli import main
 from specdifftree.errors import SDTError
 from specdifftree.prior.markov import MarkovPrior
-from specdifftree.search.api import build_context, build_problem, run_search
+from specdifftree.problem import build_context, build_problem
+from specdifftree.search.registry import run_search
 from specdifftree.search.common import Problem, SearchConfig
 from specdifftree.search.dts import run_dts
 

@@ -10,11 +10,13 @@ Each bound is about mean + 4 sd; a target off by 10% in lambda is already 0.066 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from specdifftree.bench.exact import empirical, enumerate_sequences, target, tv
-from specdifftree.bench.problems import BUILTIN_PROBLEMS
+from specdifftree.problem import BUILTIN_PROBLEMS
 from specdifftree.prior.markov import MarkovPrior
 from specdifftree.search.common import Problem, SearchConfig
 from specdifftree.search.registry import get_method
@@ -23,9 +25,9 @@ BASELINES = ["greedy", "sample", "best-of-n", "best-of-n-is", "beam", "smc", "mc
 SMALL = SearchConfig(samples=5, n=16, beam_width=4, particles=16, iterations=64, batch_size=8)
 
 
-def toy3(budget: int | None = None) -> Problem:
+def toy3() -> Problem:
     bp = BUILTIN_PROBLEMS["toy3"]()
-    return Problem(bp.prior, bp.reward, budget=budget)
+    return Problem(bp.prior, bp.reward)
 
 
 def run(method: str, problem: Problem, cfg: SearchConfig = SMALL, seed: int = 0, progress=None):
@@ -146,7 +148,7 @@ def test_budget_respected(method, cfg, batch, budget):
     On deep2 (max_len 8): toy3's tree has only 40 prefixes to evaluate, so a tree search there
     could never spend 200 tokens."""
     bp = BUILTIN_PROBLEMS["deep2"]()
-    res = run(method, Problem(bp.prior, bp.reward, budget=budget), cfg)
+    res = run(method, Problem(bp.prior, bp.reward), dataclasses.replace(cfg, budget=budget))
     assert budget <= res.forward_tokens <= budget + batch
 
 
@@ -154,7 +156,7 @@ def test_budget_respected(method, cfg, batch, budget):
 def test_budget_loop_ends_when_draws_are_free(method):
     """max_len 1: after the prompt, SMC particles cost nothing; the budget loop must still end."""
     prior = MarkovPrior(["a", "<eos>"], 1, 1, [0.5, 0.5], [[0.5, 0.5], [0.5, 0.5]])
-    res = run(method, Problem(prior, lambda text, ctx: 0.0, budget=100), SearchConfig(n=16, particles=16))
+    res = run(method, Problem(prior, lambda text, ctx: 0.0), SearchConfig(n=16, particles=16, budget=100))
     assert res.forward_tokens <= 100 and len(res.samples) >= 1
 
 
@@ -213,7 +215,7 @@ def test_mcts_finds_max_reward():
     ("best-of-n-is", SearchConfig(n=20000, samples=20000), None, 0.085),
 ])
 def test_approaches_pi_star(method, cfg, budget, bound):
-    problem = toy3(budget)
+    problem = toy3()
     _, pi_star = target(toy3(), cfg.lam)
-    res = run(method, problem, cfg)
+    res = run(method, problem, dataclasses.replace(cfg, budget=budget))
     assert tv(empirical([s.tokens for s in res.samples]), pi_star) < bound

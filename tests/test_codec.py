@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from specdifftree.data.codec import NumberCodec, codec_for
 from specdifftree.errors import SDTError
-from specdifftree.rewards.base import Context
+from specdifftree.data.context import Context
 
 
 def test_encode_format():

@@ -71,7 +71,7 @@ def default_gguf(default_backbone, tmp_path_factory):
 @pytest.fixture(scope="module")
 def backbones(default_backbone, default_gguf):
     """(HFBackbone, LlamaCppBackbone) opened through the `hf:DIR` and `gguf:FILE` specs (f32 KV cache)."""
-    from specdifftree.prior.registry import open_backbone
+    from specdifftree.problem import open_backbone
 
     return open_backbone(f"hf:{default_backbone}"), open_backbone(f"gguf:{default_gguf}")
 

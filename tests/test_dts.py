@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from specdifftree.bench.exact import empirical, noise_floor, target, tv
-from specdifftree.bench.problems import BUILTIN_PROBLEMS
+from specdifftree.problem import BUILTIN_PROBLEMS
 from specdifftree.prior.markov import MarkovPrior
 from specdifftree.search.common import Problem, SearchConfig
 from specdifftree.search.dts import backup, leaf_log_probs, run_dts, soft_value
@@ -143,7 +143,7 @@ def test_no_prefix_is_run_twice_and_cost_is_counted(star):
 
 def test_budget_caps_forward_tokens():
     bp = BUILTIN_PROBLEMS["deep2"]()
-    problem = Problem(bp.prior, bp.reward, budget=100)
+    problem = Problem(bp.prior, bp.reward)
     cfg = SearchConfig(iterations=100000, batch_size=4, lam=1.0, budget=100)
     result = run_dts(problem, cfg, np.random.default_rng(0))
     # the round that crosses the budget finishes its rollouts: at most batch_size * max_len over

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from specdifftree.bench.exact import empirical, target, tv
-from specdifftree.bench.problems import BUILTIN_PROBLEMS
+from specdifftree.problem import BUILTIN_PROBLEMS
 from specdifftree.cli import main
 from specdifftree.search.common import Problem, SearchConfig
 from specdifftree.search.registry import get_method
@@ -14,7 +14,7 @@ from specdifftree.search.registry import get_method
 
 def _tv_at_budget(name: str, method: str, budget: int, seed: int, samples: int = 20000) -> tuple[float, int]:
     bp = BUILTIN_PROBLEMS[name]()
-    problem = Problem(bp.prior, bp.reward, budget=budget)
+    problem = Problem(bp.prior, bp.reward)
     _, pi = target(problem, bp.lam)
     per_seq = max(2, budget // bp.prior.max_len)
     cfg = SearchConfig(samples=samples, lam=bp.lam, budget=budget, seed=seed, iterations=20000, batch_size=8,

@@ -166,7 +166,7 @@ def test_budget_sizing_follows_the_cap():
     cfg = load_experiment(TABLE)
     prior = MarkovPrior.from_json(str(ROOT / "examples" / "digits.json"))  # no prompt: P = 0, max_len 48
     ds = DatasetSpec("d", "m4", horizon=24)
-    from specdifftree.rewards.base import Context
+    from specdifftree.data.context import Context
 
     ctx = Context(horizon=24)  # no series: T = max_len
     assert answer_tokens(prior, ctx) == 48
@@ -302,3 +302,25 @@ def test_unknown_or_flowless_methods_are_skipped_with_a_message(tmp_path):
     assert any("nosuch" in s for s in said) and any("flow network" in s for s in said)
     with pytest.raises(SDTError, match="flow must be"):
         from_dict({**raw, "flow": 3})
+
+
+@needs_data
+def test_the_backbone_loads_once_per_run(tiny_prior, tmp_path, monkeypatch, one_thread):
+    """Every window of every cell shares one loaded backbone; each window's problem meters its own cost."""
+    from specdifftree.experiments.config import from_dict
+    from specdifftree.experiments.runner import run_experiment
+    from specdifftree.prior.backbones.hf import HFBackbone
+
+    loads = []
+    real = HFBackbone.from_pretrained.__func__
+    monkeypatch.setattr(HFBackbone, "from_pretrained", classmethod(lambda cls, *a, **k: loads.append(a) or real(cls, *a, **k)))
+    raw = {"name": "t", "prior": str(tiny_prior), "reward": "spectral", "budgets": [300], "seeds": [0],
+           "search": {"samples": 2, "batch_size": 2},
+           "datasets": {"d": {"source": "ett", "file": "ett/ETTh1.csv", "horizon": 4, "context_length": 32,
+                              "windows": 3}},
+           "methods": {"sample": {}, "dts": {}}, "data_root": str(DATA)}
+    done = run_experiment(from_dict(raw), tmp_path, wandb=False, progress=False, log=lambda m: None)
+    assert len(done.ran) == 2 and len(loads) == 1
+    dts = json.loads((tmp_path / "cells" / "d__dts__b300__s0" / "record.json").read_text())
+    spent = [w["metrics"]["forward_tokens"] for w in dts["windows"]]
+    assert len(spent) == 3 and all(300 <= s <= 600 for s in spent)  # each window spends its own cap, no less

@@ -8,7 +8,8 @@ import pytest
 
 from specdifftree.data.codec import NumberCodec
 from specdifftree.errors import SDTError
-from specdifftree.rewards import (REWARDS, BoundsReward, CompositeReward, Context, FormatReward, LengthReward,
+from specdifftree.data.context import Context
+from specdifftree.rewards import (REWARDS, BoundsReward, CompositeReward, FormatReward, LengthReward,
                                   SmoothnessReward, SpectralReward, log_psd_l1, parse_reward, psd, spec_w1)
 
 T = np.arange(256)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from specdifftree.data import synthetic
 from specdifftree.data.features import dominant_period, spike_word, trend_word
 from specdifftree.data.series import read_csv_columns
-from specdifftree.data.sources import (default_data_dir, read_accelerometer, read_ett, read_m4, read_wfdb)
+from specdifftree.data.sources import read_accelerometer, read_ett, read_m4, read_wfdb
+from specdifftree.paths import default_data_dir
 from specdifftree.errors import SDTError
 
 DATA = default_data_dir()

@@ -9,7 +9,8 @@ import pytest
 from specdifftree.data.example import STAGES
 from specdifftree.data.prompts import forecast_codec, forecast_prompt
 from specdifftree.data.splits import ett_range, m4_is_eval
-from specdifftree.data.stages import OPTIONS, build_stage, default_data_dir, parse_label
+from specdifftree.data.stages import OPTIONS, build_stage, parse_label
+from specdifftree.paths import default_data_dir
 from specdifftree.errors import SDTError
 
 DATA = default_data_dir()

@@ -341,15 +341,15 @@ def test_search_loads_the_run_directory(trained, tmp_path, capsys):
 
 
 def test_install_default(trained, tmp_path, monkeypatch):
+    from specdifftree.paths import installed_prior_dir
+    from specdifftree.prior.checkpoint import install_prior
     from specdifftree.prior.model import PriorParts
-    from specdifftree.prior.registry import trained_default_dir
-    from specdifftree.train.trainer import install_default
 
     monkeypatch.setenv("SDT_HOME", str(tmp_path / "home"))
     out, _, _ = trained
     for _ in range(2):  # installing over an earlier install replaces it
-        target = install_default(out / "stage6_forecast" / "checkpoints" / "best")
-    assert target == trained_default_dir()
+        target = install_prior(out / "stage6_forecast" / "checkpoints" / "best")
+    assert target == installed_prior_dir()
     assert (target / "weights.safetensors").read_bytes() == \
         (out / "stage6_forecast" / "checkpoints" / "best" / "weights.safetensors").read_bytes()
     PriorParts.load(target)

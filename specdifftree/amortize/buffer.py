@@ -40,7 +40,6 @@ FORMAT = "sdt-buffer-1"
 _META = "sdt_buffer"
 _ARRAYS = {"actions": np.int64, "logp": np.float64, "values": np.float64, "visits": np.int64,
            "reward": np.float64, "tree_logq": np.float64}
-SOFT_VALUE_METHODS = ("dts", "dts-star")  # trees whose values are soft values at the search's lambda
 
 
 @dataclass
@@ -92,7 +91,7 @@ class Record:
 
     def query(self):
         """The search context (rewards.base.Context) this record's tree was grown for."""
-        from specdifftree.rewards.base import Context
+        from specdifftree.data.context import Context
 
         series = self.context.get("series")
         if series is None:
@@ -144,8 +143,10 @@ def save_search(path: str | os.PathLike, problem, result, *, prior: str, rewards
                 cfg) -> Record:
     """Append the finished tree of one search on `problem` (`sdt search --save-buffer FILE`) to the
     buffer at `path`."""
-    if result.tree is None or result.method not in SOFT_VALUE_METHODS:
-        raise SDTError(f"--save-buffer needs a tree method with soft values ({', '.join(SOFT_VALUE_METHODS)}), "
+    from specdifftree.search.registry import get_method, methods_where
+
+    if result.tree is None or not get_method(result.method).soft_values:
+        raise SDTError(f"--save-buffer needs a tree method with soft values ({', '.join(methods_where(soft_values=True))}), "
                        f"not '{result.method}'")
     meta = {"method": result.method, "seed": cfg.seed, "iterations": cfg.iterations, **result.stats()}
     record = record_from_tree(result.tree, lam, context_record(problem.context), meta)

@@ -14,7 +14,8 @@ import numpy as np
 
 from specdifftree.amortize.buffer import Record
 from specdifftree.amortize.flow import Flow, terminal_children
-from specdifftree.search.common import Problem, ancestral
+from specdifftree.search.common import Problem
+from specdifftree.search.sampling import ancestral
 
 CHUNK = 256  # prefixes per batched prior call when walking buffers
 

@@ -1,13 +1,14 @@
 """The S-ADT loop as Python calls (what `sdt search --save-buffer` and `sdt amortize` do, for runners).
 
     from specdifftree.amortize.pipeline import collect_buffer, train_flow
-    from specdifftree.search.api import build_problem, run_search
+    from specdifftree.problem import Queries
     from specdifftree.search.common import SearchConfig
+    from specdifftree.search.registry import run_search
 
     collect_buffer("runs/buf.safetensors", "default", ["spectral"], train_contexts,   # list of Context
                    SearchConfig(iterations=200, lam=1.0))
     summary = train_flow(["runs/buf.safetensors"], "default", ["spectral"], "runs/flow", lam=1.0)
-    problem, _ = build_problem("default", ["spectral"], eval_context)
+    problem = Queries.open("default", ["spectral"]).problem(eval_context)
     result = run_search(problem, "sadt", SearchConfig(flow="runs/flow", lam=1.0, iterations=50))
 
 Contexts for training should come from the flow-train part of `data/splits.py` (ETT: 60-75% by time),
@@ -21,48 +22,35 @@ from pathlib import Path
 from typing import Optional
 
 from specdifftree.errors import SDTError
-from specdifftree.rewards.base import Context
-from specdifftree.search.common import Problem, SearchConfig
+from specdifftree.data.context import Context
+from specdifftree.problem import PriorSource, Queries
+from specdifftree.search.common import SearchConfig
 
 
-def open_problems(prior: str, rewards: list[str], contexts: list[Context]) -> tuple[list[Problem], Optional[float]]:
-    """One problem per context, and the lambda a built-in problem suggests (or None). A neural prior
-    opens its backbone once and shares it (its cost counter too) across the contexts."""
-    from specdifftree.prior.registry import load_prior
-    from specdifftree.search.api import build_problem
-
-    first, lam = build_problem(prior, rewards, contexts[0])
-    backbone = getattr(first.prior, "backbone", None)
-    problems = [first]
-    for context in contexts[1:]:
-        if backbone is None:
-            problems.append(build_problem(prior, rewards, context)[0])
-        else:
-            problems.append(Problem(load_prior(prior, context, backbone=backbone), first.reward, context))
-    return problems, lam
-
-
-def collect_buffer(path: str | Path, prior: str, rewards: list[str], contexts: list[Context], cfg: SearchConfig,
-                   method: str = "dts", progress: bool = False) -> list[dict]:
+def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str], contexts: list[Context],
+                   cfg: SearchConfig, method: str = "dts", progress: bool = False) -> list[dict]:
     """Search each context with `method` (dts or dts-star) and append its tree to the buffer at `path`,
-    as `sdt search --save-buffer` does. Returns per-context stats and mean reward. A neural prior
-    is loaded afresh per context, so that `cfg.budget` counts each context's own work."""
+    as `sdt search --save-buffer` does. Returns per-context stats and mean reward. `prior`: a spec or
+    an opened prior; it is loaded once, and each context's problem has its own cost meter, so
+    `cfg.budget` counts its own work."""
     from tqdm.auto import tqdm
 
     from specdifftree.amortize.buffer import save_search
-    from specdifftree.search.api import build_problem, run_search
+    from specdifftree.search.registry import run_search
 
+    queries = Queries.open(prior, rewards)
     rows = []
     for context in tqdm(contexts, desc="buffer", disable=None if progress else True, leave=False):
-        problem, _ = build_problem(prior, rewards, context)
+        problem = queries.problem(context)
         result = run_search(problem, method, cfg)
-        record = save_search(path, problem, result, prior=prior, rewards=rewards, lam=cfg.lam, cfg=cfg)
+        record = save_search(path, problem, result, prior=queries.source.spec.text, rewards=rewards, lam=cfg.lam,
+                             cfg=cfg)
         rows.append({**result.stats(), "trajectories": len(record),
                      "mean_reward": sum(s.reward for s in result.samples) / max(len(result.samples), 1)})
     return rows
 
 
-def train_flow(buffers: list[str | Path], prior: str, rewards: list[str], out_dir: str | Path,
+def train_flow(buffers: list[str | Path], prior: str | PriorSource, rewards: list[str], out_dir: str | Path,
                lam: Optional[float] = None, cfg=None, progress: bool = False, wandb: bool = False) -> dict:
     """Train a flow network on the search buffers (what `sdt amortize` does) into `out_dir`.
 
@@ -74,7 +62,7 @@ def train_flow(buffers: list[str | Path], prior: str, rewards: list[str], out_di
     from dataclasses import asdict
 
     from specdifftree.amortize.buffer import header_for, read_buffer
-    from specdifftree.amortize.train import AmortizeConfig, fit
+    from specdifftree.amortize.train import AmortizeConfig, fit_flow
     from specdifftree.tracking import Tracker
 
     cfg = (cfg or AmortizeConfig()).validate()
@@ -86,8 +74,9 @@ def train_flow(buffers: list[str | Path], prior: str, rewards: list[str], out_di
         for r in records:
             groups.setdefault(json.dumps(r.context, sort_keys=True), []).append(r)
     records = list(groups.values())
-    problems, builtin_lam = open_problems(prior, rewards, [rs[0].query() for rs in records])
-    lam = lam if lam is not None else (builtin_lam if builtin_lam is not None else 1.0)
+    queries = Queries.open(prior, rewards, lam)
+    lam, prior = queries.lam, queries.source.spec.text
+    problems = [queries.problem(rs[0].query()) for rs in records]
     want = header_for(problems[0], prior, rewards, lam)
     for path, header, _ in read:
         why = want.mismatch(header)
@@ -98,6 +87,6 @@ def train_flow(buffers: list[str | Path], prior: str, rewards: list[str], out_di
     meta = {"prior": prior, "fingerprint": want.fingerprint, "reward": list(rewards)}
     with Tracker(out_dir, name=f"amortize-{Path(out_dir).name}", job_type="amortize", config=run_config,
                  enabled=wandb) as tracker:
-        summary = fit(problems, records, lam, cfg, out_dir, meta, progress=progress, tracker=tracker)
+        summary = fit_flow(problems, records, lam, cfg, out_dir, meta, progress=progress, tracker=tracker)
         tracker.summary(summary)
     return summary

@@ -68,7 +68,7 @@ def split_contexts(n: int, fraction: float, rng: np.random.Generator) -> tuple[l
     return sorted(order[k:]), sorted(order[:k]), True
 
 
-def fit(problems: list, records: list[list], lam: float, cfg: AmortizeConfig, out_dir: str | Path, meta: dict,
+def fit_flow(problems: list, records: list[list], lam: float, cfg: AmortizeConfig, out_dir: str | Path, meta: dict,
         progress: bool = False, tracker=None) -> dict:
     """Train a flow network on `problems` (one per context) and their buffer `records`; save the best
     (by validation trajectory balance) in `out_dir`. `meta`: prior, fingerprint, reward (for FlowMeta).

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from specdifftree.bench.exact import empirical, noise_floor, target, tv
-from specdifftree.bench.problems import BUILTIN_PROBLEMS
 from specdifftree.errors import SDTError
+from specdifftree.problem import BUILTIN_PROBLEMS
 from specdifftree.search.common import Problem, SearchConfig
-from specdifftree.search.registry import get_method
+from specdifftree.search.registry import get_method, run_search
 
 DEFAULT_BUDGETS = {"toy3": [10, 20, 40, 80, 160], "deep2": [50, 100, 200, 400, 800]}
 
@@ -39,14 +39,14 @@ def method_config(method: str, budget: int, max_len: int, samples: int, lam: flo
     )
 
 
-def run_cell(name: str, method: str, budget: int, samples: int, seed: int,
+def exactness_cell(name: str, method: str, budget: int, samples: int, seed: int,
              child_weight: str = "prior") -> tuple[float, int, int, int]:
     """(TV to pi*, forward tokens, model calls, samples returned) of one run."""
     bp = BUILTIN_PROBLEMS[name]()
-    problem = Problem(bp.prior, bp.reward, budget=budget)
+    problem = Problem(bp.prior, bp.reward)
     _, pi = target(problem, bp.lam)
     cfg = method_config(method, budget, bp.prior.max_len, samples, bp.lam, seed, child_weight)
-    result = get_method(method)(problem, cfg, np.random.default_rng(seed))
+    result = run_search(problem, method, cfg)
     return (tv(empirical([s.tokens for s in result.samples]), pi), result.forward_tokens, result.model_calls,
             len(result.samples))
 
@@ -63,7 +63,7 @@ def run_exactness(problems: list[str], budgets: list[int] | None, methods: list[
 
     rows = []
     for name, method, budget in tqdm(cells, desc="exactness", disable=None if progress else True, leave=False):
-        runs = [run_cell(name, method, budget, samples, seed, child_weight) for seed in range(seeds)]
+        runs = [exactness_cell(name, method, budget, samples, seed, child_weight) for seed in range(seeds)]
         tvs = np.array([r[0] for r in runs])
         bp = BUILTIN_PROBLEMS[name]()
         _, pi = target(Problem(bp.prior, bp.reward), bp.lam)

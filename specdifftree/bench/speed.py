@@ -1,7 +1,7 @@
 """Search speed on a real backbone: DTS against plain batched sampling, same model, same process.
 
     context = bench_context(None, None, context_length=96, horizon=24)   # the first ETTh1 eval window
-    problem, _ = build_problem(bench_spec("default", "gguf"), ["spectral"], context)
+    problem = Queries.open(bench_spec("default", "gguf"), ["spectral"]).problem(context)
     report = speed_report(problem, SpeedConfig(batch=16, iterations=64))
     print(summary(report))
 
@@ -52,7 +52,9 @@ class SpeedConfig:
 
 def bench_spec(backbone: str, backend: str | None = None) -> str:
     """The --prior spec to open: `default` on the gguf backend is its f32 GGUF export (made once)."""
-    kind = "gguf" if backbone.startswith("gguf:") else "hf"
+    from specdifftree.problem import parse_prior
+
+    kind = "gguf" if parse_prior(backbone).kind == "gguf" else "hf"
     backend = backend or kind
     if backend == "gguf" and backbone == "default":
         from specdifftree.prior.gguf import default_gguf
@@ -68,9 +70,9 @@ def bench_context(series: str | None, column: str | None, context_length: int, h
     """The Context of the first evaluation window (`data/splits.py`) of `series`, by default the
     shared ETTh1 file's OT column."""
     from specdifftree.data.series import read_csv_column
-    from specdifftree.data.sources import default_data_dir
+    from specdifftree.paths import default_data_dir
     from specdifftree.data.splits import ett_range
-    from specdifftree.search.api import build_context
+    from specdifftree.problem import build_context
 
     if series is None:
         root = default_data_dir()
@@ -89,8 +91,8 @@ def _is_hf(backbone) -> bool:
 
 def dts_run(problem, cfg: SpeedConfig, iterations: int) -> tuple[int, float, int]:
     """(new tokens, seconds, forward tokens) of one DTS search; its handles are released after (untimed)."""
-    from specdifftree.search.api import run_search
     from specdifftree.search.common import Problem, SearchConfig
+    from specdifftree.search.registry import run_search
 
     fresh = Problem(problem.prior, problem.reward, problem.context)  # no reward cache from earlier runs
     search = SearchConfig(iterations=iterations, batch_size=cfg.batch, samples=1, seed=cfg.seed)
@@ -113,7 +115,7 @@ def sampling_run(backbone, prompt_ids: list[int], n_new: int, batch: int, seed: 
                                           max_new_tokens=n_new, num_return_sequences=batch, eos_token_id=None,
                                           pad_token_id=backbone.tokenizer.pad_token_id or 0)
         return batch * (out.shape[1] - len(prompt_ids)), time.perf_counter() - t0
-    from specdifftree.search.common import sample_tokens
+    from specdifftree.search.sampling import sample_tokens
 
     rng = np.random.default_rng(seed)
     per_call = max(1, (backbone.n_ctx - len(prompt_ids)) // batch)  # what fits in the KV cells at once

@@ -4,7 +4,6 @@ Formats are those of the files in shared/data (see its README). Every reader rai
 SDTError naming the file (and the row, where one row is at fault) on bad data: a missing file,
 wrong columns, a cell that is not a finite number, a series shorter than one encoder patch.
 
-    default_data_dir()                       shared/data beside the checkout, or None
     read_csv_columns(path, columns)          generic CSV with a header (data/series.py)
     read_ett(path, columns=None)             {column: [T]}            ETTh1.csv / ETTh2.csv
     read_m4(train_csv, test_csv=None)        [M4Series(id, values, test)]
@@ -15,7 +14,6 @@ wrong columns, a cell that is not a finite number, a series shorter than one enc
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
@@ -30,13 +28,6 @@ ETT_COLUMNS = ("date", "HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
 # chest accelerometer labels (shared/data/har_chest_acc README); 0 is undocumented
 ACCEL_LABELS = {1: "working at computer", 2: "standing up, walking, going up/down stairs", 3: "standing",
                 4: "walking", 5: "going up/down stairs", 6: "walking and talking", 7: "talking while standing"}
-
-
-def default_data_dir() -> Optional[Path]:
-    """$SDT_DATA_DIR, else shared/data next to the repository, or None when it does not exist."""
-    env = os.environ.get("SDT_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return path if path.is_dir() else None
 
 
 # --------------------------------------------------------------------------- ETT

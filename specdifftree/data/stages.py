@@ -43,13 +43,12 @@ import numpy as np
 from specdifftree.data.example import STAGES, Example
 from specdifftree.data.features import caption, dominant_period, spike_word, trend_word
 from specdifftree.data.prompts import forecast_answer, forecast_codec, forecast_prompt
-from specdifftree.data.sources import default_data_dir  # noqa: F401  (re-exported for the trainer)
 from specdifftree.data.splits import Part, ett_range, m4_is_eval
 from specdifftree.data.synthetic import (ACTIVITIES, ECG_RHYTHMS, SLEEP_STAGES, accelerometer, ar_noise, ecg, eeg,
                                          seasonality, spikes, synthetic_series, trend)
 from specdifftree.errors import SDTError
 
-Split = Literal["train", "val", "test"]
+SplitName = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 PART: dict[str, Part] = {"train": "prior", "val": "flow", "test": "eval"}
 MCQ_CHOICES = 3  # options per stage-1 question (chance 1/3)
@@ -62,7 +61,7 @@ HAR_FS, EEG_FS, ECG_FS = 52.0, 64.0, 48.0
 _ANSWER = re.compile(r"Answer:\s*\(?\s*([A-Za-z0-9_ -]*?)\s*\)?\s*\.?\s*$")
 
 
-def build_stage(name: str, split: Split, n: int, seed: int = 0, data_dir: Optional[Path] = None,
+def build_stage(name: str, split: SplitName, n: int, seed: int = 0, data_dir: Optional[Path] = None,
                 horizon: int = 24, context_length: int = 96, upstream: bool = False) -> list[Example]:
     """n deterministic examples of stage `name` for `split`. data_dir None: generators only
     (pass `default_data_dir()` for the shared real data). upstream: the official OpenTSLM data

@@ -55,6 +55,7 @@ from specdifftree.data.example import STAGES, Example
 from specdifftree.data.series import check_series
 from specdifftree.data.sources import MIN_POINTS, error_line, read_wfdb
 from specdifftree.errors import SDTError
+from specdifftree.paths import sdt_home
 
 TSQA_REPO = "ChengsenWang/TSQA"
 MAX_POINTS = 4096  # longest series handed to the encoder (EncoderConfig().max_len); longer ones are averaged down
@@ -136,8 +137,6 @@ def shorten(x: np.ndarray, max_points: int) -> np.ndarray:
 
 
 def upstream_home() -> Path:
-    from specdifftree.prior.default import sdt_home
-
     return sdt_home() / "upstream"
 
 

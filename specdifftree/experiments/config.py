@@ -15,7 +15,7 @@
       sadt: {budget_scale: 0.1, alpha: 0.5}
       sadt-a0: {method: sadt, budget_scale: 0.1, alpha: 0.0}   # a variant: its own name, `method`
     flow: runs/flow                   # sadt / sadt-sample: a trained flow network DIR, or a mapping
-                                      # that trains one first (see experiments/flow.py)
+                                      # that trains one first (see experiments/amortization.py)
     threads: 1                        # torch threads (default 1)
     presets:
       smoke: {seeds: [0], datasets: {ETTh1-OT-h24: {windows: 2}, M4-Hourly-h48: null}}
@@ -27,11 +27,11 @@ else replaces. Unknown keys are errors, so a typo never silently changes an expe
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from specdifftree.config import merge, no_unknown, read_yaml
 from specdifftree.errors import SDTError
 
 SOURCES = ("ett", "m4")
@@ -104,7 +104,7 @@ class ExperimentConfig:
     methods: list[MethodSpec]
     search: dict = field(default_factory=dict)  # SearchConfig defaults for every method
     flow: Any = None  # None | a flow network DIR | a mapping (train one first)
-    data_root: Optional[str] = None  # default: specdifftree.data.sources.default_data_dir()
+    data_root: Optional[str] = None  # default: specdifftree.paths.default_data_dir()
     wandb_project: str = "specdifftree"
     threads: int = 1  # torch threads: small models gain nothing from more, and timings stay comparable
     preset: Optional[str] = None
@@ -123,31 +123,11 @@ TOP_KEYS = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"preset", "
 REQUIRED = ("name", "prior", "reward", "budgets", "datasets", "methods")
 
 
-def merge(base: Any, over: Any) -> Any:
-    """Deep merge of `over` into `base`: mappings key by key, None deletes a key, else `over` wins."""
-    if not (isinstance(base, dict) and isinstance(over, dict)):
-        return over
-    out = dict(base)
-    for k, v in over.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge(out.get(k), v)
-    return out
-
-
 def load_experiment(path: str | Path, preset: Optional[str] = None, prior: Optional[str] = None) -> ExperimentConfig:
     """Read, merge the preset (and a `prior` override) into, and validate an experiment YAML file
     (SDTError on any problem)."""
-    import yaml
-
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise SDTError(f"cannot read experiment {path}: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise SDTError(f"experiment {path}: expected a YAML mapping")
+    raw = read_yaml(path, "experiment")
     presets = raw.pop("presets", None) or {}
     if preset is not None:
         if preset not in presets:
@@ -162,20 +142,18 @@ def load_experiment(path: str | Path, preset: Optional[str] = None, prior: Optio
 
 
 def from_dict(raw: dict, where: str = "experiment") -> ExperimentConfig:
-    _no_unknown(raw, TOP_KEYS, where)
+    no_unknown(raw, TOP_KEYS, where)
     missing = [k for k in REQUIRED if raw.get(k) in (None, [], {})]
     if missing:
         raise SDTError(f"{where}: missing {', '.join(missing)}")
     reward = raw["reward"] if isinstance(raw["reward"], list) else [raw["reward"]]
     budgets = _int_list(raw["budgets"], "budgets", where)
     seeds = _int_list(raw.get("seeds", [0]), "seeds", where, minimum=0)
-    search = _search_params(raw.get("search") or {}, f"{where}: search")
+    search = search_params(raw.get("search") or {}, f"{where}: search")
     datasets = [_dataset(name, spec, where) for name, spec in _mapping(raw["datasets"], "datasets", where).items()]
     methods = [_method(name, spec, where) for name, spec in _mapping(raw["methods"], "methods", where).items()]
     flow = raw.get("flow")
     if isinstance(flow, dict):
-        from specdifftree.experiments.flow import flow_training
-
         flow_training(flow, f"{where}: flow")  # checked now, not after hours of other cells
     elif flow is not None and not isinstance(flow, str):
         raise SDTError(f"{where}: flow must be a directory or a mapping of training options")
@@ -189,7 +167,7 @@ def from_dict(raw: dict, where: str = "experiment") -> ExperimentConfig:
 def _dataset(name: str, spec: Any, where: str) -> DatasetSpec:
     spec = _mapping(spec, f"datasets.{name}", where)
     known = {f.name for f in dataclasses.fields(DatasetSpec)} - {"name"}
-    _no_unknown(spec, known, f"{where}: dataset '{name}'")
+    no_unknown(spec, known, f"{where}: dataset '{name}'")
     try:
         return DatasetSpec(name=str(name), **spec).validate()
     except TypeError as e:
@@ -204,10 +182,10 @@ def _method(name: str, spec: Any, where: str) -> MethodSpec:
         raise SDTError(f"{where}: method '{name}': budget_scale must be in (0, 1]")
     if not isinstance(method, str) or not method:
         raise SDTError(f"{where}: method '{name}': method must be a search method's name")
-    return MethodSpec(str(name), float(scale), _search_params(params, f"{where}: method '{name}'"), method)
+    return MethodSpec(str(name), float(scale), search_params(params, f"{where}: method '{name}'"), method)
 
 
-def _search_params(params: Any, where: str) -> dict:
+def search_params(params: Any, where: str) -> dict:
     """SearchConfig overrides, checked by name; budget and seed come from the grid."""
     from specdifftree.search.common import SearchConfig
 
@@ -215,16 +193,8 @@ def _search_params(params: Any, where: str) -> dict:
     forbidden = sorted({"budget", "seed"} & set(params))
     if forbidden:
         raise SDTError(f"{where}: {', '.join(forbidden)} come from the grid (budgets, seeds)")
-    _no_unknown(params, {f.name for f in dataclasses.fields(SearchConfig)}, where, "SearchConfig field")
+    no_unknown(params, {f.name for f in dataclasses.fields(SearchConfig)}, where, "SearchConfig field")
     return params
-
-
-def _no_unknown(d: dict, known: set, where: str, what: str = "key") -> None:
-    for k in d:
-        if k not in known:
-            hint = difflib.get_close_matches(str(k), known, n=1)
-            did = f" (did you mean '{hint[0]}'?)" if hint else ""
-            raise SDTError(f"{where}: unknown {what} '{k}'{did}")
 
 
 def _mapping(value: Any, key: str, where: str) -> dict:
@@ -238,3 +208,35 @@ def _int_list(value: Any, key: str, where: str, minimum: int = 1) -> list[int]:
     if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
         raise SDTError(f"{where}: {key} must be a list of integers >= {minimum}")
     return values
+
+
+# ------------------------------------------------------------------ the flow network's training (`flow:`)
+
+
+@dataclass
+class FlowTraining:
+    datasets: Optional[list[str]] = None  # experiment datasets whose flow-train part gives contexts (None: all)
+    contexts: int = 16  # per dataset
+    method: str = "dts"  # dts or dts-star: the searches that fill the buffer
+    search: dict = field(default_factory=lambda: {"iterations": 128})
+    amortize: dict = field(default_factory=dict)
+
+
+def flow_training(raw: dict, where: str = "flow") -> FlowTraining:
+    """A validated FlowTraining from the experiment file's `flow:` mapping (SDTError otherwise)."""
+    from specdifftree.amortize.train import AmortizeConfig
+    from specdifftree.search.common import SearchConfig
+
+    no_unknown(raw, {f.name for f in dataclasses.fields(FlowTraining)}, where)
+    ft = FlowTraining(**raw)
+    if not isinstance(ft.contexts, int) or ft.contexts < 1:
+        raise SDTError(f"{where}: contexts must be a positive integer")
+    if ft.method not in ("dts", "dts-star"):
+        raise SDTError(f"{where}: method must be dts or dts-star (trees with soft values)")
+    ft.search = search_params(ft.search or {}, f"{where}: search")
+    if "lam" in ft.search:
+        raise SDTError(f"{where}: search: lam comes from the experiment's search.lam (the flow must match it)")
+    SearchConfig(**ft.search).validate()
+    no_unknown(ft.amortize or {}, {f.name for f in dataclasses.fields(AmortizeConfig)}, f"{where}: amortize")
+    AmortizeConfig(**(ft.amortize or {})).validate()
+    return ft

@@ -23,7 +23,7 @@ import numpy as np
 from specdifftree.data.splits import Part, ett_range, m4_is_eval
 from specdifftree.errors import SDTError
 from specdifftree.experiments.config import DatasetSpec
-from specdifftree.rewards.base import Context
+from specdifftree.data.context import Context
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Window:
 
 def data_root(root: Optional[str]) -> Path:
     """The data directory: `root` when given, else $SDT_DATA_DIR or shared/data beside the checkout."""
-    from specdifftree.data.sources import default_data_dir
+    from specdifftree.paths import default_data_dir
 
     path = Path(root).expanduser() if root else default_data_dir()
     if path is None or not path.is_dir():

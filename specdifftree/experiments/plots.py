@@ -34,7 +34,7 @@ def forecasts(window: dict, horizon: int) -> np.ndarray:
 
 def mean_psds(record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(f [64], mean unit-mass PSD of the forecasts [64], of the histories [64]) over a record's windows."""
-    from specdifftree.rewards.spectral import _unit_mass, psd
+    from specdifftree.rewards.spectral import psd, unit_mass
 
     H = record["cell"]["horizon"]
     fx, fc, f = [], [], None
@@ -44,8 +44,8 @@ def mean_psds(record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             continue
         nperseg = min(H, len(hist), 64)
         f, sc = psd(hist, nperseg=nperseg)
-        fc.append(_unit_mass(sc))
-        fx.append(np.mean([_unit_mass(psd(v, nperseg=nperseg)[1]) for v in x], axis=0))
+        fc.append(unit_mass(sc))
+        fx.append(np.mean([unit_mass(psd(v, nperseg=nperseg)[1]) for v in x], axis=0))
     if f is None:
         return np.zeros(0), np.zeros(0), np.zeros(0)
     return f, np.mean(fx, axis=0), np.mean(fc, axis=0)

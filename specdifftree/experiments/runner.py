@@ -40,6 +40,7 @@ A method's own options in the experiment file win over these rules.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -57,8 +58,6 @@ from specdifftree.experiments.config import DatasetSpec, ExperimentConfig, Metho
 from specdifftree.experiments.datasets import Window, data_root, windows
 from specdifftree.experiments.metrics import WINDOW_METRICS, mean_over, window_metrics
 
-TREE_SIZED = ("dts", "dts-star", "mcts")
-FLOW_METHODS = ("sadt", "sadt-sample")
 UNBOUNDED = 10**9
 TREE_ARTIFACT_MAX_NODES = 5000
 CELL_KEYS = ("experiment", "dataset", "horizon", "method", "budget", "cap", "seed", "windows")
@@ -109,20 +108,19 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, wandb: bool = Tru
 
 
 def _run(cfg: ExperimentConfig, out: Path, wandb: bool, progress: bool, log) -> RunSummary:
-    from specdifftree.experiments.flow import resolve_flow
+    from specdifftree.experiments.amortization import resolve_flow
     from specdifftree.search.registry import METHODS
 
     (out / "cells").mkdir(parents=True, exist_ok=True)
     write_json(out / "experiment.json", cfg.to_dict())
-    _quiet_model_loading()
     unavailable = {m.name: f"'{m.method}' is not a search method in this checkout" for m in cfg.methods
                    if m.method not in METHODS}
     methods = [m for m in cfg.methods if m.name not in unavailable]
-    if any(m.method in FLOW_METHODS for m in methods):
+    if any(METHODS[m.method].uses_flow for m in methods):
         flow, why = resolve_flow(cfg, out, wandb=wandb, log=log)
         if flow is None:
-            unavailable.update({m.name: why for m in methods if m.method in FLOW_METHODS})
-            methods = [m for m in methods if m.method not in FLOW_METHODS]
+            unavailable.update({m.name: why for m in methods if METHODS[m.method].uses_flow})
+            methods = [m for m in methods if not METHODS[m.method].uses_flow]
         else:
             methods = [_with_flow(m, flow) for m in methods]
     for name, why in unavailable.items():
@@ -135,6 +133,7 @@ def _run(cfg: ExperimentConfig, out: Path, wandb: bool, progress: bool, log) -> 
     from tqdm.auto import tqdm
 
     total = sum(len(wins[c.dataset.name]) for c in todo)
+    queries = None  # the prior, reward and lambda: loaded once, for every cell and window
     with tqdm(total=total, desc="windows", unit="win", disable=None if progress else True) as bar:
         for cell in todo:
             cell_dir = out / "cells" / cell.key
@@ -144,19 +143,32 @@ def _run(cfg: ExperimentConfig, out: Path, wandb: bool, progress: bool, log) -> 
                 bar.update(len(wins[cell.dataset.name]))
                 continue
             bar.set_postfix_str(cell.key)
-            run_cell(cfg, cell, wins[cell.dataset.name], cell_dir, wandb=wandb, on_window=lambda: bar.update(1))
+            queries = queries or open_queries(cfg)
+            run_cell(cfg, cell, wins[cell.dataset.name], cell_dir, queries, wandb=wandb,
+                     on_window=lambda: bar.update(1))
             ran.append(cell.key)
             write_results(out)
     rows = write_results(out)
     return RunSummary(out, ran, skipped, unavailable, rows)
 
 
-def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Path, wandb: bool = True,
-             on_window=None) -> dict:
+def open_queries(cfg: ExperimentConfig):
+    """The experiment's prior (its backbone loaded once), reward and lambda (`search.lam`, default 1)."""
+    from specdifftree.problem import Queries
+
+    with quiet_model_loading():
+        return Queries.open(cfg.prior, cfg.reward, cfg.search.get("lam"))
+
+
+def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Path, queries=None,
+             wandb: bool = True, on_window=None) -> dict:
     """Run one cell over its windows, track it, write its record (last). Returns the record.
-    Whatever an unfinished earlier attempt left in `cell_dir` is removed first."""
+    Whatever an unfinished earlier attempt left in `cell_dir` is removed first. `queries`: the
+    experiment's opened prior and reward (`open_queries`), shared by every window and cell; each
+    window's problem has its own cost meter."""
     from specdifftree.experiments.plots import plot_cell
-    from specdifftree.search.api import build_problem, forecast_record, run_search
+    from specdifftree.problem import forecast_record
+    from specdifftree.search.registry import run_search
     from specdifftree.tracking import Tracker
 
     if not wins:
@@ -164,13 +176,14 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Pa
     shutil.rmtree(cell_dir, ignore_errors=True)  # what a killed attempt left (no record: unfinished)
     cell_dir.mkdir(parents=True)
     ds, method = cell.dataset, cell.method.method
+    queries = queries or open_queries(cfg)
     search_cfg = None
     per_window: list[dict] = []
     tracker = None
     try:
         for i, w in enumerate(wins):
             context = w.context(ds)
-            problem, _ = build_problem(cfg.prior, cfg.reward, context)
+            problem = queries.problem(context)
             if search_cfg is None:
                 search_cfg = sized_config(cfg, cell, problem.prior, context)
                 tracker = Tracker(cell_dir, project=cfg.wandb_project, name=cell.key, group=cfg.label,
@@ -212,6 +225,7 @@ def sized_config(cfg: ExperimentConfig, cell: Cell, prior, context):
     """The cell's SearchConfig: experiment defaults, then the budget sizing rules (module
     docstring), then the method's own options. Validated."""
     from specdifftree.search.common import SearchConfig
+    from specdifftree.search.registry import METHODS
 
     base = replace(SearchConfig(**cfg.search), **cell.method.params)
     T = answer_tokens(prior, context)
@@ -232,7 +246,7 @@ def sized_config(cfg: ExperimentConfig, cell: Cell, prior, context):
     elif name == "sadt":
         batch = int(cell.method.params.get("batch_size", tree_batch))
         sized.update(iterations=UNBOUNDED, batch_size=batch, budget=max(P + 1, cell.cap - batch * T))
-    elif name in TREE_SIZED:
+    elif METHODS[name].tree:
         sized.update(iterations=UNBOUNDED, batch_size=tree_batch)
     own = {k: v for k, v in cell.method.params.items() if k in sized}
     return replace(base, **{**sized, **own}, seed=cell.seed).validate()
@@ -304,18 +318,25 @@ def write_results(out_dir: str | Path) -> list[dict]:
 
 
 def _with_flow(method: MethodSpec, flow: Path) -> MethodSpec:
-    if method.method not in FLOW_METHODS or "flow" in method.params:
+    from specdifftree.search.registry import METHODS
+
+    if not METHODS[method.method].uses_flow or "flow" in method.params:
         return method
     return replace(method, params={**method.params, "flow": str(flow)})
 
 
-def _quiet_model_loading() -> None:
-    """Each window loads its prior; transformers' per-load progress bar would flood the terminal."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return
+@contextlib.contextmanager
+def quiet_model_loading():
+    """transformers' loading progress bar off inside the block only (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def default_out(cfg: ExperimentConfig) -> Path:

@@ -16,6 +16,7 @@ by whoever holds its handle. Cost is counted on `prior.cost`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from abc import ABC, abstractmethod
@@ -81,6 +82,12 @@ class Prior(ABC):
 
     def release(self, handles: np.ndarray) -> None:
         """The caller no longer needs these handles (frees KV memory where there is any)."""
+
+    def metered(self) -> "Prior":
+        """This prior with a cost meter of its own (the model shared): one per search problem."""
+        view = copy.copy(self)
+        view.cost = Cost()
+        return view
 
     def decode(self, tokens: list[int] | np.ndarray) -> str:
         """Text of a token sequence; EOS and ids outside the vocabulary are dropped."""

@@ -195,3 +195,65 @@ def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], name: str, w_pa
         module.to(dtypes.pop())
     module.load_state_dict(sd, strict=True)
     module.eval()
+
+
+# --------------------------------------------------------------------------- train-prior run directories
+
+RUN_MANIFEST = "train_prior.json"  # written by `sdt train-prior` (train/trainer.py); names the final checkpoint
+
+
+def read_run_manifest(run_dir: str | Path) -> Optional[dict]:
+    """A train-prior run directory's manifest, or None when `run_dir` is not one."""
+    path = Path(run_dir) / RUN_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SDTError(f"{path}: not valid JSON ({e})") from None
+
+
+def run_final_checkpoint(run_dir: str | Path) -> Optional[Path]:
+    """The prior checkpoint a train-prior run directory stands for (its last finished stage's best),
+    or None when `run_dir` is not a run directory."""
+    record = read_run_manifest(run_dir)
+    if record is None:
+        return None
+    rel = record.get("final_checkpoint")
+    if not rel:
+        raise SDTError(f"{run_dir} is a train-prior run with no finished stage yet; "
+                       f"finish it with `sdt train-prior --out {run_dir} --resume`")
+    return Path(run_dir) / rel
+
+
+def install_prior(checkpoint: str | Path) -> Path:
+    """Copy a prior checkpoint (or a train-prior run's final one) to where `--prior default` finds it
+    (`paths.installed_prior_dir()`), swapped in whole, never half-written. Returns where it went."""
+    import shutil
+
+    from specdifftree.files import replace_dir
+    from specdifftree.paths import installed_prior_dir
+
+    source = run_final_checkpoint(checkpoint) or Path(checkpoint)
+    if not (source / "weights.safetensors").is_file():
+        raise SDTError(f"{checkpoint} is not a prior checkpoint or a finished `sdt train-prior` run")
+    target = installed_prior_dir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    replace_dir(tmp, target)
+    return target
+
+
+def uninstall_prior() -> Optional[Path]:
+    """Remove the installed prior (`--prior default` is the backbone alone again); where it was, or None."""
+    import shutil
+
+    from specdifftree.paths import installed_prior_dir
+
+    target = installed_prior_dir()
+    if not target.exists():
+        return None
+    shutil.rmtree(target)
+    return target

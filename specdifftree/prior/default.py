@@ -40,7 +40,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
@@ -51,7 +51,8 @@ import numpy as np
 from specdifftree.data.codec import NumberCodec
 from specdifftree.data.features import caption, dominant_period, trend_word
 from specdifftree.data.prompts import describe, forecast_answer, forecast_codec, forecast_prompt
-from specdifftree.data.sources import default_data_dir as data_dir
+from specdifftree.paths import default_data_dir as data_dir
+from specdifftree.paths import sdt_home
 from specdifftree.data.synthetic import synthetic_series
 from specdifftree.data.splits import ETT_FRACTIONS, m4_is_eval
 from specdifftree.errors import SDTError
@@ -97,9 +98,10 @@ class BackbonePreset:
 
     @classmethod
     def from_name(cls, name: str) -> "BackbonePreset":
-        if name not in PRESETS:
-            raise SDTError(f"unknown backbone preset '{name}' (choose from {', '.join(PRESETS)})")
-        return replace(PRESETS[name])
+        """configs/backbone/NAME.yaml over the defaults."""
+        from specdifftree.config import build, load_preset
+
+        return build(cls, load_preset("backbone", name), {"name": name}, where=f"backbone preset '{name}'")
 
     def llama_config(self):
         from transformers import LlamaConfig
@@ -111,13 +113,6 @@ class BackbonePreset:
             tie_word_embeddings=False, bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
         )
 
-
-PRESETS = {
-    "default": BackbonePreset(),
-    "tiny": BackbonePreset(name="tiny", hidden_size=32, num_layers=2, num_heads=2, head_dim=16,
-                           intermediate_size=64, max_position_embeddings=1024, steps=30, batch_size=2,
-                           seq_len=512, lr=1e-2, warmup=3, minutes=0.3),
-}
 
 
 # --------------------------------------------------------------------------- series
@@ -367,12 +362,6 @@ def _transformers_version() -> str:
 
 
 # --------------------------------------------------------------------------- cache and loading
-
-
-def sdt_home() -> Path:
-    """$SDT_HOME, default ~/.cache/specdifftree."""
-    env = os.environ.get("SDT_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "specdifftree"
 
 
 def _is_built(path: Path) -> bool:

@@ -25,7 +25,7 @@ import numpy as np
 
 from specdifftree.errors import SDTError
 from specdifftree.prior.backbones.base import Backbone
-from specdifftree.prior.base import Prior
+from specdifftree.prior.base import Cost, Prior
 
 
 @dataclass
@@ -150,7 +150,7 @@ class TSLMPrior(Prior):
         self.vocab = backbone.token_strings()
         self.eos_id = int(backbone.eos_id)
         self.max_len = int(max_len)
-        self.cost = backbone.cost
+        self.cost = Cost()  # this prior's own work; the backbone's counter is shared by all its priors
         self.name = name
         self.prompt = prompt
         self.prompt_ids = backbone.tokenize(prompt)
@@ -164,6 +164,31 @@ class TSLMPrior(Prior):
         if self.bias.shape != (V,):
             raise SDTError(f"the prior's bias head has {self.bias.shape[0]} outputs but the backbone has {V} tokens")
 
+    @classmethod
+    def for_forecast(cls, backbone: Backbone, parts: PriorParts, context, name: str = "tslm") -> "TSLMPrior":
+        """The prior of one forecasting context (data.context.Context with series and horizon): the
+        history written in the prompt, the grammar for exactly `horizon` numbers, and the bias (and
+        soft prompt) the trained parts compute from the series."""
+        from specdifftree.data.prompts import forecast_prompt
+        from specdifftree.prior.constraint import ForecastGrammar
+
+        history, horizon, codec = context.series, int(context.horizon), context.codec
+        grammar = ForecastGrammar(backbone.token_strings(), backbone.eos_id, horizon, sep=codec.sep)
+        return cls(backbone, forecast_prompt(history, horizon, codec), grammar.max_tokens(), parts.bias(history),
+                   name=name, grammar=grammar, soft_prompt=parts.soft_prompt_for(history),
+                   series_features=parts.embed(history), parts_id=parts.fingerprint())
+
+    def _metered(self, fn, *args, **kwargs):
+        """Call the backbone and charge what it ran to this prior's meter."""
+        before = (self.backbone.cost.forward_tokens, self.backbone.cost.model_calls)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.cost.add(self.backbone.cost.forward_tokens - before[0], self.backbone.cost.model_calls - before[1])
+
+    def metered(self) -> "TSLMPrior":
+        raise SDTError("a TSLMPrior already has its own meter: build one per context (TSLMPrior.for_forecast)")
+
     def _logp(self, logits: np.ndarray, states: list) -> np.ndarray:
         """[B, V] logits -> [B, V] log-probs with the bias (and the grammar mask) applied."""
         x = logits.astype(np.float32) + self.bias
@@ -173,14 +198,14 @@ class TSLMPrior(Prior):
         return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
 
     def start(self) -> tuple[int, np.ndarray]:
-        handle, logits = self.backbone.start(self.prompt_ids, soft_prompt=self.soft_prompt)
+        handle, logits = self._metered(self.backbone.start, self.prompt_ids, soft_prompt=self.soft_prompt)
         state = self.grammar.start if self.grammar is not None else None
         self._state[int(handle)] = state
         return handle, self._logp(logits[None], [state])[0]
 
     def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         handles, tokens = np.asarray(handles), np.asarray(tokens)
-        kids, logits = self.backbone.advance(handles, tokens)
+        kids, logits = self._metered(self.backbone.advance, handles, tokens)
         states = [None] * len(kids)
         if self.grammar is not None:
             states = [self.grammar.step(self._state[int(h)], int(t)) for h, t in zip(handles, tokens)]
@@ -190,7 +215,7 @@ class TSLMPrior(Prior):
     def release(self, handles: np.ndarray) -> None:
         for h in np.asarray(handles).tolist():
             self._state.pop(int(h), None)
-        self.backbone.release(np.asarray(handles))
+        self._metered(self.backbone.release, np.asarray(handles))
 
     def decode(self, tokens) -> str:
         return self.backbone.detokenize([int(t) for t in tokens if t != self.eos_id])

@@ -23,8 +23,8 @@ from typing import ClassVar
 import numpy as np
 
 from specdifftree.data.codec import Parsed, codec_for
-from specdifftree.errors import SDTError
-from specdifftree.rewards.base import Context, finite_or, forecast_values, need_horizon, need_series
+from specdifftree.data.context import Context
+from specdifftree.rewards.base import finite_or, forecast_values, need_horizon, need_series
 
 # ------------------------------------------------------------------ rewards
 

@@ -28,7 +28,8 @@ from types import ModuleType
 from typing import Callable
 
 from specdifftree.errors import SDTError
-from specdifftree.rewards.base import Context, RewardFn
+from specdifftree.data.context import Context
+from specdifftree.rewards.base import RewardFn
 from specdifftree.rewards.format import BoundsReward, FormatReward, LengthReward, SmoothnessReward
 from specdifftree.rewards.spectral import SpectralReward
 

@@ -30,9 +30,10 @@ from typing import ClassVar
 
 import numpy as np
 
-from specdifftree.rewards.base import Context, finite_or, forecast_values, need_series
+from specdifftree.data.context import Context
+from specdifftree.rewards.base import finite_or, forecast_values, need_series
 
-METHODS = ("welch", "periodogram")
+PSD_METHODS = ("welch", "periodogram")
 MIN_LEN = 4
 
 
@@ -48,7 +49,7 @@ def psd(x, method: str = "welch", n_grid: int = 64, nperseg: int = 64) -> tuple[
     elif method == "periodogram":
         f, s = signal.periodogram(x, fs=1.0, detrend="constant", scaling="density")
     else:
-        raise ValueError(f"unknown PSD method {method!r}; known: {', '.join(METHODS)}")
+        raise ValueError(f"unknown PSD method {method!r}; known: {', '.join(PSD_METHODS)}")
     grid = np.linspace(0.0, 0.5, n_grid)
     return grid, np.interp(grid, f, s)
 
@@ -65,7 +66,7 @@ def log_psd_l1(x, c, method: str = "welch", n_grid: int = 64, nperseg: int = 64,
 def spec_w1(x, c, method: str = "welch", n_grid: int = 64, nperseg: int = 64) -> float:
     """1-Wasserstein distance between the unit-mass PSDs of x [H] and c [L]; symmetric, >= 0."""
     f, sx, sc = _pair(x, c, method, n_grid, nperseg)
-    cdf_gap = np.cumsum(_unit_mass(sx)) - np.cumsum(_unit_mass(sc))
+    cdf_gap = np.cumsum(unit_mass(sx)) - np.cumsum(unit_mass(sc))
     return float(np.sum(np.abs(cdf_gap[:-1])) * (f[1] - f[0]))
 
 
@@ -101,7 +102,7 @@ def _pair(x, c, method: str, n_grid: int, nperseg: int) -> tuple[np.ndarray, np.
     return f, sx, sc
 
 
-def _unit_mass(s: np.ndarray) -> np.ndarray:
+def unit_mass(s: np.ndarray) -> np.ndarray:
     """s / sum(s) [n]; uniform when s has no power."""
     total = float(np.sum(s))
     return s / total if total > 0 else np.full(len(s), 1.0 / len(s))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, ancestral, make_sample
-from specdifftree.search.sampling import spend_in_batches, weighted_draws
+from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, make_sample
+from specdifftree.search.sampling import ancestral, spend_in_batches, weighted_draws
 
 
 def draw_candidates(problem: Problem, cfg: SearchConfig, rng: np.random.Generator,
                     progress=None) -> list[tuple[list[int], float]]:
-    """Prior samples (temperature 1) in batches of `cfg.n`: one batch, or while `problem.budget` lasts.
+    """Prior samples (temperature 1) in batches of `cfg.n`: one batch, or while `cfg.budget` lasts.
 
     Returns (tokens without EOS, log p(x|c)) per candidate.
     """
@@ -21,7 +21,7 @@ def draw_candidates(problem: Problem, cfg: SearchConfig, rng: np.random.Generato
             progress(k)
         return out
 
-    return [c for b in spend_in_batches(problem, cfg.n, batch) for c in b]
+    return [c for b in spend_in_batches(problem, cfg.budget, cfg.n, batch) for c in b]
 
 
 def run_best_of_n(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:

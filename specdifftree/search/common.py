@@ -11,7 +11,8 @@ import numpy as np
 
 from specdifftree.errors import SDTError
 from specdifftree.prior.base import Prior
-from specdifftree.rewards.base import Context, RewardFn
+from specdifftree.data.context import Context
+from specdifftree.rewards.base import RewardFn
 
 
 @dataclass
@@ -83,7 +84,6 @@ class Problem:
     prior: Prior
     reward: RewardFn
     context: Context = field(default_factory=Context)
-    budget: Optional[int] = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def score(self, tokens) -> float:
@@ -106,10 +106,12 @@ class Problem:
         return r if math.isfinite(r) else 0.0
 
     def spent(self) -> int:
+        """Forward tokens spent on this problem so far (its prior's meter is its own)."""
         return self.prior.cost.forward_tokens
 
-    def exhausted(self) -> bool:
-        return self.budget is not None and self.spent() >= self.budget
+    def exhausted(self, budget: Optional[int]) -> bool:
+        """Whether a cap of `budget` forward tokens (None: no cap) is spent."""
+        return budget is not None and self.spent() >= budget
 
 
 @dataclass
@@ -174,34 +176,7 @@ def make_sample(problem: Problem, tokens, logp: float = float("nan")) -> Sample:
     return Sample(tokens, problem.prior.decode(tokens), problem.score(tokens), logp)
 
 
-# ------------------------------------------------------------------ token sampling
-
-
-def warp(logp: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
-    """Temperature, top-k and top-p applied to log-probs, renormalised.  [B, V] -> [B, V]"""
-    x = np.asarray(logp, dtype=np.float64) / temperature
-    if top_k and top_k < x.shape[-1]:
-        kth = np.sort(x, axis=-1)[..., -top_k][..., None]
-        x = np.where(x >= kth, x, -np.inf)
-    x = x - logsumexp(x, axis=-1, keepdims=True)
-    if top_p < 1.0:
-        order = np.argsort(-x, axis=-1)
-        sorted_p = np.exp(np.take_along_axis(x, order, axis=-1))
-        keep_sorted = np.cumsum(sorted_p, axis=-1) - sorted_p < top_p  # always keeps the top token
-        keep = np.zeros_like(keep_sorted)
-        np.put_along_axis(keep, order, keep_sorted, axis=-1)
-        x = np.where(keep, x, -np.inf)
-        x = x - logsumexp(x, axis=-1, keepdims=True)
-    return x
-
-
-def sample_tokens(logp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One token per row by inverse CDF.  logp: [B, V] normalised -> [B] int"""
-    p = np.exp(np.asarray(logp, dtype=np.float64))
-    cdf = np.cumsum(p, axis=-1)
-    u = rng.random(p.shape[0]) * cdf[:, -1]
-    idx = (cdf <= u[:, None]).sum(axis=-1)
-    return np.minimum(idx, p.shape[-1] - 1)
+# ------------------------------------------------------------------ maths
 
 
 def logsumexp(x: np.ndarray, axis=None, keepdims: bool = False) -> np.ndarray:
@@ -215,38 +190,3 @@ def logsumexp(x: np.ndarray, axis=None, keepdims: bool = False) -> np.ndarray:
     with np.errstate(divide="ignore"):
         out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
     return out if keepdims else np.squeeze(out, axis=axis)
-
-
-def ancestral(problem: Problem, n: int, rng: np.random.Generator, temperature: float = 1.0,
-              top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-              policy=None) -> list[tuple[list[int], float]]:
-    """Draw `n` complete sequences from the (warped) prior as one batch, as batched `generate` would.
-
-    Every live sequence pays one forward token per step; the prompt is prefilled once and shared.
-    `policy(handles [B], prefixes, logp [B, V]) -> log-probs [B, V]` replaces the prior as the
-    distribution drawn from (S-ADT's q); it is called before the handles are released.
-    Returns (tokens without EOS, log p(x|c) under the unwarped prior) per sequence.
-    """
-    prior = problem.prior
-    root, root_logp = prior.start()
-    handles = np.full(n, root, dtype=np.int64)
-    logp = np.repeat(root_logp[None], n, axis=0)
-    tokens: list[list[int]] = [[] for _ in range(n)]
-    total = np.zeros(n)
-    live = np.arange(n)
-    for _ in range(prior.max_len):
-        step_logp = logp[live]
-        draw_from = step_logp if policy is None else policy(handles[live], [tokens[i] for i in live], step_logp)
-        tok = np.argmax(draw_from, axis=-1) if greedy else sample_tokens(warp(draw_from, temperature, top_k, top_p), rng)
-        total[live] += step_logp[np.arange(len(live)), tok]
-        go = tok != prior.eos_id
-        for i, t in zip(live[go], tok[go]):
-            tokens[i].append(int(t))
-        done_with = np.unique(handles[live])  # every live handle is replaced by a child or finishes
-        live = live[go]
-        if len(live) == 0 or len(tokens[live[0]]) == prior.max_len:
-            prior.release(done_with)
-            break
-        handles[live], logp[live] = prior.advance(handles[live], tok[go])
-        prior.release(done_with)
-    return [(t, float(s)) for t, s in zip(tokens, total)]

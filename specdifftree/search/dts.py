@@ -90,7 +90,7 @@ def grow(tree: Tree, problem: Problem, cfg: SearchConfig, rng: np.random.Generat
     """The search loop shared by DTS, DTS* and MCTS: rounds of select -> expand -> batched
     rollout -> backup, until `cfg.iterations` or the budget runs out (always at least one round)."""
     done = 0
-    while done < cfg.iterations and (done == 0 or not problem.exhausted()):
+    while done < cfg.iterations and (done == 0 or not problem.exhausted(cfg.budget)):
         k = min(cfg.batch_size, cfg.iterations - done)
         starts = np.array([tree.descend(rng, cfg.widen_c, cfg.widen_alpha, choose) for _ in range(k)])
         for leaf in tree.rollout(starts, rng).tolist():

@@ -25,7 +25,7 @@ def mean_backup(tree: Tree, leaf: int) -> None:
 
 def run_mcts(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:
     """`cfg.iterations` select -> expand -> rollout -> backup, `cfg.batch_size` rollouts per batched round,
-    stopping early when `problem.budget` is exhausted."""
+    stopping early when `cfg.budget` is exhausted."""
     watch = Stopwatch(problem)
     tree = Tree(problem)
     grow(tree, problem, cfg, rng, choose_uct(cfg), lambda leaf: mean_backup(tree, leaf), progress)

@@ -1,15 +1,81 @@
-"""Decoding baselines (greedy, ancestral sampling) and the helpers the sampling baselines share:
-drawing in batches until a budget is spent, and resampling by log-weights."""
+"""Token sampling (warping, inverse-CDF draws, batched ancestral decoding), the decoding baselines
+built on it (greedy, sampling), and what the sampling baselines share: drawing in batches until a
+budget is spent, and resampling by log-weights."""
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 import numpy as np
 
-from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, ancestral, logsumexp, make_sample
+from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, logsumexp, make_sample
 
 T = TypeVar("T")
+
+
+def warp(logp: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+    """Temperature, top-k and top-p applied to log-probs, renormalised.  [B, V] -> [B, V]"""
+    x = np.asarray(logp, dtype=np.float64) / temperature
+    if top_k and top_k < x.shape[-1]:
+        kth = np.sort(x, axis=-1)[..., -top_k][..., None]
+        x = np.where(x >= kth, x, -np.inf)
+    x = x - logsumexp(x, axis=-1, keepdims=True)
+    if top_p < 1.0:
+        order = np.argsort(-x, axis=-1)
+        sorted_p = np.exp(np.take_along_axis(x, order, axis=-1))
+        keep_sorted = np.cumsum(sorted_p, axis=-1) - sorted_p < top_p  # always keeps the top token
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=-1)
+        x = np.where(keep, x, -np.inf)
+        x = x - logsumexp(x, axis=-1, keepdims=True)
+    return x
+
+
+def sample_tokens(logp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One token per row by inverse CDF.  logp: [B, V] normalised -> [B] int"""
+    p = np.exp(np.asarray(logp, dtype=np.float64))
+    cdf = np.cumsum(p, axis=-1)
+    u = rng.random(p.shape[0]) * cdf[:, -1]
+    idx = (cdf <= u[:, None]).sum(axis=-1)
+    return np.minimum(idx, p.shape[-1] - 1)
+
+
+def ancestral(problem: Problem, n: int, rng: np.random.Generator, temperature: float = 1.0,
+              top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
+              policy=None) -> list[tuple[list[int], float]]:
+    """Draw `n` complete sequences from the (warped) prior as one batch, as batched `generate` would.
+
+    Every live sequence pays one forward token per step; the prompt is prefilled once and shared.
+    `policy(handles [B], prefixes, logp [B, V]) -> log-probs [B, V]` replaces the prior as the
+    distribution drawn from (S-ADT's q); it is called before the handles are released.
+    Returns (tokens without EOS, log p(x|c) under the unwarped prior) per sequence.
+    """
+    prior = problem.prior
+    root, root_logp = prior.start()
+    handles = np.full(n, root, dtype=np.int64)
+    logp = np.repeat(root_logp[None], n, axis=0)
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    total = np.zeros(n)
+    live = np.arange(n)
+    for _ in range(prior.max_len):
+        step_logp = logp[live]
+        draw_from = step_logp if policy is None else policy(handles[live], [tokens[i] for i in live], step_logp)
+        tok = np.argmax(draw_from, axis=-1) if greedy else sample_tokens(warp(draw_from, temperature, top_k, top_p), rng)
+        total[live] += step_logp[np.arange(len(live)), tok]
+        go = tok != prior.eos_id
+        for i, t in zip(live[go], tok[go]):
+            tokens[i].append(int(t))
+        done_with = np.unique(handles[live])  # every live handle is replaced by a child or finishes
+        live = live[go]
+        if len(live) == 0 or len(tokens[live[0]]) == prior.max_len:
+            prior.release(done_with)
+            break
+        handles[live], logp[live] = prior.advance(handles[live], tok[go])
+        prior.release(done_with)
+    return [(t, float(s)) for t, s in zip(tokens, total)]
+
+
+# ------------------------------------------------------------------ baselines
 
 
 def run_greedy(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:
@@ -28,18 +94,24 @@ def run_sample(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, pr
     def draw(k: int):
         return ancestral(problem, k, rng, cfg.temperature, cfg.top_k, cfg.top_p)
 
-    if problem.budget is None:
-        drawn = draw(cfg.samples)
-    else:  # at most cfg.samples, fewer when the budget runs out first
-        first = max(1, min(cfg.samples, problem.budget // problem.prior.max_len))
-        drawn = [x for batch in spend_in_batches(problem, first, draw, limit=cfg.samples) for x in batch]
+    drawn = draw_within_budget(problem, cfg, draw)
     if progress is not None:
         progress(len(drawn))
     return watch.result("sample", [make_sample(problem, t, lp) for t, lp in drawn])
 
 
-def spend_in_batches(problem: Problem, size: int, draw: Callable[[int], T], limit: int | None = None) -> list[T]:
-    """Run `draw(size)` once; when `problem.budget` is set, keep running batches while it is not exhausted
+def draw_within_budget(problem: Problem, cfg: SearchConfig, draw: Callable[[int], list[T]]) -> list[T]:
+    """`cfg.samples` draws as one batch; under `cfg.budget`, at most that many, fewer when the budget
+    runs out first (batches sized by `spend_in_batches`)."""
+    if cfg.budget is None:
+        return draw(cfg.samples)
+    first = max(1, min(cfg.samples, cfg.budget // problem.prior.max_len))
+    return [x for batch in spend_in_batches(problem, cfg.budget, first, draw, limit=cfg.samples) for x in batch]
+
+
+def spend_in_batches(problem: Problem, budget: Optional[int], size: int, draw: Callable[[int], T],
+                     limit: int | None = None) -> list[T]:
+    """Run `draw(size)` once; when `budget` is set, keep running batches while it is not exhausted
     (and, with `limit`, until that many units are drawn).
 
     Later batches shrink to what the remaining budget pays for at the average cost per unit so far
@@ -48,10 +120,10 @@ def spend_in_batches(problem: Problem, size: int, draw: Callable[[int], T], limi
     """
     first = problem.spent()
     out, units = [draw(size)], size
-    while problem.budget is not None and not problem.exhausted() and (limit is None or units < limit):
+    while budget is not None and not problem.exhausted(budget) and (limit is None or units < limit):
         before = problem.spent()
         per_unit = max((before - first) / units, 1e-9)
-        k = int(min(size, max(1, (problem.budget - before) // per_unit), limit - units if limit else size))
+        k = int(min(size, max(1, (budget - before) // per_unit), limit - units if limit else size))
         out.append(draw(k))
         units += k
         if problem.spent() == before and k == size:

@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from specdifftree.search.common import (Problem, SearchConfig, SearchResult, Stopwatch, logsumexp, make_sample,
-                                        sample_tokens)
-from specdifftree.search.sampling import spend_in_batches, weighted_draws
+from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, logsumexp, make_sample
+from specdifftree.search.registry import POTENTIALS, load_potential
+from specdifftree.search.sampling import sample_tokens, spend_in_batches, weighted_draws
 
 
 def ess(log_w: np.ndarray) -> float:
@@ -94,17 +94,15 @@ def sweep(problem: Problem, root: tuple[int, np.ndarray], K: int, cfg: SearchCon
 def run_smc(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:
     """`cfg.samples` draws (multinomial) from the weighted particles of one sweep of `cfg.particles`.
 
-    With `problem.budget`, independent sweeps run while it lasts (the prompt is prefilled once, for
+    With `cfg.budget`, independent sweeps run while it lasts (the prompt is prefilled once, for
     all of them); sweep s's particles enter with its K_s Z_hat_s, a valid combined estimator of pi*.
     """
     watch = Stopwatch(problem)
     flow = None
-    if cfg.potential == "flow":
-        from specdifftree.amortize.flow import load_flow
-
-        flow = load_flow(cfg.flow, problem, cfg.lam, "--potential flow")
+    if cfg.potential in POTENTIALS:  # "flow": F_phi, from amortize/ (the registry names where)
+        flow = load_potential(cfg.potential)(problem, cfg)
     root = problem.prior.start()
-    sweeps = spend_in_batches(problem, cfg.particles, lambda k: sweep(problem, root, k, cfg, rng, progress, flow))
+    sweeps = spend_in_batches(problem, cfg.budget, cfg.particles, lambda k: sweep(problem, root, k, cfg, rng, progress, flow))
     problem.prior.release(np.array([root[0]]))
     particles = [p for ps, _ in sweeps for p in ps]
     picks = weighted_draws(np.concatenate([lw for _, lw in sweeps]), cfg.samples, rng)

@@ -23,7 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from specdifftree.search.common import Problem, sample_tokens
+from specdifftree.search.common import Problem
+from specdifftree.search.sampling import sample_tokens
 
 ROOT = 0
 NO_PARENT = -1

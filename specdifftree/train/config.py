@@ -1,6 +1,7 @@
-"""The curriculum trainer's configuration: one dataclass, named presets (`TrainConfig.from_name`).
+"""The curriculum trainer's configuration: one dataclass; named presets are YAML files in
+configs/train/ (`TrainConfig.from_name`):
 
-    test      seconds: a few examples per split, a two-layer toy encoder (unit tests)
+    test      seconds: a few examples per split, a one-layer toy encoder (unit tests)
     smoke     all six stages in a few minutes on 2 CPU cores (README main command)
     default   the README's real results (tens of minutes), OpenTSLM-sized encoder
     full      more data and epochs
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Optional
 
-from specdifftree.errors import SDTError
 from specdifftree.prior.encoder import EncoderConfig
 
 
@@ -39,22 +40,12 @@ class TrainConfig:
     n_show: int = 12  # sample predictions shown in each stage's index.html
 
     @classmethod
-    def from_name(cls, name: str) -> "TrainConfig":
-        if name not in PRESETS:
-            raise SDTError(f"unknown train-prior preset '{name}' (choose from {', '.join(PRESETS)})")
-        return dataclasses.replace(PRESETS[name])
+    def from_name(cls, name: str, overrides: Optional[dict] = None) -> "TrainConfig":
+        """configs/train/NAME.yaml over the defaults, then `overrides` (e.g. from the command line)."""
+        from specdifftree.config import build, load_preset
+
+        return build(cls, load_preset("train", name), overrides, {"preset": name}, where=f"train preset '{name}'")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-
-PRESETS = {
-    "test": TrainConfig(preset="test", n_train=12, n_val=6, n_test=6, epochs=2, patience=2,
-                        batch_size=6, lr=3e-3, encoder=EncoderConfig(width=16, layers=1, heads=2, ff=32),
-                        horizon=6, context_length=24, n_show=3, threads=1),
-    "smoke": TrainConfig(preset="smoke", n_train=384, n_val=64, n_test=96, epochs=8, patience=3,
-                         batch_size=32, lr=3e-3, encoder=EncoderConfig(width=64, layers=2, heads=4, ff=128)),
-    "default": TrainConfig(),
-    "full": TrainConfig(preset="full", n_train=4096, n_val=256, n_test=256, epochs=40,
-                        lr=5e-4),
-}

@@ -56,7 +56,7 @@ class Choices:
 
 
 @dataclass
-class Split:
+class TokenizedSplit:
     examples: list[Example]
     prompt_ids: list[list[int]]
     answer_ids: list[list[int]]  # answer + EOS
@@ -93,8 +93,8 @@ def check_examples(examples: list[Example], stage: str, split: str, patch: int, 
                 raise SDTError(f"{what}: series {j} has the value {x[k]} at index {k}")
 
 
-def tokenize_split(examples: list[Example], bb) -> Split:
-    return Split(examples, [bb.tokenize(e.prompt()) for e in examples],
+def tokenize_split(examples: list[Example], bb) -> TokenizedSplit:
+    return TokenizedSplit(examples, [bb.tokenize(e.prompt()) for e in examples],
                  [bb.tokenize(e.answer) + [int(bb.eos_id)] for e in examples])
 
 
@@ -106,7 +106,7 @@ def _candidates(ex: Example) -> Optional[list[str]]:
     return [ex.answer[:pos] + o + ex.answer[pos + len(ex.label):] for o in ex.options]
 
 
-def label_choices(split: Split, bb, batch: int = 64, progress=None) -> Choices:
+def label_choices(split: TokenizedSplit, bb, batch: int = 64, progress=None) -> Choices:
     """Cache the backbone logits of every option's ending (see the module docstring)."""
     stems, branches, gold, pairs = [], [], [], []
     for i, ex in enumerate(split.examples):

@@ -1,4 +1,4 @@
-"""Crash-safe files of a train-prior run: the epoch-level resume state and the run manifest.
+"""Crash-safe files of a train-prior run: the epoch-level resume state.
 
 Resume state (`OUT/<stage>/state.safetensors`): ONE safetensors file, written atomically (temporary
 file, fsync, os.replace) after every completed epoch. Its tensors are the current encoder and
@@ -9,9 +9,9 @@ any moment leaves either the previous epoch's state or the new one, never a mix.
 is not saved because nothing depends on it: each epoch reseeds torch and its data order from
 (seed, stage, epoch).
 
-Manifest (`OUT/train_prior.json`): what the run is (backbone, preset, seed, config) and which
-checkpoint is its result (`final_checkpoint`, relative to OUT), so that `sdt search --prior OUT`
-finds the trained prior. Nothing here is ever unpickled.
+The run manifest (`OUT/train_prior.json`: what the run is and which checkpoint is its result) is
+read by prior/checkpoint.py, so that `--prior OUT` finds the trained prior. Nothing here is ever
+unpickled.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Optional
 from specdifftree.errors import SDTError
 from specdifftree.files import jsonable, write_atomic
 
-MANIFEST = "train_prior.json"
 STATE = "state.safetensors"
 
 
@@ -70,26 +69,3 @@ def restore_optimizer(opt, tensors: dict, groups: list) -> None:
             _, i, key = name.split(".", 2)
             state.setdefault(int(i), {})[key] = t
     opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-# --------------------------------------------------------------------------------------- manifest
-
-
-def read_manifest(run_dir: Path) -> Optional[dict]:
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SDTError(f"{path}: not valid JSON ({e})") from None
-
-
-def final_checkpoint(run_dir: Path) -> Path:
-    """The prior checkpoint a train-prior run directory stands for (its last finished stage's best)."""
-    record = read_manifest(run_dir) or {}
-    rel = record.get("final_checkpoint")
-    if not rel:
-        raise SDTError(f"{run_dir} is a train-prior run with no finished stage yet; "
-                       f"finish it with `sdt train-prior --out {run_dir} --resume`")
-    return Path(run_dir) / rel

@@ -40,9 +40,11 @@ from specdifftree.errors import SDTError
 from specdifftree.prior.model import PriorParts
 from specdifftree.train.config import TrainConfig
 from specdifftree.train.decode import answer_logits, greedy
-from specdifftree.train.examples import Split, check_examples, label_choices, tokenize_split
+from specdifftree.train.examples import TokenizedSplit, check_examples, label_choices, tokenize_split
 from specdifftree.train.metrics import answer_nll, chance, label_metrics, next_token_hits
-from specdifftree.train.state import (MANIFEST, STATE, load_state, optimizer_tensors, read_manifest,
+from specdifftree.prior.checkpoint import RUN_MANIFEST as MANIFEST
+from specdifftree.prior.checkpoint import read_run_manifest as read_manifest
+from specdifftree.train.state import (STATE, load_state, optimizer_tensors,
                                       restore_optimizer, save_state)
 from specdifftree.files import write_json
 
@@ -100,7 +102,7 @@ def build_examples(run: Run, stage: str) -> dict[str, list[Example]]:
     return out
 
 
-def cache_logits(run: Run, split: Split, what: str) -> None:
+def cache_logits(run: Run, split: TokenizedSplit, what: str) -> None:
     """Teacher-forced backbone logits of the gold answers, and of every option's ending on label stages."""
     from tqdm.auto import tqdm
 
@@ -145,7 +147,7 @@ def _batches(n: int, size: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def evaluate(parts: PriorParts, split: Split, batch: int, zero_bias: bool = False) -> dict:
+def evaluate(parts: PriorParts, split: TokenizedSplit, batch: int, zero_bias: bool = False) -> dict:
     """Over a split: per-token NLL, next-token accuracy, each example's NLL sum ("example_nll" [n])
     and the biases ("bias" [n, V], numpy)."""
     parts.encoder.eval(), parts.head.eval()
@@ -176,7 +178,7 @@ def _epoch_seed(seed: int, stage: str, epoch: int) -> list[int]:
     return [seed, STAGES.index(stage), epoch]
 
 
-def train_epoch(parts: PriorParts, opt, split: Split, cfg: TrainConfig, st: StageState, stage: str, seed: int,
+def train_epoch(parts: PriorParts, opt, split: TokenizedSplit, cfg: TrainConfig, st: StageState, stage: str, seed: int,
                 total_steps: int, bar) -> float:
     """One pass over the train split in the (seed, stage, epoch) order. Returns the per-token train loss."""
     rng = np.random.default_rng(_epoch_seed(seed, stage, st.epoch + 1))
@@ -209,7 +211,7 @@ def train_epoch(parts: PriorParts, opt, split: Split, cfg: TrainConfig, st: Stag
 # ------------------------------------------------------------------------------------------- decoding
 
 
-def decode_split(run: Run, stage: str, split: Split, bias: np.ndarray) -> list[str]:
+def decode_split(run: Run, stage: str, split: TokenizedSplit, bias: np.ndarray) -> list[str]:
     """Greedy answers (text) under the given biases [n, V]; on stage 6 under the forecast grammar
     (exactly as many numbers as the gold answer holds), as `sdt search` decodes."""
     max_new = max(len(a) for a in split.answer_ids) - 1 + run.cfg.max_new_slack
@@ -225,7 +227,7 @@ def decode_split(run: Run, stage: str, split: Split, bias: np.ndarray) -> list[s
     return [run.backbone.detokenize(t) for t in ids]
 
 
-def accuracy(split: Split, ev: dict) -> tuple[float, float]:
+def accuracy(split: TokenizedSplit, ev: dict) -> tuple[float, float]:
     """(accuracy, macro recall): on label stages the prior's choice among the options (likelihood
     ranking, see train/examples.py); else next-token accuracy on the answer and NaN."""
     if split.choices is None:
@@ -277,7 +279,7 @@ def _restore_state(path: Path, parts: PriorParts, opt) -> tuple[StageState, dict
     return StageState(**meta), best
 
 
-def fit(run: Run, stage: str, parts: PriorParts, data: dict[str, Split], tracker) -> StageState:
+def fit_stage(run: Run, stage: str, parts: PriorParts, data: dict[str, TokenizedSplit], tracker) -> StageState:
     """The epochs of one stage (resumed from OUT/<stage>/state.safetensors with --resume), with early
     stopping; leaves `parts` at the best validation loss."""
     from tqdm.auto import tqdm
@@ -333,7 +335,7 @@ def train_stage(run: Run, stage: str, parts: PriorParts, examples: dict[str, lis
     with Tracker(sdir, name=f"{run.out.name}/{stage}", group=run.out.name, job_type="train-prior",
                  config={"stage": stage, "backbone": run.backbone_ref, "seed": run.seed, **cfg.to_dict()},
                  enabled=run.wandb) as tracker:
-        st = fit(run, stage, parts, data, tracker)
+        st = fit_stage(run, stage, parts, data, tracker)
         _save_checkpoint_dir(parts, sdir / "checkpoints" / "best",
                              {"stage": stage, "epoch": st.best_epoch, "val_loss": st.best_val})
         summary, predictions = test_stage(run, stage, data["test"], parts)
@@ -350,7 +352,7 @@ def train_stage(run: Run, stage: str, parts: PriorParts, examples: dict[str, lis
     return summary
 
 
-def test_stage(run: Run, stage: str, test: Split, parts: PriorParts) -> tuple[dict, list[dict]]:
+def test_stage(run: Run, stage: str, test: TokenizedSplit, parts: PriorParts) -> tuple[dict, list[dict]]:
     """Held-out figures: per-token NLL of the answers under the trained prior and under the frozen
     backbone alone (bias 0), and the share of test answers more probable under the prior; greedy
     test predictions; on label stages the accuracy of the prior's
@@ -427,41 +429,19 @@ def _starting_parts(run: Run, stage: str) -> PriorParts:
     return PriorParts.fresh(run.backbone.vocab_size, run.backbone_ref, seed=run.seed, encoder_config=run.cfg.encoder)
 
 
-def normalize_backbone_ref(ref: str) -> str:
-    """'hf:DIR' / 'gguf:FILE' with an absolute path, so a checkpoint works from any directory."""
-    kind, _, arg = ref.partition(":")
-    if kind in ("hf", "gguf") and arg and Path(arg).exists():
-        return f"{kind}:{Path(arg).resolve()}"
-    return ref
-
-
-def install_default(final: Path) -> Path:
-    """Copy a finished run's final checkpoint to where `--prior default` finds it (swap, never half-written)."""
-    from specdifftree.files import replace_dir
-    from specdifftree.prior.registry import trained_default_dir
-
-    target = trained_default_dir()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(final, tmp)
-    replace_dir(tmp, target)
-    return target
-
-
 def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Path, seed: int = 0,
                 resume: bool = False, wandb: bool = True, data_dir: Optional[Path] = None,
                 dataset_fn: Optional[DatasetFn] = None, progress: bool = True, upstream: bool = False) -> dict:
     """Train `stages` in curriculum order into `out`; returns {stage: test summary} (also OUT/summary.json).
     upstream: stages 1-5 read the official OpenTSLM data (downloaded on first use) instead of the
     offline generators and shared data; stage 6 reads M4 and ETT either way."""
-    from specdifftree.prior.registry import open_backbone
+    from specdifftree.problem import absolute_spec, open_backbone
 
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise SDTError(f"unknown stage '{unknown[0]}' (choose from all, {', '.join(STAGES)})")
     stages = sorted(set(stages), key=STAGES.index)
-    out, backbone_ref = Path(out), normalize_backbone_ref(backbone_ref)
+    out, backbone_ref = Path(out), absolute_spec(backbone_ref)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -481,9 +461,6 @@ def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Pat
             write_json(out / "summary.json", collect_summary(out))
     finally:
         torch.set_num_threads(threads)
-    if stages == list(STAGES) and backbone_ref == "default":
-        target = install_default(out / manifest["final_checkpoint"])
-        print(f"installed the trained prior at {target}: `--prior default` now uses it", file=sys.stderr)
     return collect_summary(out)
 
 

@@ -1,7 +1,8 @@
-"""The flow network that `sadt` and `sadt-sample` need: given, or trained first.
+"""The experiment's amortization step: the flow network that `sadt` and `sadt-sample` need, given or
+trained first (the `flow:` section is parsed by experiments/config.py, `flow_training`).
 
     flow: runs/flow                       a flow network directory written by `sdt amortize`
-    flow:                                 train one into DIR/flow first (FlowTraining below):
+    flow:                                 train one into DIR/flow first (FlowTraining):
       contexts: 16                        per dataset, evenly spaced over its flow-train part
       search: {iterations: 128}           the DTS runs that fill the buffer (SearchConfig fields)
       amortize: {steps: 500}              AmortizeConfig fields (`sdt amortize`)
@@ -16,44 +17,13 @@ it; an unfinished one is trained again from a fresh buffer.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from specdifftree.errors import SDTError
-from specdifftree.experiments.config import ExperimentConfig
+from specdifftree.experiments.config import ExperimentConfig, FlowTraining, flow_training
 
 DONE = "experiment_flow.json"
-
-
-@dataclass
-class FlowTraining:
-    datasets: Optional[list[str]] = None  # experiment datasets whose flow-train part gives contexts (None: all)
-    contexts: int = 16  # per dataset
-    method: str = "dts"  # dts or dts-star: the searches that fill the buffer
-    search: dict = field(default_factory=lambda: {"iterations": 128})
-    amortize: dict = field(default_factory=dict)
-
-
-def flow_training(raw: dict, where: str = "flow") -> FlowTraining:
-    """A validated FlowTraining from the experiment file's `flow:` mapping (SDTError otherwise)."""
-    from specdifftree.amortize.train import AmortizeConfig
-    from specdifftree.experiments.config import _no_unknown, _search_params
-    from specdifftree.search.common import SearchConfig
-
-    _no_unknown(raw, {f.name for f in dataclasses.fields(FlowTraining)}, where)
-    ft = FlowTraining(**raw)
-    if not isinstance(ft.contexts, int) or ft.contexts < 1:
-        raise SDTError(f"{where}: contexts must be a positive integer")
-    if ft.method not in ("dts", "dts-star"):
-        raise SDTError(f"{where}: method must be dts or dts-star (trees with soft values)")
-    ft.search = _search_params(ft.search or {}, f"{where}: search")
-    if "lam" in ft.search:
-        raise SDTError(f"{where}: search: lam comes from the experiment's search.lam (the flow must match it)")
-    SearchConfig(**ft.search).validate()
-    _no_unknown(ft.amortize or {}, {f.name for f in dataclasses.fields(AmortizeConfig)}, f"{where}: amortize")
-    AmortizeConfig(**(ft.amortize or {})).validate()
-    return ft
 
 
 def resolve_flow(cfg: ExperimentConfig, out_dir: Path, wandb: bool = False, log=print) -> tuple[Optional[Path], str]:
@@ -65,14 +35,13 @@ def resolve_flow(cfg: ExperimentConfig, out_dir: Path, wandb: bool = False, log=
         if not path.is_dir():
             raise SDTError(f"flow network directory not found: {path} (train one with `sdt amortize`)")
         return path, ""
-    return train_flow(cfg, flow_training(cfg.flow), out_dir / "flow", wandb=wandb, log=log), ""
+    return train_experiment_flow(cfg, flow_training(cfg.flow), out_dir / "flow", wandb=wandb, log=log), ""
 
 
-def train_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Path, wandb: bool = False, log=print) -> Path:
+def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Path, wandb: bool = False, log=print) -> Path:
     """Fill a buffer with DTS trees on flow-part contexts, train the flow network on it (`sdt
     amortize`), mark it finished. Returns `flow_dir`; a finished one is reused as it is."""
-    from specdifftree.amortize.pipeline import collect_buffer
-    from specdifftree.amortize.pipeline import train_flow as fit_flow
+    from specdifftree.amortize.pipeline import collect_buffer, train_flow
     from specdifftree.amortize.train import AmortizeConfig
     from specdifftree.experiments.datasets import data_root, windows
     from specdifftree.files import write_json
@@ -95,7 +64,7 @@ def train_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Path, wandb: b
     search_cfg = SearchConfig(**{**ft.search, "lam": lam}).validate()
     rows = collect_buffer(buffer, cfg.prior, cfg.reward, contexts, search_cfg, method=ft.method, progress=True)
     log(f"flow network: training on {buffer} into {flow_dir} ...")
-    summary = fit_flow([buffer], cfg.prior, cfg.reward, flow_dir, lam=lam, cfg=AmortizeConfig(**ft.amortize),
+    summary = train_flow([buffer], cfg.prior, cfg.reward, flow_dir, lam=lam, cfg=AmortizeConfig(**ft.amortize),
                        progress=True, wandb=wandb)
     write_json(flow_dir / DONE, {"training": dataclasses.asdict(ft), "lam": lam, "contexts": len(contexts),
                                  "buffer": str(buffer), "buffer_searches": rows, "summary": summary})

@@ -11,6 +11,7 @@ sadt         DTS on a `FlowTree`. Selection draws a child with probability
              tokens are counted too (they come after a --budget is spent), so every sample is a
              complete sequence whose reward was computed.
 sadt-sample  draws from q directly: one forward token per generated token, no tree.
+smc --potential flow   SMC (search/smc.py) twisted by F_phi: `flow_potential` hands it the flow.
 
 F_phi(s.a) is predicted at s for every token a (terminal children: their reward), from the
 prior's features of s: no forward pass beyond those the tree or the sampler make anyway.
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from specdifftree.amortize.flow import Flow, load_flow
 from specdifftree.errors import SDTError
-from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, ancestral, make_sample
+from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, make_sample
 from specdifftree.search.dts import backup, grow, path_logp
-from specdifftree.search.sampling import spend_in_batches
+from specdifftree.search.sampling import ancestral, draw_within_budget
 from specdifftree.search.tree import Tree
 
 
@@ -86,8 +88,6 @@ def choose_hybrid(cfg: SearchConfig):
 def run_sadt(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:
     """`cfg.iterations` rounds of hybrid selection on a FlowTree, then `cfg.samples` re-descents
     completed with q."""
-    from specdifftree.amortize.flow import load_flow
-
     if cfg.child_weight != "prior":
         raise SDTError("sadt weighs children by p(a|s) (they are drawn from q): use --child-weight prior")
     watch = Stopwatch(problem)
@@ -105,16 +105,18 @@ def run_sadt(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, prog
 def run_sadt_sample(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:
     """`cfg.samples` draws from q as one batch (fewer if `--budget` runs out first); the prompt is
     prefilled once and every live sequence pays one forward token per step, as plain sampling does."""
-    from specdifftree.amortize.flow import load_flow
-
     watch = Stopwatch(problem)
     flow = load_flow(cfg.flow, problem, cfg.lam, "--method sadt-sample")
 
     def draw(k: int):
         return ancestral(problem, k, rng, cfg.temperature, cfg.top_k, cfg.top_p, policy=flow.log_q)
 
-    first = cfg.samples if problem.budget is None else max(1, min(cfg.samples, problem.budget // problem.prior.max_len))
-    drawn = [x for batch in spend_in_batches(problem, first, draw, limit=cfg.samples) for x in batch]
+    drawn = draw_within_budget(problem, cfg, draw)
     if progress is not None:
         progress(len(drawn))
     return watch.result("sadt-sample", [make_sample(problem, t, lp) for t, lp in drawn])
+
+
+def flow_potential(problem: Problem, cfg: SearchConfig) -> Flow:
+    """SMC's twist for `--potential flow` (registered in search/registry.POTENTIALS): the flow network."""
+    return load_flow(cfg.flow, problem, cfg.lam, "--potential flow")
