@@ -250,8 +250,8 @@ the prior's fingerprint, vocabulary, reward and lambda it is valid for) and OUT/
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def amortize(buffers, prior, rewards, lam, out_dir, wandb, quiet, **opts):
     """Train a flow network F_phi (S-ADT) by trajectory balance on search buffers."""
-    from specdifftree.amortize.pipeline import train_flow
     from specdifftree.amortize.train import AmortizeConfig
+    from specdifftree.api import train_flow
 
     summary = train_flow(list(buffers), prior, list(rewards), out_dir, lam=lam, cfg=AmortizeConfig(**opts),
                          progress=not quiet, wandb=wandb)
@@ -493,11 +493,10 @@ unless you are logged in; upload them later with `wandb sync DIR/cells/*/wandb/o
 @click.option("--wandb/--no-wandb", default=True, show_default=True, help="Mirror each cell to W&B (offline unless logged in).")
 def experiment_run(config, out_dir, preset, prior, wandb):
     """Run every cell of an experiment file that has no record yet."""
-    from specdifftree.experiments.config import load_experiment
-    from specdifftree.experiments.runner import default_out, run_experiment, summary_table
+    from specdifftree.api import run_experiment
+    from specdifftree.experiments.runner import summary_table
 
-    cfg = load_experiment(config, preset, prior=prior)
-    done = run_experiment(cfg, out_dir or default_out(cfg), wandb=wandb, log=lambda m: click.echo(m, err=True))
+    done = run_experiment(config, preset, out_dir, prior=prior, wandb=wandb, log=lambda m: click.echo(m, err=True))
     click.echo(summary_table(done.rows))
     click.echo(f"\n{len(done.ran)} cell(s) run, {len(done.skipped)} already finished; "
                f"results: {done.out_dir / 'results.csv'}")

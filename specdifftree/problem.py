@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol
@@ -324,6 +325,7 @@ class Queries:
     def open(cls, prior: str | PriorSource, rewards: list[str] | tuple[str, ...] = (),
              lam: Optional[float] = None) -> "Queries":
         """lam None: the built-in problem's lambda, else 1.0."""
+        prior = os.fspath(prior) if isinstance(prior, os.PathLike) else prior
         source = open_prior(prior) if isinstance(prior, (str, PriorSpec)) else prior
         builtin = source.builtin
         if rewards:

@@ -231,8 +231,10 @@ def flow_training(raw: dict, where: str = "flow") -> FlowTraining:
     ft = FlowTraining(**raw)
     if not isinstance(ft.contexts, int) or ft.contexts < 1:
         raise SDTError(f"{where}: contexts must be a positive integer")
-    if ft.method not in ("dts", "dts-star"):
-        raise SDTError(f"{where}: method must be dts or dts-star (trees with soft values)")
+    from specdifftree.search.registry import methods_where
+
+    if ft.method not in methods_where(soft_values=True):
+        raise SDTError(f"{where}: method must be {' or '.join(methods_where(soft_values=True))} (trees with soft values)")
     ft.search = search_params(ft.search or {}, f"{where}: search")
     if "lam" in ft.search:
         raise SDTError(f"{where}: search: lam comes from the experiment's search.lam (the flow must match it)")
