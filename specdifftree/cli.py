@@ -108,7 +108,8 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
               help="spectral | format | length | smoothness | bounds | FILE.py:fn | module:fn; "
                    "terms join with '+', weights as 0.5*NAME; repeatable (summed).")
 @click.option("--method", default="dts", show_default=True, metavar="NAME",
-              help="dts, dts-star, greedy, sample, best-of-n, best-of-n-is, beam, smc, mcts, sadt, sadt-sample.")
+              help="dts, dts-star, greedy, sample, best-of-n, best-of-n-is, beam, smc, mcts, sadt, sadt-sample; "
+                   "reference forecasters: naive, seasonal-naive, stats:auto-ets, stats:auto-theta.")
 @click.option("--iterations", type=int, default=_default("iterations"), show_default=True, help="Tree iterations (dts, dts-star, mcts).")
 @click.option("--samples", type=int, default=_default("samples"), show_default=True, help="Sequences returned.")
 @click.option("--lambda", "lam", type=float, default=None, help="Inverse temperature lambda of pi* [default: 1.0].")
@@ -145,9 +146,14 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
               help="sadt selection ~ p exp(lambda ((1 - alpha) v_tree + alpha F_phi)).")
 @click.option("--rollout", type=click.Choice(["q", "flow"]), default=_default("rollout"), show_default=True,
               help="sadt: a new node's value is a q-rollout's reward, or F_phi (no rollout: 1 forward token).")
+@click.option("--season", type=int, default=_default("season"),
+              help="Seasonal period of --series (e.g. 24 for hourly data): seasonal-naive and stats:* use it, "
+                   "and MASE is scaled by the history's seasonal-naive error at this lag [default: lag 1].")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Draw the forecast as a PNG: history, sample fan and median, naive forecast, truth when known.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def search(prior, rewards, method, lam, out, save_tree, save_buffer, series, column, horizon, context_length, end,
-           quiet, **opts):
+           plot, quiet, **opts):
     """Search or sample from pi*(x) ~ p(x|c) exp(lambda r(x)) with one method."""
     from specdifftree.api import search_problem
     from specdifftree.problem import Queries, build_context, forecast_record
@@ -155,6 +161,8 @@ def search(prior, rewards, method, lam, out, save_tree, save_buffer, series, col
     from specdifftree.search.registry import get_method, methods_where
 
     get_method(method)  # fail fast on a typo, before loading anything
+    if plot and (series is None or horizon is None):
+        raise SDTError("--plot draws a forecast: it needs --series FILE.csv and --horizon H")
     if save_buffer and not get_method(method).soft_values:
         raise SDTError(f"--save-buffer needs {' or '.join(methods_where(soft_values=True))} (trees of soft values), "
                        f"not '{method}'")
@@ -163,7 +171,7 @@ def search(prior, rewards, method, lam, out, save_tree, save_buffer, series, col
     cfg = SearchConfig(lam=queries.lam, **opts).validate()
     problem = queries.problem(context)
     result = search_problem(problem, method, cfg, rewards=list(rewards), progress=not quiet)
-    samples, metrics = forecast_record(result, context)
+    samples, metrics = forecast_record(result, context, season=cfg.season)
     record = {**result.to_dict(), "samples": samples, "forecast_metrics": metrics,
               "prior": problem.prior.describe(), "config": {"prior": prior, "reward": list(rewards), **cfg.to_dict()}}
     if out:
@@ -180,6 +188,12 @@ def search(prior, rewards, method, lam, out, save_tree, save_buffer, series, col
         from specdifftree.amortize.buffer import save_search
 
         save_search(save_buffer, problem, result, prior=prior, rewards=list(rewards), lam=cfg.lam, cfg=cfg)
+    if plot:
+        from specdifftree.experiments.plots import plot_forecast
+        from specdifftree.problem import forecast_matrix
+
+        title = f"{Path(series).name} {context.meta.get('column') or ''} end={context.meta['end']}: {method}"
+        plot_forecast(context.series, context.target, forecast_matrix(samples, horizon), horizon, plot, title)
     if not quiet:
         _print_summary(result)
         if metrics:

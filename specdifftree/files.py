@@ -4,10 +4,12 @@
     write_text(path, text)     the same for text
     write_json(path, obj)      JSON (NaN/inf -> null; numpy/torch scalars, Paths -> plain values)
     replace_dir(src, dst)      a finished directory put in place of an older one
+    file_sha256(path)          hex sha256 of a file's bytes, read in chunks
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -69,3 +71,12 @@ def replace_dir(src: Path, dst: Path) -> None:
     os.rename(src, dst)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def file_sha256(path: os.PathLike | str) -> str:
+    """Hex sha256 of the file's bytes (read 1 MiB at a time)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -353,9 +353,12 @@ def build_problem(prior: str, rewards: list[str], context: Context) -> tuple[Pro
 # --------------------------------------------------------------------------- records
 
 
-def forecast_record(result: SearchResult, context: Context) -> tuple[list[dict], dict]:
+def forecast_record(result: SearchResult, context: Context, season: Optional[int] = None) -> tuple[list[dict], dict]:
     """Samples as JSON with their parsed forecast ("values"), and forecast metrics: Spec-W1 of each
-    forecast against the history, and, where the true continuation is known, CRPS / MASE / MSE."""
+    forecast against the history, and, where the true continuation is known, CRPS / MASE / MSE of
+    the samples' median, next to the MASE of the naive forecast (last value repeated) and, with a
+    `season`, of the seasonal naive, on the same target. MASE is scaled by the history's
+    seasonal-naive MAE at lag `season` (1 without one)."""
     from specdifftree.rewards import crps, mase, mse, spec_w1
 
     samples = [s.to_dict() for s in result.samples]
@@ -364,17 +367,68 @@ def forecast_record(result: SearchResult, context: Context) -> tuple[list[dict],
     codec = context.codec
     for d in samples:
         d["values"] = [float(v) for v in codec.values_for(d["text"], context.horizon)]
-    full = np.array([d["values"] for d in samples if len(d["values"]) == context.horizon])
+    full = forecast_matrix(samples, context.horizon)
     metrics: dict = {"well_formed": len(full) / max(len(samples), 1)}
     if len(full):
         metrics["spec_w1"] = float(np.mean([spec_w1(v, context.series) for v in full]))
         if context.target is not None:
             point = np.median(full, axis=0)
+            lag = season if season is not None and len(context.series) > season else 1
             metrics.update(crps=crps(full, context.target), mse=mse(point, context.target),
-                           mase=mase(point, context.target, context.series, season=1))
+                           mase=mase(point, context.target, context.series, season=lag),
+                           **reference_mase(context, lag, season))
     return samples, metrics
 
 
+def forecast_matrix(samples: list[dict], horizon: int) -> np.ndarray:
+    """The well-formed samples' forecasts (those with `horizon` values).  -> [S, H]"""
+    return np.array([d["values"] for d in samples if len(d.get("values") or ()) == horizon]).reshape(-1, horizon)
+
+
+def reference_mase(context: Context, lag: int, season: Optional[int]) -> dict:
+    """{"mase_naive": ..., "mase_seasonal_naive": ... (with a season the history exceeds)} on context.target."""
+    from specdifftree.rewards import mase
+    from specdifftree.search.reference import naive_forecast, seasonal_naive_forecast
+
+    x, H = np.asarray(context.series, dtype=np.float64), int(context.horizon)
+    out = {"mase_naive": mase(naive_forecast(x, H).point, context.target, x, season=lag)}
+    if season is not None and len(x) > season:
+        out["mase_seasonal_naive"] = mase(seasonal_naive_forecast(x, H, season).point, context.target, x, season=lag)
+    return out
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def weight_files(spec: str) -> dict[str, Optional[Path]]:
+    """The files holding a prior's weights, for run records: {"backbone": the backbone's weights
+    (model.safetensors, a GGUF file, a Markov JSON), "prior": the trained parts' weights.safetensors}.
+    None where there is no local file (a built-in Markov problem, a hub id, untrained parts).
+    `default` builds the default backbone if it is not built yet."""
+    parsed = parse_prior(spec)
+    if parsed.kind == "markov":
+        return {"backbone": Path(parsed.arg) if Path(parsed.arg).is_file() else None, "prior": None}
+    checkpoint = checkpoint_dir(parsed)
+    if checkpoint is None:
+        return {"backbone": backbone_file(parsed), "prior": None}
+    import json
+
+    ref = parse_prior(json.loads((checkpoint / "config.json").read_text()).get("backbone", ""))
+    return {"backbone": backbone_file(ref), "prior": checkpoint / "weights.safetensors"}
+
+
+def backbone_file(ref: PriorSpec) -> Optional[Path]:
+    """The weights file of a backbone reference (default, hf:DIR, gguf:FILE), or None (a hub id)."""
+    if ref.kind == "default":
+        from specdifftree.prior.default import ensure_default_backbone
+
+        return ensure_default_backbone(progress=False) / "model.safetensors"
+    path = Path(ref.arg)
+    if ref.kind == "hf" and (path / "model.safetensors").is_file():
+        return path / "model.safetensors"
+    return path if ref.kind == "gguf" and path.is_file() else None
+
+
 __all__ = ["BUILTIN_PROBLEMS", "BuiltinProblem", "PRIOR_KINDS", "PriorKind", "PriorSource", "PriorSpec", "Queries",
-           "build_context", "build_problem", "checkpoint_dir", "context_from_array", "forecast_record", "load_prior",
-           "open_backbone", "open_prior", "parse_prior"]
+           "build_context", "build_problem", "checkpoint_dir", "context_from_array", "forecast_matrix", "forecast_record",
+           "load_prior", "open_backbone", "open_prior", "parse_prior", "weight_files"]

@@ -122,6 +122,14 @@ class NumberCodec:
         values = self.decode(text).values
         return values if horizon is None else values[:horizon]
 
+    def finished(self, text: str) -> str:
+        """The text up to and including its last separator: the numbers a partial forecast has
+        finished ("345,350,3" -> "345,350,"; "" before the first separator). Its last field may
+        still grow ("3" becomes "345"), so a reward of the partial text must not read it."""
+        sep = self.sep.strip() or self.sep
+        cut = str(text).rfind(sep)
+        return "" if cut < 0 else str(text)[:cut + len(sep)]
+
     def _value(self, field: str) -> Optional[float]:
         """The field's value mapped back, or None when it is not a valid finite number."""
         s = field.strip()

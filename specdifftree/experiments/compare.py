@@ -10,6 +10,7 @@ Plots (written to PLOTDIR):
     reward_vs_tokens.png   reward and Spec-W1 against forward tokens, a line per method
     psd.png                mean forecast PSD vs history PSD: greedy, sample, dts, sadt, sadt-sample
     fans.png               forecast fan charts against the truth, first window, each method
+Under the table: what the cells were made with (weights' sha256, library versions, CPU).
 PSD and fan charts need the samples, so they come from local records only.
 """
 
@@ -22,7 +23,8 @@ from typing import Optional
 
 from specdifftree.errors import SDTError
 from specdifftree.experiments.metrics import WINDOW_METRICS, mean_se
-from specdifftree.experiments.runner import RESULT_COLUMNS, read_records
+from specdifftree.experiments.provenance import describe_provenance
+from specdifftree.experiments.runner import RESULT_COLUMNS, read_records, result_row
 from specdifftree.files import write_text
 
 GROUP = ("experiment", "dataset", "method", "budget")
@@ -49,7 +51,7 @@ def compare(dirs: list[str | Path], plot_dir: Optional[str | Path] = None,
         if not found:
             raise SDTError(f"{d}: no finished cells (cells/*/record.json); run `sdt experiment run` first")
         records += found
-    cells = [{**r["cell"], **r["metrics"]} for r in records]
+    cells = [result_row(r) for r in records]
     notes = []
     if wandb_project:
         cells += wandb_cells(wandb_project)
@@ -58,7 +60,7 @@ def compare(dirs: list[str | Path], plot_dir: Optional[str | Path] = None,
         raise SDTError("nothing to compare: give run directories or --wandb-project")
     rows = aggregate(cells)
     out = Path(plot_dir) if plot_dir else (Path(dirs[0]) / "compare" if dirs else Path("runs") / "compare")
-    table = markdown_table(rows)
+    table = markdown_table(rows) + "\n\n" + describe_provenance(cells)
     write_text(out / "table.md", table + "\n")
     plots = {"reward_vs_tokens": plot_reward_vs_tokens(rows, out / "reward_vs_tokens.png")}
     if records:

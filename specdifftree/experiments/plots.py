@@ -52,12 +52,14 @@ def mean_psds(record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def fan(ax, window: dict, horizon: int, title: str = "") -> None:
-    """History tail, true continuation and the samples' median with percentile bands."""
+    """History tail, true continuation, the naive forecast (last value repeated) and the samples'
+    median with percentile bands."""
     hist = np.asarray(window["history"])
     tail = hist[-min(len(hist), 3 * horizon):]
     t0 = np.arange(-len(tail), 0)
     t1 = np.arange(horizon)
     ax.plot(t0, tail, color="0.3", lw=1, label="history")
+    ax.plot(t1, np.full(horizon, hist[-1]), color="C3", lw=1, ls=":", label="naive")
     if window.get("target") is not None:
         ax.plot(t1, window["target"], color="k", lw=1.2, ls="--", label="truth")
     x = forecasts(window, horizon)
@@ -68,6 +70,22 @@ def fan(ax, window: dict, horizon: int, title: str = "") -> None:
         ax.plot(t1, np.median(x, axis=0), color="C0", lw=1.2, label="median")
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)
+
+
+def plot_forecast(history, target, forecasts_: np.ndarray, horizon: int, path: str | Path, title: str = "") -> Path:
+    """One forecast's fan chart as a PNG (what `sdt search --plot` writes): the history, the
+    samples' percentile bands and median, the naive forecast and, when known, the truth.
+    history: [L]; target: [H] or None; forecasts_: [S, H] well-formed sample forecasts."""
+    plt = _pyplot()
+    window = {"history": np.asarray(history, dtype=np.float64).tolist(),
+              "target": None if target is None else np.asarray(target, dtype=np.float64).tolist(),
+              "samples": [{"values": list(v)} for v in np.asarray(forecasts_, dtype=np.float64).reshape(-1, horizon)]}
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fan(ax, window, horizon, title)
+    ax.axvline(-0.5, color="0.7", lw=0.8)
+    ax.set_xlabel("step (0 = first forecast step)", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, Path(path))
 
 
 def plot_cell(record: dict, out_dir: Path) -> dict[str, Path]:

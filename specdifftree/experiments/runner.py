@@ -3,8 +3,9 @@
 Layout of the output directory DIR:
 
     DIR/experiment.json                   the resolved experiment (preset merged in)
-    DIR/results.csv                       one row per finished cell: its means over windows
-    DIR/cells/<cell>/record.json          per-window metrics, histories, targets, samples' values
+    DIR/results.csv                       one row per finished cell: its means over windows, and what
+                                          it was made with (experiments/provenance.py)
+    DIR/cells/<cell>/record.json          per-window metrics, histories, targets, samples' values, provenance
     DIR/cells/<cell>/tracking.jsonl       the local tracking record (specdifftree.tracking)
     DIR/cells/<cell>/wandb/               the offline W&B run (unless --no-wandb)
     DIR/cells/<cell>/*.png, tree.graphml  the cell's plots, and its first window's tree (when small)
@@ -34,6 +35,10 @@ written with the codec, plus EOS; at most the prior's max_len), room = cap - P:
     sample, sadt-sample
                 search.samples draws, fewer if the cap runs out first
     greedy      one sequence; its cost is what it is
+    naive, seasonal-naive, stats:auto-ets, stats:auto-theta (reference forecasters)
+                search.samples sample paths from the history alone: 0 forward tokens, the cap unused
+
+Every method gets the dataset's season (SearchConfig.season), which the reference forecasters use.
 
 A method's own options in the experiment file win over these rules.
 """
@@ -57,11 +62,12 @@ from specdifftree.files import jsonable, write_json, write_text
 from specdifftree.experiments.config import DatasetSpec, ExperimentConfig, MethodSpec
 from specdifftree.experiments.datasets import Window, data_root, windows
 from specdifftree.experiments.metrics import WINDOW_METRICS, mean_over, window_metrics
+from specdifftree.experiments.provenance import PROVENANCE_KEYS
 
 UNBOUNDED = 10**9
 TREE_ARTIFACT_MAX_NODES = 5000
 CELL_KEYS = ("experiment", "dataset", "horizon", "method", "budget", "cap", "seed", "windows")
-RESULT_COLUMNS = CELL_KEYS + WINDOW_METRICS
+RESULT_COLUMNS = CELL_KEYS + WINDOW_METRICS + PROVENANCE_KEYS
 
 
 @dataclass
@@ -167,6 +173,7 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Pa
     experiment's opened prior and reward (`open_queries`), shared by every window and cell; each
     window's problem has its own cost meter."""
     from specdifftree.experiments.plots import plot_cell
+    from specdifftree.experiments.provenance import provenance
     from specdifftree.problem import forecast_record
     from specdifftree.search.registry import run_search
     from specdifftree.tracking import Tracker
@@ -206,12 +213,12 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Pa
         means = mean_over([pw["metrics"] for pw in per_window])
         record = {"cell": cell_row(cfg, cell, len(per_window)), "metrics": means,
                   "config": cell_config(cfg, cell, search_cfg), "prior": problem.prior.describe(),
-                  "windows": per_window, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                  "provenance": provenance(cfg.prior), "windows": per_window, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         for name, path in plot_cell(record, cell_dir).items():
             tracker.image(name, path)
         tracker.table("windows", ["window", *WINDOW_METRICS],
                       [[pw["window"], *(pw["metrics"].get(k, math.nan) for k in WINDOW_METRICS)] for pw in per_window])
-        tracker.summary({**record["cell"], **means})
+        tracker.summary({**record["cell"], **means, **record["provenance"]})
         write_json(cell_dir / "record.json", record)
     except BaseException:
         if tracker is not None:
@@ -234,7 +241,7 @@ def sized_config(cfg: ExperimentConfig, cell: Cell, prior, context):
     fits = max(1, room // T)
     tree_batch = int(np.clip(room // (4 * T), 1, base.batch_size))  # a round: about a quarter of the cap
     name = cell.method.method
-    sized = {"budget": cell.cap}
+    sized = {"budget": cell.cap, "season": cell.dataset.season}
     if name == "best-of-n":
         sized["n"] = fits
     elif name == "beam":
@@ -305,9 +312,14 @@ def read_records(out_dir: str | Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in paths]
 
 
+def result_row(record: dict) -> dict:
+    """A cell record as a results row: cell keys, metric means, provenance (absent in old records)."""
+    return {**record["cell"], **record["metrics"], **record.get("provenance", {})}
+
+
 def write_results(out_dir: str | Path) -> list[dict]:
     """Rebuild DIR/results.csv from the cell records (atomically). Returns its rows."""
-    rows = [{**r["cell"], **r["metrics"]} for r in read_records(out_dir)]
+    rows = [result_row(r) for r in read_records(out_dir)]
     rows.sort(key=lambda r: (r["dataset"], r["method"], r["budget"], r["seed"]))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore", lineterminator="\n")

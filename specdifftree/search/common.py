@@ -46,6 +46,8 @@ class SearchConfig:
     flow: Optional[str] = None  # flow network directory written by `sdt amortize`
     alpha: float = 0.5  # sadt selection: softmax(lam ((1 - alpha) v_hat + alpha F_phi))
     rollout: str = "q"  # sadt, new nodes: "q" = roll out with q to a terminal; "flow" = value F_phi, no rollout
+    # reference forecasters (naive, seasonal-naive, stats:*)
+    season: Optional[int] = None  # seasonal period of the series (e.g. 24 for hourly data); None: no season
 
     def validate(self) -> "SearchConfig":
         checks = [
@@ -64,6 +66,7 @@ class SearchConfig:
             (self.potential in ("partial", "none", "flow"), "--potential must be 'partial', 'none' or 'flow'"),
             (0 <= self.alpha <= 1, "--alpha must be in [0, 1]"),
             (self.rollout in ("flow", "q"), "--rollout must be 'flow' or 'q'"),
+            (self.season is None or self.season >= 1, "--season must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -90,17 +93,32 @@ class Problem:
         """Reward of a complete sequence (tokens without EOS)."""
         key = tuple(int(t) for t in tokens)
         if key not in self._cache:
-            text = self.prior.decode(key)
-            r = float(self.reward(text, self.context))
-            if math.isnan(r):
-                raise SDTError(f"the reward returned NaN for the text {text[:60]!r}; a reward must return a number")
-            self._cache[key] = r
+            self._cache[key] = self.score_text(self.prior.decode(key))
         return self._cache[key]
 
+    def score_text(self, text: str) -> float:
+        """Reward of a complete text (not cached): what `score` computes after decoding."""
+        r = float(self.reward(text, self.context))
+        if math.isnan(r):
+            raise SDTError(f"the reward returned NaN for the text {text[:60]!r}; a reward must return a number")
+        return r
+
     def potential(self, tokens) -> float:
-        """Reward of a partial decode where the reward defines one, else 0 (SMC twist)."""
+        """Reward of a partial decode where the reward defines one, else 0 (SMC twist).
+
+        In a forecast (the context has a codec, a horizon and a history) the reward sees the
+        partial forecast completed to the horizon (`completed_forecast`): its finished numbers,
+        the last one repeated. Read raw, a partial forecast favours short, truncated numbers:
+        "401,401,401,4" holds a 4 where the model is writing 401 (a drop to a hundredth of the
+        level, which the spectral reward scores as power the flat start lacks), and a particle
+        writing two-digit numbers reaches the reward's minimum count of values sooner than one
+        writing the level's three digits, so at equal length it looks better.
+        """
+        text = self.prior.decode(tokens)
+        if self.context.codec is not None and self.context.horizon and self.context.series is not None:
+            text = completed_forecast(text, self.context)
         try:
-            r = float(self.reward(self.prior.decode(tokens), self.context))
+            r = float(self.reward(text, self.context))
         except Exception:  # noqa: BLE001 - a reward need not accept partial text
             return 0.0
         return r if math.isfinite(r) else 0.0
@@ -112,6 +130,16 @@ class Problem:
     def exhausted(self, budget: Optional[int]) -> bool:
         """Whether a cap of `budget` forward tokens (None: no cap) is spent."""
         return budget is not None and self.spent() >= budget
+
+
+def completed_forecast(text: str, context: Context) -> str:
+    """A partial forecast as a whole one: the numbers `text` has finished (up to its last
+    separator), then the last of them repeated (the history's last value when there is none) up
+    to `context.horizon` values, written with the context's codec."""
+    codec = context.codec
+    done = codec.decode(codec.finished(text)).values[:context.horizon]
+    fill = done[-1] if len(done) else float(np.asarray(context.series)[-1])
+    return codec.encode(np.concatenate([done, np.full(context.horizon - len(done), fill)]))
 
 
 @dataclass

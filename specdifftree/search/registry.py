@@ -23,6 +23,8 @@ class Method:
     tree:        grows a tree for `cfg.iterations` (progress counts iterations)
     soft_values: its tree holds soft values (a search buffer for `sdt amortize` can be made from it)
     uses_flow:   needs a flow network (`cfg.flow`)
+    reference:   a plain forecaster of the numeric history (search/reference.py): never calls the
+                 prior (0 forward tokens); its forecasts are written with the context's codec
     """
 
     entry: str
@@ -30,6 +32,7 @@ class Method:
     tree: bool = False
     soft_values: bool = False
     uses_flow: bool = False
+    reference: bool = False
 
     def load(self):
         module, _, fn = self.entry.partition(":")
@@ -56,6 +59,14 @@ METHODS: dict[str, Method] = {
                    tree=True, uses_flow=True),
     "sadt-sample": Method("specdifftree.amortize.sadt:run_sadt_sample", "direct sampling from the flow's policy q (--flow DIR)",
                           uses_flow=True),
+    "naive": Method("specdifftree.search.reference:run_naive", "the last value repeated; random-walk sample paths",
+                    reference=True),
+    "seasonal-naive": Method("specdifftree.search.reference:run_seasonal_naive",
+                             "the last season repeated (--season); seasonal random-walk sample paths", reference=True),
+    "stats:auto-ets": Method("specdifftree.search.reference:run_auto_ets",
+                             "statsforecast AutoETS (--season); samples from its prediction interval", reference=True),
+    "stats:auto-theta": Method("specdifftree.search.reference:run_auto_theta",
+                               "statsforecast AutoTheta (--season); samples from its prediction interval", reference=True),
 }
 
 # SMC twists other than the built-in "partial" and "none": "module:function" -> fn(problem, cfg) -> twist

@@ -1,8 +1,9 @@
 """Sequential Monte Carlo to pi*(x) ~ p(x|c) exp(lam r(x)), with the prior as proposal.
 
 A particle at prefix s carries the twist phi(s): the reward of the partial decode with
-`potential="partial"`, the flow network's F_phi(s) with `potential="flow"` (predicted at s's
-parent from features the prior already has: no extra forward pass), else 0. Drawing the next
+`potential="partial"` (a partial forecast is first completed to the horizon: `Problem.potential`),
+the flow network's F_phi(s) with `potential="flow"` (predicted at s's parent from features the
+prior already has: no extra forward pass), else 0. Drawing the next
 token from the prior multiplies its weight by
 exp(lam (phi(s') - phi(s))), and on reaching a terminal x by exp(lam (r(x) - phi(s))): the
 potentials telescope, so the weighted terminal particles target pi* exactly. Finished particles

@@ -1,0 +1,90 @@
+"""What a results table was made with: the weights' sha256, the library versions, the machine.
+
+    backbone_sha256   sha256 of the backbone's weights file (model.safetensors, GGUF, Markov JSON)
+    prior_sha256      sha256 of the trained parts' weights.safetensors ("" for untrained parts)
+    torch, transformers, llama_cpp_python, statsforecast, numpy, specdifftree   versions
+    cpu               the CPU's model name; cpu_count the logical CPUs; platform, python
+
+Every cell's record carries this (a resumed run may finish on another machine), results.csv has
+a column per key, and `sdt compare` prints the distinct ones under its table.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+from specdifftree.files import file_sha256
+
+PROVENANCE_KEYS = ("backbone_sha256", "prior_sha256", "torch", "transformers", "llama_cpp_python", "statsforecast",
+                   "numpy", "specdifftree", "cpu", "cpu_count", "platform", "python")
+DISTRIBUTIONS = {"torch": "torch", "transformers": "transformers", "llama_cpp_python": "llama-cpp-python",
+                 "statsforecast": "statsforecast", "numpy": "numpy", "specdifftree": "specdifftree"}
+
+
+def provenance(prior_spec: str) -> dict:
+    """The provenance of runs with the prior `prior_spec` on this machine (module docstring)."""
+    from specdifftree.problem import weight_files
+
+    files = weight_files(prior_spec)
+    return {"backbone_sha256": _sha(files["backbone"]), "prior_sha256": _sha(files["prior"]),
+            **{key: version(dist) for key, dist in DISTRIBUTIONS.items()},
+            "cpu": cpu_name(), "cpu_count": os.cpu_count() or 0, "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def version(distribution: str) -> str:
+    """The installed version of a distribution, or "not installed" (its module is not imported)."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _sha(path: Optional[Path]) -> str:
+    return "" if path is None or not Path(path).is_file() else _cached_sha(str(path), Path(path).stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _cached_sha(path: str, mtime_ns: int) -> str:
+    """A file is hashed once per process while it is unchanged (cells share their prior's weights)."""
+    return file_sha256(path)
+
+
+def describe_provenance(rows: list[dict]) -> str:
+    """Markdown lines naming each distinct provenance among table rows (a table resumed on another
+    machine shows two)."""
+    seen: list[dict] = []
+    for r in rows:
+        p = {k: r.get(k) for k in PROVENANCE_KEYS}
+        if any(v not in (None, "") for v in p.values()) and p not in seen:
+            seen.append(p)
+    if not seen:
+        return "Made with: not recorded (cells from before provenance was recorded)."
+    lines = []
+    for p in seen:
+        weights = f"backbone sha256 {p['backbone_sha256'] or '-'}, prior sha256 {p['prior_sha256'] or '-'}"
+        libs = ", ".join(f"{k} {p[k]}" for k in ("torch", "transformers", "llama_cpp_python", "statsforecast",
+                                                 "numpy", "specdifftree"))
+        lines.append(f"- {weights}; {libs}; CPU {p['cpu']} ({p['cpu_count']} logical), {p['platform']}, "
+                     f"Python {p['python']}")
+    head = "Made with:" if len(seen) == 1 else f"Made with {len(seen)} different setups (cells differ):"
+    return "\n".join([head, *lines])
+
+
+__all__ = ["PROVENANCE_KEYS", "provenance", "describe_provenance", "version", "cpu_name"]
