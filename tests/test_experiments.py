@@ -19,7 +19,8 @@ TABLE = ROOT / "experiments" / "sadt_table.yaml"
 DATA = ROOT.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "ett" / "ETTh1.csv").is_file() or not (DATA / "m4").is_dir(),
                                 reason="needs ../shared/data (ETT and M4) beside the checkout")
-REQUIRED_METHODS = ["sample", "greedy", "best-of-n", "smc", "dts", "dts-star", "sadt", "sadt-sample"]
+REQUIRED_METHODS = ["sample", "greedy", "best-of-n", "beam", "smc", "mcts", "dts", "dts-star", "sadt", "sadt-sample"]
+REFERENCE_METHODS = ["naive", "seasonal-naive", "auto-ets", "auto-theta"]
 
 
 def _sdt(args, capsys) -> tuple[int, str, str]:
@@ -34,7 +35,10 @@ def _sdt(args, capsys) -> tuple[int, str, str]:
 
 def test_sadt_table_and_its_presets_load():
     table = load_experiment(TABLE)
-    assert [m.name for m in table.methods] == REQUIRED_METHODS
+    assert [m.name for m in table.methods] == REQUIRED_METHODS + REFERENCE_METHODS
+    assert {m.name: m.method for m in table.methods}["auto-ets"] == "stats:auto-ets"
+    for preset in ("smoke", "etth2", "m4", "reference", "full", "val", "tiny"):  # every table has the reference rows
+        assert set(REFERENCE_METHODS) <= {m.name for m in load_experiment(TABLE, preset).methods}, preset
     scale = {m.name: m.budget_scale for m in table.methods}
     assert scale["sadt"] <= 0.1 and scale["dts"] == 1.0  # the S-ADT claim: <= 10% of DTS's tokens
     assert [d.name for d in table.datasets] == ["ETTh1-OT-h24"]
@@ -217,26 +221,30 @@ def _read_csv(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_grid_end_to_end_resume_and_compare(tiny_prior, tmp_path, capsys, monkeypatch, one_thread):
     """The `tiny` preset of sadt_table.yaml: 5 methods (sadt and sadt-sample on a flow network the
-    runner trains first) x 2 datasets (ETTh1, M4) x 1 budget x 2 seeds, offline W&B."""
+    runner trains first) and the 4 reference forecasters x 2 datasets (ETTh1, M4) x 1 budget x 2
+    seeds, offline W&B."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("SDT_HOME", str(tmp_path / "home"))
     out = tmp_path / "run"
     args = ["experiment", "run", TABLE, "--preset", "tiny", "--prior", tiny_prior, "--out", out]
     code, stdout, err = _sdt(args, capsys)
     assert code == 0, err
-    methods, datasets, seeds = ["sample", "greedy", "dts", "sadt", "sadt-sample"], ["ETTh1-OT-h24", "M4-Hourly-h48"], ["0", "1"]
+    methods = ["sample", "greedy", "dts", "sadt", "sadt-sample"] + REFERENCE_METHODS
+    datasets, seeds = ["ETTh1-OT-h24", "M4-Hourly-h48"], ["0", "1"]
     rows = _read_csv(out / "results.csv")
-    assert len(rows) == len(methods) * len(datasets) * len(seeds) and "20 cell(s) run" in stdout
+    assert len(rows) == len(methods) * len(datasets) * len(seeds) and "36 cell(s) run" in stdout
     assert {(r["method"], r["dataset"], r["seed"]) for r in rows} == {(m, d, s) for m in methods for d in datasets for s in seeds}
     for r in rows:
         assert r["windows"] == ("2" if r["dataset"].startswith("ETTh1") else "1")
-        assert float(r["forward_tokens"]) > 0 and float(r["well_formed"]) == 1.0
+        reference = r["method"] in REFERENCE_METHODS
+        assert (float(r["forward_tokens"]) == 0) == reference and float(r["well_formed"]) == 1.0
+        assert len(r["backbone_sha256"]) == 64 and len(r["prior_sha256"]) == 64 and r["torch"] and r["cpu"]
         assert np.isfinite([float(r[k]) for k in ("crps", "mase", "smape", "spec_w1", "reward", "diversity")]).all()
         assert int(r["cap"]) == (450 if r["method"].startswith("sadt") else 900)
     assert (out / "flow" / "experiment_flow.json").is_file()  # trained on flow-part contexts first
 
     cells = sorted((out / "cells").iterdir())
-    assert len(cells) == 20
+    assert len(cells) == 36
     for cell in cells:
         rec = json.loads((cell / "record.json").read_text())
         H = rec["cell"]["horizon"]
@@ -257,7 +265,7 @@ def test_grid_end_to_end_resume_and_compare(tiny_prior, tmp_path, capsys, monkey
     lost.unlink()
     code, stdout, err = _sdt(args, capsys)
     assert code == 0, err
-    assert "1 cell(s) run, 19 already finished" in stdout and "reusing" in err
+    assert "1 cell(s) run, 35 already finished" in stdout and "reusing" in err
     after = json.loads(lost.read_text())
     assert len(list((lost.parent / "wandb").glob("offline-run-*"))) == 1  # the unfinished attempt was cleared
     assert [w["samples"] for w in after["windows"]] == [w["samples"] for w in before["windows"]]
@@ -272,6 +280,8 @@ def test_grid_end_to_end_resume_and_compare(tiny_prior, tmp_path, capsys, monkey
     assert header.startswith("| dataset") and "spec_w1" in header and "crps" in header
     table = [line for line in stdout.splitlines() if line.startswith("| ") and "±" in line]
     assert len(table) == len(methods) * len(datasets)  # one row per (dataset, method, budget), two seeds each
+    made_with = stdout.split("Made with:")[1].splitlines()[1]
+    assert rows[0]["backbone_sha256"] in made_with and "torch " in made_with and "CPU " in made_with
     for name in ("reward_vs_tokens.png", "psd.png", "fans.png", "table.md"):
         assert (tmp_path / "plots" / name).stat().st_size > 0
 
@@ -324,3 +334,21 @@ def test_the_backbone_loads_once_per_run(tiny_prior, tmp_path, monkeypatch, one_
     dts = json.loads((tmp_path / "cells" / "d__dts__b300__s0" / "record.json").read_text())
     spent = [w["metrics"]["forward_tokens"] for w in dts["windows"]]
     assert len(spent) == 3 and all(300 <= s <= 600 for s in spent)  # each window spends its own cap, no less
+
+
+def test_provenance_names_weights_versions_and_cpu(tmp_path):
+    import hashlib
+
+    from specdifftree.experiments.provenance import PROVENANCE_KEYS, describe_provenance, provenance
+
+    digits = ROOT / "examples" / "digits.json"
+    p = provenance(f"markov:{digits}")
+    assert set(p) == set(PROVENANCE_KEYS)
+    assert p["backbone_sha256"] == hashlib.sha256(digits.read_bytes()).hexdigest() and p["prior_sha256"] == ""
+    assert p["numpy"] == np.__version__ and p["cpu"] and p["cpu_count"] >= 1
+    assert provenance("markov:toy3")["backbone_sha256"] == ""  # built in: no weights file
+    one = describe_provenance([p, dict(p)])
+    assert one.startswith("Made with:") and p["backbone_sha256"] in one and one.count("\n- ") == 1
+    two = describe_provenance([p, {**p, "cpu": "another CPU"}])
+    assert two.startswith("Made with 2 different setups") and "another CPU" in two
+    assert "not recorded" in describe_provenance([{"method": "dts"}])

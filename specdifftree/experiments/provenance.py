@@ -23,16 +23,18 @@ from specdifftree.files import file_sha256
 PROVENANCE_KEYS = ("backbone_sha256", "prior_sha256", "torch", "transformers", "llama_cpp_python", "statsforecast",
                    "numpy", "specdifftree", "cpu", "cpu_count", "platform", "python")
 DISTRIBUTIONS = {"torch": "torch", "transformers": "transformers", "llama_cpp_python": "llama-cpp-python",
-                 "statsforecast": "statsforecast", "numpy": "numpy", "specdifftree": "specdifftree"}
+                 "statsforecast": "statsforecast", "numpy": "numpy"}
 
 
 def provenance(prior_spec: str) -> dict:
     """The provenance of runs with the prior `prior_spec` on this machine (module docstring)."""
     from specdifftree.problem import weight_files
 
+    from specdifftree import __version__
+
     files = weight_files(prior_spec)
     return {"backbone_sha256": _sha(files["backbone"]), "prior_sha256": _sha(files["prior"]),
-            **{key: version(dist) for key, dist in DISTRIBUTIONS.items()},
+            **{key: version(dist) for key, dist in DISTRIBUTIONS.items()}, "specdifftree": __version__,
             "cpu": cpu_name(), "cpu_count": os.cpu_count() or 0, "platform": platform.platform(),
             "python": platform.python_version()}
 
