@@ -1,8 +1,6 @@
-"""The embedded default prior as a forecaster (issue 14) on real ETTh1 evaluation windows:
-
-- greedy decoding never writes a value outside [min - range, max + range] of its history;
-- SMC's partial-decode potential does not read an unfinished number as a number of its own
-  (it did: "345,350,3" held a 3 where the model was writing 345, a hundredth of the level).
+"""The embedded default prior as a forecaster (issue 14) on real ETTh1 evaluation windows (the
+S-ADT table's): greedy decoding never writes a value outside [min - range, max + range] of its
+history.
 
 Uses the shared backbone cache (`default_backbone` fixture): slow only on a fresh machine.
 """
