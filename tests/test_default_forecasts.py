@@ -25,7 +25,12 @@ needs_etth1 = pytest.mark.skipif(not (DATA / "ett" / "ETTh1.csv").is_file(),
                                  reason="needs ../shared/data/ett/ETTh1.csv beside the checkout")
 ETTH1 = DatasetSpec(name="ETTh1-OT-h24", source="ett", file="ett/ETTh1.csv", column="OT", horizon=24,
                     context_length=96, windows=12)
-WINDOWS = (0, 5, 11)  # of the table's 12 evaluation windows: first, middle, last
+# Of the table's 12 evaluation windows: first, middle, last. On the last (end=17396, history in
+# [3.66, 12.38]) today's default prior (default-v2, untrained parts) greedily writes -1.0 twenty-two
+# times and ends in -10.0: a known failure of the prior (issue 14, a stronger default), marked
+# strict so that the marker must go once the prior passes.
+WINDOWS = (0, 5, pytest.param(11, marks=pytest.mark.xfail(
+    strict=True, reason="default-v2 greedily writes -1.0 ... -10.0 on end=17396 (issue 14: a stronger default prior)")))
 
 
 @needs_etth1
