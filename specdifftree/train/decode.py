@@ -120,16 +120,17 @@ def answer_logits(bb: Backbone, prompt_ids: list[list[int]], answer_ids: list[li
 
 
 def greedy(bb: Backbone, prompt_ids: list[list[int]], bias: np.ndarray, max_new: int,
-           grammars: Optional[list] = None, batch: int = 64) -> list[list[int]]:
+           grammars: Optional[list] = None, batch: int = 64, segments: Optional[list] = None) -> list[list[int]]:
     """Argmax decoding of llm_logits + bias[i] (+ grammar mask) for each prompt.
 
     bias: [n, V] float32. grammars: per prompt a `ForecastGrammar` (or None). Rows stop at EOS
-    (not included in the returned ids) or after max_new tokens.
+    (not included in the returned ids) or after max_new tokens. segments: per prompt, token and
+    embedding segments prefilled in place of prompt_ids (`Backbone.start_segments`, soft prompts).
     """
     grammars = grammars or [None] * len(prompt_ids)
     out: list[list[int]] = []
     for idx in _chunks(len(prompt_ids), batch):
-        starts = [bb.start(prompt_ids[i]) for i in idx]
+        starts = [bb.start(prompt_ids[i]) if segments is None else bb.start_segments(segments[i]) for i in idx]
         handles = np.array([h for h, _ in starts], dtype=np.int64)
         logits = np.stack([lg for _, lg in starts])
         gram = [grammars[i] for i in idx]
