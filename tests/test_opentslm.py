@@ -148,22 +148,25 @@ def write_upstream_checkpoint(path: Path, llm, lora: bool = True) -> dict:
     return {"encoder": encoder, "projector": projector, "lora": ckpt.get("lora_state", {})}
 
 
-def reference_logprobs(llm_dir: Path, parts: dict, pre: str, series: list, post: str, continuation: list[int]):
+def reference_logprobs(llm_dir: Path, parts: dict, pre: str, series: list, post: str, continuation: list[int],
+                       llm=None):
     """Upstream's SP forward, written independently: each text segment tokenized with the default
     special tokens, each series z-normalised (unbiased std + 1e-8), zero-padded to a multiple of 4,
     encoded and projected; segments concatenated; LoRA merged as W + (alpha / r) B A; the LLM on
-    inputs_embeds. Returns next-token log-probs [len(continuation) + 1, V] (float64)."""
+    inputs_embeds. `llm`: a model that applies its LoRA itself (peft) instead. Returns next-token
+    log-probs [len(continuation) + 1, V] (float64)."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    llm = LlamaForCausalLM.from_pretrained(llm_dir, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(llm_dir)
-    sd = llm.state_dict()
-    for key, a in parts["lora"].items():
-        if ".lora_A." in key:
-            module = key[len("base_model.model."):].split(".lora_A.")[0]
-            b = parts["lora"][key.replace(".lora_A.", ".lora_B.")]
-            sd[f"{module}.weight"] = sd[f"{module}.weight"] + (ALPHA / R) * (b @ a)
-    llm.load_state_dict(sd)
+    if llm is None:
+        llm = LlamaForCausalLM.from_pretrained(llm_dir, dtype=torch.float32).eval()
+        sd = llm.state_dict()
+        for key, a in parts["lora"].items():
+            if ".lora_A." in key:
+                module = key[len("base_model.model."):].split(".lora_A.")[0]
+                b = parts["lora"][key.replace(".lora_A.", ".lora_B.")]
+                sd[f"{module}.weight"] = sd[f"{module}.weight"] + (ALPHA / R) * (b @ a)
+        llm.load_state_dict(sd)
     emb = llm.get_input_embeddings()
     with torch.no_grad():
         pieces = [emb(tok([pre], return_tensors="pt").input_ids[0])]
@@ -289,6 +292,36 @@ def test_a_checkpoint_without_lora_and_a_download_folder(tiny_llm, tmp_path, one
     assert np.abs(ours - want).max() < 1e-4
 
 
+def test_a_checkpoint_saved_by_real_peft_matches_the_peft_model(tiny_llm, tmp_path, one_thread):
+    """lora_state and lora_config exactly as upstream stores them from a peft model (its trainable
+    `lora_` parameters, and `peft_config`); the reference is the peft model's own forward."""
+    peft = pytest.importorskip("peft")
+    from transformers import LlamaForCausalLM
+
+    from specdifftree.prior.opentslm import OpenTSLMWeights
+
+    base = LlamaForCausalLM.from_pretrained(tiny_llm[0], dtype=torch.float32)
+    config = peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=list(TARGETS), lora_dropout=0.0, bias="none",
+                             task_type=peft.TaskType.CAUSAL_LM)
+    model = peft.get_peft_model(base, config).eval()
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    parts = write_upstream_checkpoint(tmp_path / "ignored.pt", tiny_llm[1], lora=False)
+    ckpt = {"encoder_state": parts["encoder"].state_dict(), "projector_state": parts["projector"].state_dict(),
+            "lora_enabled": True, "epoch": 1, "val_loss": 0.5,
+            "lora_state": {n: p.data.clone() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n},
+            "lora_config": model.peft_config}
+    torch.save(ckpt, tmp_path / "model_checkpoint.pt")
+    weights = OpenTSLMWeights.load(tmp_path / "model_checkpoint.pt")
+    assert weights.lora_config["target_modules"] == sorted(TARGETS) and len(weights.lora) == 2 * len(TARGETS)
+    ours, _, texts = our_logprobs(weights, tiny_llm[0])
+    want = reference_logprobs(tiny_llm[0], parts, PRE, list(zip(texts, (X1, X2))), POST, CONTINUATION, llm=model)
+    assert np.abs(ours - want).max() < 1e-4
+
+
 def test_prefill_counts_the_patch_positions_once(tiny_llm, upstream, one_thread):
     from specdifftree.prior.opentslm import OpenTSLMWeights
 
@@ -314,15 +347,17 @@ class Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_only_the_peft_config_is_unpickled_and_read_as_plain_data(upstream):
+def test_only_the_peft_config_is_unpickled_and_read_as_plain_data(upstream, monkeypatch):
     from specdifftree.prior.opentslm import OpenTSLMWeights, plain, read_upstream
 
+    for name in ("peft", "peft.utils", "peft.utils.peft_types", "peft.tuners", "peft.tuners.lora",
+                 "peft.tuners.lora.config"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing peft now fails: the loader must not need it
     ckpt = read_upstream(upstream[0])
     config = plain(ckpt["lora_config"])["default"]
     assert config["r"] == R and config["lora_alpha"] == ALPHA and config["task_type"] == "CAUSAL_LM"
     assert config["peft_type"] == "LORA" and config["target_modules"] == sorted(TARGETS)
     assert config["runtime_config"] == {"ephemeral_gpu_offload": False}
-    assert "peft" not in sys.modules  # read without importing (or needing) peft
     weights = OpenTSLMWeights.load(upstream[0])
     assert weights.lora_scale == ALPHA / R and len(weights.lora) == 2 * len(TARGETS)
 
