@@ -17,6 +17,12 @@ mean-pooled on its own, and the example's context vector is the mean of those po
 before the head. This is invariant to the order of the series, and reduces exactly to the
 single-series bias that `sdt search` computes (`PriorParts.bias`) for one series.
 
+Variants (`cfg.variant`, `sdt train-prior --variant`): "bias" is the above (`BiasVariant`); "sp"
+trains an encoder + soft-prompt projector through the frozen LLM in OpenTSLM-SP's layout, LoRA
+optional from stage 3 (`train/soft_prompt.py`, `SPVariant`). Both go through the same epochs,
+resume state, metrics, plots and test predictions; a variant supplies the parts, the per-token
+NLL of a batch, the label choice, greedy decoding and the checkpoint format.
+
 Determinism: epoch e of stage s reseeds torch and the data order from (seed, s, e), and torch
 runs with `cfg.threads` threads, so a run resumed after a kill ends with the same files as an
 uninterrupted one (metrics.csv and checkpoints/best byte for byte).
