@@ -127,27 +127,25 @@ BACKBONE_KINDS = ("opentslm", "checkpoint")  # the kinds --backbone applies to
 
 def parse_prior(spec: str, backbone: Optional[str] = None) -> PriorSpec:
     """The one parser of a prior spec (also of a checkpoint's backbone reference), with --backbone
-    where given. SDTError, with a "did you mean", on anything else."""
-    parsed = _parse_prior(str(spec))
+    where given (opentslm: and checkpoint specs only). SDTError, with a "did you mean", on anything else."""
+    spec = str(spec)
+    kind, sep, arg = spec.partition(":")
+    if spec == "default":
+        parsed = PriorSpec("default", "", spec)
+    elif sep and arg and kind in PRIOR_KINDS and kind not in ("default", "checkpoint"):
+        parsed = PriorSpec(kind, arg, spec)
+    elif Path(spec).is_dir():
+        parsed = PriorSpec("checkpoint", spec, spec)
+    else:
+        known = "; ".join(k.usage for k in PRIOR_KINDS.values())
+        hint = difflib.get_close_matches(kind, PRIOR_KINDS, n=1)
+        did = f" Did you mean '{hint[0]}'?" if hint and hint[0] != kind else ""
+        raise SDTError(f"unknown prior '{spec}'.{did} Known: {known}")
     if backbone is None:
         return parsed
     if parsed.kind not in BACKBONE_KINDS:
-        raise SDTError(f"--backbone applies to opentslm:CKPT and checkpoint DIR priors, not '{parsed.text}'")
-    return PriorSpec(parsed.kind, parsed.arg, parsed.text, str(backbone))
-
-
-def _parse_prior(spec: str) -> PriorSpec:
-    kind, sep, arg = spec.partition(":")
-    if spec == "default":
-        return PriorSpec("default", "", spec)
-    if sep and arg and kind in PRIOR_KINDS and kind not in ("default", "checkpoint"):
-        return PriorSpec(kind, arg, spec)
-    if Path(spec).is_dir():
-        return PriorSpec("checkpoint", spec, spec)
-    known = "; ".join(k.usage for k in PRIOR_KINDS.values())
-    hint = difflib.get_close_matches(kind, PRIOR_KINDS, n=1)
-    did = f" Did you mean '{hint[0]}'?" if hint and hint[0] != kind else ""
-    raise SDTError(f"unknown prior '{spec}'.{did} Known: {known}")
+        raise SDTError(f"--backbone applies to opentslm:CKPT and checkpoint DIR priors, not '{spec}'")
+    return PriorSpec(parsed.kind, parsed.arg, spec, str(backbone))
 
 
 def absolute_spec(spec: str) -> str:

@@ -4,6 +4,7 @@ transformers and llama.cpp backends both work.
     cached = answer_logits(bb, prompt_ids, answer_ids)          # teacher forcing, once per split
     rows = branch_logits(bb, prompt_ids, stems, branches)       # one shared stem, several endings
     ids = greedy(bb, prompt_ids, bias, max_new, grammars)       # decoding with the bias (and grammar)
+    texts = decode_answers(bb, split, bias, cfg, forecast)      # a split's test predictions
 
 Why caching is exact: the backbone is frozen and the bias is additive and the same at every
 position, so the trained prior's log-probs at the answer positions are
@@ -159,3 +160,23 @@ def greedy(bb: Backbone, prompt_ids: list[list[int]], bias: np.ndarray, max_new:
         bb.release(handles)
         out += ids
     return out
+
+
+def decode_answers(bb: Backbone, split, bias: np.ndarray, cfg, forecast: bool,
+                   segments: Optional[list] = None) -> list[str]:
+    """Greedy answers (text) of a tokenized split (train.examples.TokenizedSplit) under the biases
+    [n, V]; with `forecast`, under the forecast grammar (exactly as many numbers as the gold answer
+    holds), as `sdt search` decodes. cfg: the TrainConfig (max_new_slack, backbone_batch).
+    segments: per example, prefill segments in place of its prompt (the soft-prompt variant)."""
+    max_new = max(len(a) for a in split.answer_ids) - 1 + cfg.max_new_slack
+    grammars = None
+    if forecast:
+        from specdifftree.prior.constraint import ForecastGrammar
+
+        strings, sep = bb.token_strings(), ","  # data.prompts.forecast_codec's separator
+        grammars = [ForecastGrammar(strings, int(bb.eos_id), len(ex.answer.split(sep)), sep=sep)
+                    for ex in split.examples]
+        max_new = max(max_new, max(g.max_tokens() for g in grammars))
+    ids = greedy(bb, split.prompt_ids, bias.astype(np.float32), max_new, grammars, cfg.backbone_batch,
+                 segments=segments)
+    return [bb.detokenize(t) for t in ids]

@@ -355,12 +355,12 @@ class SPVariant:
                     scores.setdefault(i, []).append((v, k))
         return [ex.options[min(scores[i])[1]] if i in scores else None for i, ex in enumerate(split.examples)]
 
-    def decode(self, stage: str, split, parts: SPParts, ev: dict) -> list[str]:
-        from specdifftree.train.trainer import decode_split
+    def decode(self, split, parts: SPParts, ev: dict, forecast: bool) -> list[str]:
+        from specdifftree.train.decode import decode_answers
 
         segs = [prompt_segments(parts, self.backbone, split.layout, i) for i in range(len(split.examples))]
         bias = np.zeros((len(split.examples), self.backbone.vocab_size), np.float32)
-        return decode_split(self.run, stage, split, bias, segments=segs)
+        return decode_answers(self.backbone, split, bias, self.run.cfg, forecast, segments=segs)
 
     def prompt_text(self, split, i: int) -> str:
         return split.layout.prompts[i].text()

@@ -45,7 +45,7 @@ from specdifftree.data.example import STAGES, Example
 from specdifftree.errors import SDTError
 from specdifftree.prior.model import PriorParts
 from specdifftree.train.config import TrainConfig
-from specdifftree.train.decode import answer_logits, greedy
+from specdifftree.train.decode import answer_logits, decode_answers
 from specdifftree.train.examples import TokenizedSplit, check_examples, label_choices, tokenize_split
 from specdifftree.train.metrics import answer_nll, chance, label_metrics, next_token_hits
 from specdifftree.prior.checkpoint import RUN_MANIFEST as MANIFEST
@@ -224,24 +224,6 @@ def train_epoch(run: Run, parts, opt, split: TokenizedSplit, st: StageState, sta
 # ------------------------------------------------------------------------------------------- decoding
 
 
-def decode_split(run: Run, stage: str, split: TokenizedSplit, bias: np.ndarray, segments: Optional[list] = None) -> list[str]:
-    """Greedy answers (text) under the given biases [n, V]; on stage 6 under the forecast grammar
-    (exactly as many numbers as the gold answer holds), as `sdt search` decodes. segments: per
-    example, prefill segments in place of its prompt (the soft-prompt variant)."""
-    max_new = max(len(a) for a in split.answer_ids) - 1 + run.cfg.max_new_slack
-    grammars = None
-    if stage == FORECAST_STAGE:
-        from specdifftree.prior.constraint import ForecastGrammar
-
-        strings, sep = run.backbone.token_strings(), ","  # data.prompts.forecast_codec's separator
-        grammars = [ForecastGrammar(strings, int(run.backbone.eos_id), len(ex.answer.split(sep)), sep=sep)
-                    for ex in split.examples]
-        max_new = max(max_new, max(g.max_tokens() for g in grammars))
-    ids = greedy(run.backbone, split.prompt_ids, bias.astype(np.float32), max_new, grammars, run.cfg.backbone_batch,
-                 segments=segments)
-    return [run.backbone.detokenize(t) for t in ids]
-
-
 def accuracy(split: TokenizedSplit, ev: dict) -> tuple[float, float]:
     """(accuracy, macro recall): on label stages the prior's choice among the options (likelihood
     ranking, see train/examples.py); else next-token accuracy on the answer and NaN."""
@@ -380,7 +362,7 @@ def test_stage(run: Run, stage: str, test: TokenizedSplit, parts: PriorParts) ->
                "test_nll_prior": ev["nll"], "test_nll_backbone": ev0["nll"],
                "test_share_of_answers_better": float(np.mean(ev["example_nll"] < ev0["example_nll"])),
                "test_token_accuracy_prior": ev["token_accuracy"], "test_token_accuracy_backbone": ev0["token_accuracy"]}
-    texts = run.variant.decode(stage, test, parts, ev)
+    texts = run.variant.decode(test, parts, ev, forecast=stage == FORECAST_STAGE)
     predictions = [{"prompt": run.variant.prompt_text(test, i), "generated": t, "gold": ex.answer}
                    for i, (ex, t) in enumerate(zip(test.examples, texts))]
     if ev["chosen"] is not None:
@@ -484,8 +466,8 @@ class BiasVariant:
     def choose(self, parts: PriorParts, split: TokenizedSplit, ev: dict, base: bool) -> list:
         return split.choices.predicted(torch.from_numpy(ev["bias"]))
 
-    def decode(self, stage: str, split: TokenizedSplit, parts: PriorParts, ev: dict) -> list[str]:
-        return decode_split(self.run, stage, split, ev["bias"])
+    def decode(self, split: TokenizedSplit, parts: PriorParts, ev: dict, forecast: bool) -> list[str]:
+        return decode_answers(self.run.backbone, split, ev["bias"], self.run.cfg, forecast)
 
     def prompt_text(self, split: TokenizedSplit, i: int) -> str:
         return split.examples[i].prompt()
