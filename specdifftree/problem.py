@@ -253,9 +253,14 @@ class TSLMSource:
     def prior_for(self, context: Context) -> Prior:
         from specdifftree.prior.model import TSLMPrior
 
-        if context.series is None or context.horizon is None:
-            raise SDTError(f"--prior {self.spec.text} forecasts from a series: give --series FILE.csv and --horizon H")
-        return TSLMPrior.for_forecast(self.backbone, self.parts, context, name=self.spec.text)
+        return TSLMPrior.for_forecast(self.backbone, self.parts, forecasting(self.spec, context), name=self.spec.text)
+
+
+def forecasting(spec: PriorSpec, context: Context) -> Context:
+    """The context, which a neural prior needs to hold a series and a horizon (else SDTError)."""
+    if context.series is None or context.horizon is None:
+        raise SDTError(f"--prior {spec.text} forecasts from a series: give --series FILE.csv and --horizon H")
+    return context
 
 
 def open_tslm(spec: PriorSpec) -> PriorSource:
@@ -292,9 +297,7 @@ class OpenTSLMSource:
     def prior_for(self, context: Context) -> Prior:
         from specdifftree.prior.opentslm import forecast_prior
 
-        if context.series is None or context.horizon is None:
-            raise SDTError(f"--prior {self.spec.text} forecasts from a series: give --series FILE.csv and --horizon H")
-        return forecast_prior(self.weights, self.backbone, context, name=self.spec.text)
+        return forecast_prior(self.weights, self.backbone, forecasting(self.spec, context), name=self.spec.text)
 
 
 def open_opentslm(spec: PriorSpec) -> OpenTSLMSource:
