@@ -54,6 +54,20 @@ def search_problem(problem: Problem, method: str, cfg: SearchConfig, rewards: Se
     return run_search(problem, method, cfg, show_progress=progress)
 
 
+def convert_opentslm(ckpt: Union[str, Path], out_dir: Union[str, Path], backbone: Optional[str] = None) -> Path:
+    """An upstream OpenTSLM-SP checkpoint (model_checkpoint.pt or its folder) -> our pickle-free
+    checkpoint in `out_dir` (what `sdt convert opentslm` does). The pickle is read once, safely;
+    the weights are checked against the base LLM (`backbone`, "hf:LLM_DIR"; default: from the
+    model name), which the checkpoint records."""
+    from specdifftree.prior.opentslm import OpenTSLMWeights, attach, backbone_ref_for
+    from specdifftree.problem import absolute_spec, open_backbone
+
+    weights = OpenTSLMWeights.load(ckpt)
+    ref = backbone or backbone_ref_for(str(ckpt))
+    llm = attach(weights, open_backbone(ref))
+    return weights.save(out_dir, absolute_spec(ref), llm.vocab_size)
+
+
 def run_experiment(config: Union[str, Path], preset: Optional[str] = None, out_dir: Union[str, Path, None] = None,
                    prior: Optional[str] = None, wandb: bool = False, progress: bool = True, log=print):
     """Run every unfinished cell of an experiment file (what `sdt experiment run` does); returns a
@@ -67,5 +81,5 @@ def run_experiment(config: Union[str, Path], preset: Optional[str] = None, out_d
 
 
 __all__ = ["Context", "METHODS", "PriorSource", "Queries", "SearchConfig", "SearchResult", "build_context",
-           "collect_buffer", "context_from_array", "forecast_record", "open_prior", "run_experiment", "search",
+           "collect_buffer", "context_from_array", "convert_opentslm", "forecast_record", "open_prior", "run_experiment", "search",
            "search_problem", "train_flow"]

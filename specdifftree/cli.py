@@ -103,7 +103,10 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @click.option("--preset", type=click.Choice(_presets("search")), callback=_load_search_preset, is_eager=True,
               expose_value=False, help="Option defaults from configs/search/NAME.yaml (--config and the command line win).")
 @click.option("--prior", "prior", required=True, metavar="SPEC",
-              help="markov:FILE.json | markov:NAME (built-in) | default | hf:ID_OR_PATH | gguf:FILE | checkpoint DIR.")
+              help="markov:FILE.json | markov:NAME (built-in) | default | hf:ID_OR_PATH | gguf:FILE | "
+                   "opentslm:CKPT | checkpoint DIR.")
+@click.option("--backbone", default=None, metavar="hf:LLM_DIR",
+              help="The LLM of an opentslm:CKPT prior (or one replacing a checkpoint DIR's).")
 @click.option("--reward", "rewards", multiple=True, metavar="SPEC",
               help="spectral | format | length | smoothness | bounds | FILE.py:fn | module:fn; "
                    "terms join with '+', weights as 0.5*NAME; repeatable (summed).")
@@ -152,8 +155,8 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Draw the forecast as a PNG: history, sample fan and median, naive forecast, truth when known.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def search(prior, rewards, method, lam, out, save_tree, save_buffer, series, column, horizon, context_length, end,
-           plot, quiet, **opts):
+def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, series, column, horizon,
+           context_length, end, plot, quiet, **opts):
     """Search or sample from pi*(x) ~ p(x|c) exp(lambda r(x)) with one method."""
     from specdifftree.api import search_problem
     from specdifftree.problem import Queries, build_context, forecast_record
@@ -167,13 +170,14 @@ def search(prior, rewards, method, lam, out, save_tree, save_buffer, series, col
         raise SDTError(f"--save-buffer needs {' or '.join(methods_where(soft_values=True))} (trees of soft values), "
                        f"not '{method}'")
     context = build_context(series, column, horizon, context_length, end)
-    queries = Queries.open(prior, list(rewards), lam)
+    queries = Queries.open(prior, list(rewards), lam, backbone=backbone)
     cfg = SearchConfig(lam=queries.lam, **opts).validate()
     problem = queries.problem(context)
     result = search_problem(problem, method, cfg, rewards=list(rewards), progress=not quiet)
     samples, metrics = forecast_record(result, context, season=cfg.season)
     record = {**result.to_dict(), "samples": samples, "forecast_metrics": metrics,
-              "prior": problem.prior.describe(), "config": {"prior": prior, "reward": list(rewards), **cfg.to_dict()}}
+              "prior": problem.prior.describe(), "config": {"prior": prior, "backbone": backbone, "reward": list(rewards),
+                                                     **cfg.to_dict()}}
     if out:
         from specdifftree.files import write_json
 
@@ -239,6 +243,7 @@ the prior's fingerprint, vocabulary, reward and lambda it is valid for) and OUT/
 @click.option("--buffer", "buffers", multiple=True, required=True, type=click.Path(dir_okay=False),
               help="Search buffer from `sdt search --save-buffer` (repeatable).")
 @click.option("--prior", required=True, metavar="SPEC", help="The prior the buffers were made with.")
+@click.option("--backbone", default=None, metavar="hf:LLM_DIR", help="As in `sdt search` (opentslm: priors).")
 @click.option("--reward", "rewards", multiple=True, metavar="SPEC", help="The reward, as in `sdt search`.")
 @click.option("--lambda", "lam", type=float, default=None,
               help="As in `sdt search` [default: the built-in problem's, else 1.0].")
@@ -262,12 +267,13 @@ the prior's fingerprint, vocabulary, reward and lambda it is valid for) and OUT/
 @click.option("--wandb/--no-wandb", default=True, show_default=True,
               help="Mirror metrics to W&B (offline unless logged in); the local record is always written.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def amortize(buffers, prior, rewards, lam, out_dir, wandb, quiet, **opts):
+def amortize(buffers, prior, backbone, rewards, lam, out_dir, wandb, quiet, **opts):
     """Train a flow network F_phi (S-ADT) by trajectory balance on search buffers."""
     from specdifftree.amortize.train import AmortizeConfig
-    from specdifftree.api import train_flow
+    from specdifftree.api import open_prior, train_flow
 
-    summary = train_flow(list(buffers), prior, list(rewards), out_dir, lam=lam, cfg=AmortizeConfig(**opts),
+    source = prior if backbone is None else open_prior(prior, backbone)
+    summary = train_flow(list(buffers), source, list(rewards), out_dir, lam=lam, cfg=AmortizeConfig(**opts),
                          progress=not quiet, wandb=wandb)
     if not quiet:
         from specdifftree.report import table
@@ -309,6 +315,29 @@ def export_gguf_cmd(hf_dir, out_path, dtype):
     click.echo(f"wrote {export_gguf(hf_dir, out_path, dtype=dtype)}")
 
 
+@cli.group(context_settings=CONTEXT)
+def convert():
+    """Convert checkpoints of other tools into SpecDiffTree's pickle-free format."""
+
+
+@convert.command("opentslm", context_settings=CONTEXT, epilog="""\b
+Examples:
+  huggingface-cli download OpenTSLM/llama-3.2-1b-m4-sp model_checkpoint.pt --local-dir ckpt/m4-sp
+  huggingface-cli download meta-llama/Llama-3.2-1B --local-dir llm/Llama-3.2-1B
+  sdt convert opentslm ckpt/m4-sp --backbone hf:llm/Llama-3.2-1B --out priors/m4-sp
+  sdt search --prior priors/m4-sp --series ETTh1.csv --column OT --horizon 24 --reward spectral
+The pickle is read once, safely (tensors, plain containers and peft's LoraConfig as data only).""")
+@click.argument("ckpt", type=click.Path(exists=True))
+@click.option("--backbone", default=None, metavar="hf:LLM_DIR",
+              help="The base LLM [default: from the name, e.g. llama-3.2-1b -> hf:meta-llama/Llama-3.2-1B].")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
+def convert_opentslm(ckpt, backbone, out_dir):
+    """An OpenTSLM-SP model_checkpoint.pt -> weights.safetensors + config.json (encoder, projector, LoRA)."""
+    from specdifftree.api import convert_opentslm
+
+    click.echo(f"wrote {convert_opentslm(ckpt, out_dir, backbone)}")
+
+
 # ----------------------------------------------------------------------------------------- training
 
 
@@ -318,6 +347,7 @@ Examples:
   sdt train-prior --stage all --out runs/prior --resume            # continue after a crash or kill
   sdt train-prior --stage stage6_forecast --backbone hf:runs/bb --out runs/p6 --no-wandb
   sdt train-prior --stage all --upstream --out runs/prior-upstream  # the official data (network)
+  sdt train-prior --stage all --variant sp --preset smoke --out runs/prior-sp   # OpenTSLM-SP
   sdt search --prior runs/prior --series ETTh1.csv --column OT --horizon 24 --reward spectral
 Stages: stage1_mcq stage2_captioning stage3_cot stage4_sleep_cot stage5_ecg_cot stage6_forecast.
 Writes OUT/<stage>/{checkpoints/best, metrics.csv, *.png, index.html, test_predictions.jsonl},
@@ -341,8 +371,13 @@ OUT/summary.json and OUT/train_prior.json (what `--prior OUT` loads).""")
 @click.option("--upstream", is_flag=True,
               help="Stages 1-5 from the official OpenTSLM data (downloaded on first use into "
                    "$SDT_HOME/upstream; needs the network); stage 6 reads M4 and ETT either way.")
-def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_dir, install_default, upstream):
-    """Train the prior's encoder and logit-bias head stage by stage, the LLM frozen."""
+@click.option("--variant", type=click.Choice(["bias", "sp"]), default="bias", show_default=True,
+              help="bias: encoder + logit-bias head over cached LLM logits; sp: encoder + soft-prompt "
+                   "projector through the LLM (OpenTSLM-SP, its hyperparameters; transformers backbones).")
+@click.option("--lora", is_flag=True, help="sp: also train LoRA adapters on the LLM from stage 3 on (r 16, alpha 32).")
+def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_dir, install_default, upstream,
+                    variant, lora):
+    """Train the prior's encoder and logit-bias head (or soft-prompt projector) stage by stage, the LLM frozen."""
     from specdifftree.data.example import STAGES
     from specdifftree.report import table
     from specdifftree.train.config import TrainConfig
@@ -351,7 +386,8 @@ def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_
     from specdifftree.paths import default_data_dir
 
     stages = list(STAGES) if stage == "all" else [stage]
-    summary = train_prior(stages, TrainConfig.from_name(preset), backbone, Path(out_dir), seed=seed,
+    cfg = TrainConfig.from_name(preset).for_variant(variant, lora)
+    summary = train_prior(stages, cfg, backbone, Path(out_dir), seed=seed,
                           resume=resume, wandb=wandb, data_dir=data_dir or default_data_dir(), upstream=upstream)
     keys = ("stage", "test_nll_prior", "test_nll_backbone", "test_accuracy", "test_accuracy_backbone",
             "chance_uniform", "chance_majority", "best_epoch", "wall_s")

@@ -100,6 +100,7 @@ class PriorSpec:
     kind: str
     arg: str
     text: str
+    backbone: Optional[str] = None  # --backbone: the LLM of an opentslm: prior, or one replacing a checkpoint's
 
 
 @dataclass(frozen=True)
@@ -117,24 +118,34 @@ PRIOR_KINDS: dict[str, PriorKind] = {
     "gguf": PriorKind("specdifftree.problem:open_tslm", "gguf:FILE: a GGUF model through llama.cpp", backbone=True),
     "checkpoint": PriorKind("specdifftree.problem:open_tslm",
                             "DIR: a prior checkpoint, or a `sdt train-prior --out` run directory"),
+    "opentslm": PriorKind("specdifftree.problem:open_opentslm",
+                          "opentslm:CKPT: an OpenTSLM-SP checkpoint (model_checkpoint.pt, its folder, or "
+                          "`sdt convert opentslm` output), with --backbone hf:LLM_DIR"),
 }
+BACKBONE_KINDS = ("opentslm", "checkpoint")  # the kinds --backbone applies to
 
 
-def parse_prior(spec: str) -> PriorSpec:
-    """The one parser of a prior spec (also of a checkpoint's backbone reference). SDTError, with a
-    "did you mean", on anything else."""
+def parse_prior(spec: str, backbone: Optional[str] = None) -> PriorSpec:
+    """The one parser of a prior spec (also of a checkpoint's backbone reference), with --backbone
+    where given (opentslm: and checkpoint specs only). SDTError, with a "did you mean", on anything else."""
     spec = str(spec)
     kind, sep, arg = spec.partition(":")
     if spec == "default":
-        return PriorSpec("default", "", spec)
-    if sep and arg and kind in PRIOR_KINDS and kind not in ("default", "checkpoint"):
-        return PriorSpec(kind, arg, spec)
-    if Path(spec).is_dir():
-        return PriorSpec("checkpoint", spec, spec)
-    known = "; ".join(k.usage for k in PRIOR_KINDS.values())
-    hint = difflib.get_close_matches(kind, PRIOR_KINDS, n=1)
-    did = f" Did you mean '{hint[0]}'?" if hint and hint[0] != kind else ""
-    raise SDTError(f"unknown prior '{spec}'.{did} Known: {known}")
+        parsed = PriorSpec("default", "", spec)
+    elif sep and arg and kind in PRIOR_KINDS and kind not in ("default", "checkpoint"):
+        parsed = PriorSpec(kind, arg, spec)
+    elif Path(spec).is_dir():
+        parsed = PriorSpec("checkpoint", spec, spec)
+    else:
+        known = "; ".join(k.usage for k in PRIOR_KINDS.values())
+        hint = difflib.get_close_matches(kind, PRIOR_KINDS, n=1)
+        did = f" Did you mean '{hint[0]}'?" if hint and hint[0] != kind else ""
+        raise SDTError(f"unknown prior '{spec}'.{did} Known: {known}")
+    if backbone is None:
+        return parsed
+    if parsed.kind not in BACKBONE_KINDS:
+        raise SDTError(f"--backbone applies to opentslm:CKPT and checkpoint DIR priors, not '{spec}'")
+    return PriorSpec(parsed.kind, parsed.arg, spec, str(backbone))
 
 
 def absolute_spec(spec: str) -> str:
@@ -157,9 +168,9 @@ class PriorSource(Protocol):
     def prior_for(self, context: Context) -> Prior: ...
 
 
-def open_prior(spec: str | PriorSpec) -> PriorSource:
-    """Load what `spec` names, through its kind's loader."""
-    parsed = spec if isinstance(spec, PriorSpec) else parse_prior(spec)
+def open_prior(spec: str | PriorSpec, backbone: Optional[str] = None) -> PriorSource:
+    """Load what `spec` names, through its kind's loader. backbone: --backbone (see PriorSpec)."""
+    parsed = spec if isinstance(spec, PriorSpec) else parse_prior(spec, backbone)
     module, _, fn = PRIOR_KINDS[parsed.kind].loader.partition(":")
     return getattr(importlib.import_module(module), fn)(parsed)
 
@@ -242,25 +253,61 @@ class TSLMSource:
     def prior_for(self, context: Context) -> Prior:
         from specdifftree.prior.model import TSLMPrior
 
-        if context.series is None or context.horizon is None:
-            raise SDTError(f"--prior {self.spec.text} forecasts from a series: give --series FILE.csv and --horizon H")
-        return TSLMPrior.for_forecast(self.backbone, self.parts, context, name=self.spec.text)
+        return TSLMPrior.for_forecast(self.backbone, self.parts, forecasting(self.spec, context), name=self.spec.text)
 
 
-def open_tslm(spec: PriorSpec) -> TSLMSource:
+def forecasting(spec: PriorSpec, context: Context) -> Context:
+    """The context, which a neural prior needs to hold a series and a horizon (else SDTError)."""
+    if context.series is None or context.horizon is None:
+        raise SDTError(f"--prior {spec.text} forecasts from a series: give --series FILE.csv and --horizon H")
+    return context
+
+
+def open_tslm(spec: PriorSpec) -> PriorSource:
     from specdifftree.prior.model import PriorParts
+    from specdifftree.prior.opentslm import holds_opentslm
 
+    if spec.kind == "checkpoint" and holds_opentslm(spec.arg):  # an upstream download folder
+        return open_opentslm(PriorSpec("opentslm", spec.arg, spec.text, spec.backbone))
     checkpoint = checkpoint_dir(spec)
     if checkpoint is None:
         backbone = open_backbone(spec)
         return TSLMSource(spec, backbone, PriorParts.fresh(backbone.vocab_size, spec.text))
+    if holds_opentslm(checkpoint):  # `sdt convert opentslm` output, or a `train-prior --variant sp` run
+        return open_opentslm(PriorSpec("opentslm", str(checkpoint), spec.text, spec.backbone))
     parts = PriorParts.load(checkpoint)
-    ref = parse_prior(parts.backbone_ref)
+    ref = parse_prior(spec.backbone or parts.backbone_ref)
     if parts.projector is not None and ref.kind == "gguf":
         from specdifftree.prior.backbones.llamacpp import SOFT_PROMPT_NEEDS_HF
 
         raise SDTError(f"{checkpoint}: {SOFT_PROMPT_NEEDS_HF}")
     return TSLMSource(spec, open_backbone(ref), parts)
+
+
+@dataclass
+class OpenTSLMSource:
+    """An OpenTSLM-SP checkpoint on its base LLM (LoRA merged), loaded once; `prior_for` lays out the
+    upstream prompt around each context's series (prior/opentslm.py)."""
+
+    spec: PriorSpec
+    backbone: object  # prior.backbones.hf.HFBackbone
+    weights: object  # prior.opentslm.OpenTSLMWeights
+    builtin: Optional[BuiltinProblem] = None
+
+    def prior_for(self, context: Context) -> Prior:
+        from specdifftree.prior.opentslm import forecast_prior
+
+        return forecast_prior(self.weights, self.backbone, forecasting(self.spec, context), name=self.spec.text)
+
+
+def open_opentslm(spec: PriorSpec) -> OpenTSLMSource:
+    """`opentslm:CKPT`: the checkpoint read safely, its LLM from --backbone, else the one a converted
+    checkpoint records, else the one upstream's model name implies (llama-3.2-1b -> meta-llama/Llama-3.2-1B)."""
+    from specdifftree.prior.opentslm import OpenTSLMWeights, attach, backbone_ref_for
+
+    weights = OpenTSLMWeights.load(spec.arg)
+    backbone = open_backbone(spec.backbone or backbone_ref_for(spec.arg))
+    return OpenTSLMSource(spec, attach(weights, backbone), weights)
 
 
 # --------------------------------------------------------------------------- contexts
@@ -323,10 +370,10 @@ class Queries:
 
     @classmethod
     def open(cls, prior: str | PriorSource, rewards: list[str] | tuple[str, ...] = (),
-             lam: Optional[float] = None) -> "Queries":
-        """lam None: the built-in problem's lambda, else 1.0."""
+             lam: Optional[float] = None, backbone: Optional[str] = None) -> "Queries":
+        """lam None: the built-in problem's lambda, else 1.0. backbone: --backbone (see PriorSpec)."""
         prior = os.fspath(prior) if isinstance(prior, os.PathLike) else prior
-        source = open_prior(prior) if isinstance(prior, (str, PriorSpec)) else prior
+        source = open_prior(prior, backbone) if isinstance(prior, (str, PriorSpec)) else prior
         builtin = source.builtin
         if rewards:
             from specdifftree.rewards import parse_reward
@@ -344,9 +391,10 @@ class Queries:
         return Problem(self.source.prior_for(context), self.reward, context)
 
 
-def build_problem(prior: str, rewards: list[str], context: Context) -> tuple[Problem, Optional[float]]:
+def build_problem(prior: str, rewards: list[str], context: Context,
+                  backbone: Optional[str] = None) -> tuple[Problem, Optional[float]]:
     """One problem, and the lambda a built-in problem suggests (None otherwise)."""
-    queries = Queries.open(prior, rewards)
+    queries = Queries.open(prior, rewards, backbone=backbone)
     return queries.problem(context), (queries.source.builtin.lam if queries.source.builtin else None)
 
 
@@ -429,6 +477,6 @@ def backbone_file(ref: PriorSpec) -> Optional[Path]:
     return path if ref.kind == "gguf" and path.is_file() else None
 
 
-__all__ = ["BUILTIN_PROBLEMS", "BuiltinProblem", "PRIOR_KINDS", "PriorKind", "PriorSource", "PriorSpec", "Queries",
+__all__ = ["BUILTIN_PROBLEMS", "BuiltinProblem", "OpenTSLMSource", "PRIOR_KINDS", "PriorKind", "PriorSource", "PriorSpec", "Queries",
            "build_context", "build_problem", "checkpoint_dir", "context_from_array", "forecast_matrix", "forecast_record",
            "load_prior", "open_backbone", "open_prior", "parse_prior", "weight_files"]

@@ -174,7 +174,8 @@ def test_round_trip_bit_identical(tmp_path, parts, monkeypatch):
     assert sorted(p.name for p in d.iterdir()) == [CONFIG, WEIGHTS]  # no temporary files left
     config = json.loads((d / CONFIG).read_text())
     assert config["format_version"] == 1 and config["backbone"] == "default" and config["vocab_size"] == V
-    assert config["encoder"] == dict(patch=4, width=32, layers=2, heads=4, ff=64, max_patches=96, dropout=0.0)
+    assert config["encoder"] == dict(patch=4, width=32, layers=2, heads=4, ff=64, max_patches=96, dropout=0.0,
+                                     norm_first=True, final_norm=True)
 
     def no_unpickling(*a, **k):
         raise AssertionError("a checkpoint load tried to unpickle")

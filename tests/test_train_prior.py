@@ -370,16 +370,22 @@ _CHILD = """
 import sys
 from pathlib import Path
 from specdifftree.train.trainer import train_prior
-from tests.test_train_prior import _config
-train_prior(["stage1_mcq", "stage2_captioning"], _config(), sys.argv[1], Path(sys.argv[2]), resume=sys.argv[3] == "1",
-            wandb=False, progress=False)
+{setup}
+train_prior(stages, cfg, sys.argv[1], Path(sys.argv[2]), resume=sys.argv[3] == "1", wandb=False, progress=False)
 """
 
 
-def _child(hf, out, resume: bool) -> subprocess.Popen:
+def _child_process(hf, out, resume: bool, setup: str) -> subprocess.Popen:
+    """A train_prior run in its own process; `setup` (Python) defines `cfg` and `stages`."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-c", _CHILD, f"hf:{hf}", str(out), "1" if resume else "0"], env=env,
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-c", _CHILD.format(setup=setup), f"hf:{hf}", str(out),
+                             "1" if resume else "0"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def _child(hf, out, resume: bool) -> subprocess.Popen:
+    return _child_process(hf, out, resume, "from tests.test_train_prior import _config; cfg = _config(); "
+                                           "stages = ['stage1_mcq', 'stage2_captioning']")
 
 
 def _outputs(out: Path) -> dict:

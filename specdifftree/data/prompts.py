@@ -23,6 +23,14 @@ def forecast_prompt(history: np.ndarray, horizon: int, codec: NumberCodec) -> st
     return f"{describe(history)} Values: {codec.encode(history)}\nNext {horizon} values: "
 
 
+def opentslm_forecast_prompt(history: np.ndarray, horizon: int, codec: NumberCodec) -> tuple[str, str]:
+    """(pre_prompt, post_prompt) around the series in OpenTSLM-SP's layout, for forecasting: the
+    series goes in as patches (with its mean / std line); the history is also written with the
+    codec, so the answer's scale is the one the number grammar and the reward read."""
+    pre = "You are an expert in time series analysis."
+    return pre, f"Values: {codec.encode(history)}\nNext {horizon} values: "
+
+
 def forecast_answer(values: np.ndarray, codec: NumberCodec) -> str:
     """The answer text (the caller appends EOS)."""
     return codec.encode(values)

@@ -45,6 +45,7 @@ def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Pat
     from specdifftree.amortize.train import AmortizeConfig
     from specdifftree.experiments.datasets import data_root, windows
     from specdifftree.files import write_json
+    from specdifftree.problem import open_prior
     from specdifftree.search.common import SearchConfig
 
     if (flow_dir / DONE).is_file():
@@ -62,10 +63,11 @@ def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Pat
     buffer.unlink(missing_ok=True)  # a buffer left by a killed run would be appended to
     log(f"flow network: searching {len(contexts)} flow-train contexts ({ft.method}) for the buffer ...")
     search_cfg = SearchConfig(**{**ft.search, "lam": lam}).validate()
-    rows = collect_buffer(buffer, cfg.prior, cfg.reward, contexts, search_cfg, method=ft.method, progress=True)
+    prior = cfg.prior if cfg.backbone is None else open_prior(cfg.prior, cfg.backbone)  # opened once for both
+    rows = collect_buffer(buffer, prior, cfg.reward, contexts, search_cfg, method=ft.method, progress=True)
     log(f"flow network: training on {buffer} into {flow_dir} ...")
-    summary = train_flow([buffer], cfg.prior, cfg.reward, flow_dir, lam=lam, cfg=AmortizeConfig(**ft.amortize),
-                       progress=True, wandb=wandb)
+    summary = train_flow([buffer], prior, cfg.reward, flow_dir, lam=lam, cfg=AmortizeConfig(**ft.amortize),
+                         progress=True, wandb=wandb)
     write_json(flow_dir / DONE, {"training": dataclasses.asdict(ft), "lam": lam, "contexts": len(contexts),
                                  "buffer": str(buffer), "buffer_searches": rows, "summary": summary})
     return flow_dir

@@ -1,7 +1,8 @@
 """The experiment file: one YAML mapping that names a grid of methods x budgets x datasets x seeds.
 
     name: sadt_table                  # W&B group; default output dir runs/<name>[-<preset>]
-    prior: default                    # a --prior spec: default | DIR | hf:ID_OR_PATH | gguf:FILE
+    prior: default                    # a --prior spec: default | DIR | hf:ID_OR_PATH | gguf:FILE | opentslm:CKPT
+    backbone: hf:LLM_DIR              # optional: --backbone (the LLM of an opentslm: prior)
     reward: spectral                  # a --reward spec (string or list, summed)
     budgets: [4000, 16000]            # forward tokens per query (prompt prefill included)
     seeds: [0, 1, 2]
@@ -104,6 +105,7 @@ class ExperimentConfig:
     methods: list[MethodSpec]
     search: dict = field(default_factory=dict)  # SearchConfig defaults for every method
     flow: Any = None  # None | a flow network DIR | a mapping (train one first)
+    backbone: Optional[str] = None  # --backbone: the LLM of an opentslm: prior (or replacing a DIR's)
     data_root: Optional[str] = None  # default: specdifftree.paths.default_data_dir()
     wandb_project: str = "specdifftree"
     threads: int = 1  # torch threads: small models gain nothing from more, and timings stay comparable
@@ -160,6 +162,7 @@ def from_dict(raw: dict, where: str = "experiment") -> ExperimentConfig:
     return ExperimentConfig(name=str(raw["name"]), prior=str(raw["prior"]), reward=[str(r) for r in reward],
                             budgets=budgets, seeds=seeds, datasets=datasets, methods=methods, search=search,
                             flow=flow, data_root=raw.get("data_root"),
+                            backbone=None if raw.get("backbone") is None else str(raw["backbone"]),
                             wandb_project=str(raw.get("wandb_project", "specdifftree")),
                             threads=_int_list(raw.get("threads", 1), "threads", where)[0])
 

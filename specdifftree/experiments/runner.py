@@ -163,7 +163,7 @@ def open_queries(cfg: ExperimentConfig):
     from specdifftree.problem import Queries
 
     with quiet_model_loading():
-        return Queries.open(cfg.prior, cfg.reward, cfg.search.get("lam"))
+        return Queries.open(cfg.prior, cfg.reward, cfg.search.get("lam"), backbone=cfg.backbone)
 
 
 def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Path, queries=None,
@@ -236,7 +236,7 @@ def sized_config(cfg: ExperimentConfig, cell: Cell, prior, context):
 
     base = replace(SearchConfig(**cfg.search), **cell.method.params)
     T = answer_tokens(prior, context)
-    P = int(prior.describe().get("prompt_tokens", 0))
+    P = int(prior.describe().get("prompt_tokens", 0)) + int(prior.describe().get("soft_prompt_tokens", 0))
     room = max(cell.cap - P, T)
     fits = max(1, room // T)
     tree_batch = int(np.clip(room // (4 * T), 1, base.batch_size))  # a round: about a quarter of the cap
@@ -290,7 +290,7 @@ def cell_config(cfg: ExperimentConfig, cell: Cell, search_cfg) -> dict:
             "budget": cell.budget, "cap": cell.cap, "seed": cell.seed}
 
 
-SAME = ("prior", "reward", "search", "flow")  # experiment fields a finished cell must share to be reused
+SAME = ("prior", "backbone", "reward", "search", "flow")  # experiment fields a finished cell must share to be reused
 
 
 def check_same(cfg: ExperimentConfig, cell: Cell, record: dict, cell_dir: Path) -> None:

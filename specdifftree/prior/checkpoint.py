@@ -40,31 +40,35 @@ CONFIG = "config.json"
 
 def parts_config(
     encoder: TransformerCNNEncoder,
-    head: LogitBiasHead,
+    head: Optional[LogitBiasHead],
     projector: Optional[SoftPromptProjector] = None,
     backbone: Any = None,
+    vocab_size: Optional[int] = None,
 ) -> dict:
-    """The config `build_from_checkpoint` rebuilds these modules from. `backbone`: a hub id, path or dict."""
+    """The config `build_from_checkpoint` rebuilds these modules from. `backbone`: a hub id, path or dict.
+    A soft-prompt prior may have no head (None); give `vocab_size` then."""
     return {
         "encoder": dataclasses.asdict(encoder.config),
-        "head": {"width": head.width, "vocab_size": head.vocab_size},
-        "projector": None if projector is None else {"width": projector.width, "hidden": projector.hidden},
+        "head": None if head is None else {"width": head.width, "vocab_size": head.vocab_size},
+        "projector": None if projector is None else {"width": projector.width, "hidden": projector.hidden,
+                                                     "depth": projector.depth},
         "backbone": backbone,
-        "vocab_size": head.vocab_size,
+        "vocab_size": head.vocab_size if head is not None else vocab_size,
     }
-
 
 # ---------------------------------------------------------------------------------------------- saving
 
 
-def save_checkpoint(dir: str | Path, modules: dict[str, nn.Module], config: dict) -> Path:
-    """Write `modules`' state dicts and `config` (dataclasses allowed) to `dir`, replacing what is there."""
+def save_checkpoint(dir: str | Path, modules: dict[str, nn.Module | dict[str, torch.Tensor]], config: dict) -> Path:
+    """Write `modules`' state dicts (a module, or a plain {key: tensor} group) and `config`
+    (dataclasses allowed) to `dir`, replacing what is there."""
     dir = Path(dir)
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         if not name or "." in name:
             raise ValueError(f"module name {name!r} must be non-empty and contain no '.'")
-        for key, t in module.state_dict().items():
+        group = module.state_dict() if isinstance(module, nn.Module) else module
+        for key, t in group.items():
             tensors[f"{name}.{key}"] = t.detach().cpu().contiguous()
     blob = safetensors.torch.save(tensors)
     meta = {
@@ -150,33 +154,43 @@ def load_checkpoint(dir: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]]
 
 def build_from_checkpoint(
     dir: str | Path,
-) -> tuple[TransformerCNNEncoder, LogitBiasHead, Optional[SoftPromptProjector], dict]:
+) -> tuple[TransformerCNNEncoder, Optional[LogitBiasHead], Optional[SoftPromptProjector], dict]:
     """Rebuild encoder, head and (if saved) projector from `dir`, in eval mode, or SDTError.
 
-    Each module takes the saved tensors' dtype, so a round trip is bit-identical.
+    Each module takes the saved tensors' dtype, so a round trip is bit-identical. The head is None
+    in a soft-prompt checkpoint that has none (config "head": null).
     """
     state, config = load_checkpoint(dir)
+    modules = build_modules(state, config, dir)
+    return modules["encoder"], modules.get("head"), modules.get("projector"), config
+
+
+def build_modules(state: dict[str, dict[str, torch.Tensor]], config: dict, dir: str | Path,
+                  extra: tuple[str, ...] = ()) -> dict[str, nn.Module]:
+    """{"encoder", "head"?, "projector"?} rebuilt from `load_checkpoint`'s output, in eval mode.
+    `extra`: further tensor groups the caller reads itself (any other group is refused)."""
     cfg_path, w_path = Path(dir) / CONFIG, Path(dir) / WEIGHTS
-    for section in ("encoder", "head"):
-        if not isinstance(config.get(section), dict):
-            raise SDTError(f"{cfg_path}: no '{section}' section")
+    if not isinstance(config.get("encoder"), dict):
+        raise SDTError(f"{cfg_path}: no 'encoder' section")
+    if not isinstance(config.get("head"), dict) and not config.get("projector"):
+        raise SDTError(f"{cfg_path}: no 'head' section (and no projector)")
     try:
-        modules: dict[str, nn.Module] = {
-            "encoder": TransformerCNNEncoder(EncoderConfig(**config["encoder"])),
-            "head": LogitBiasHead(**config["head"]),
-        }
+        modules: dict[str, nn.Module] = {"encoder": TransformerCNNEncoder(EncoderConfig(**config["encoder"]))}
+        if isinstance(config.get("head"), dict):
+            modules["head"] = LogitBiasHead(**config["head"])
         if config.get("projector"):
             modules["projector"] = SoftPromptProjector(**config["projector"])
     except (TypeError, ValueError) as e:
         raise SDTError(f"{cfg_path}: bad module config ({e})") from None
-    if config.get("vocab_size", modules["head"].vocab_size) != modules["head"].vocab_size:
+    if "head" in modules and config.get("vocab_size", modules["head"].vocab_size) != modules["head"].vocab_size:
         raise SDTError(f"{cfg_path}: vocab_size {config['vocab_size']} but the head has {modules['head'].vocab_size}")
-    if "projector" in state and "projector" not in modules:
-        raise SDTError(f"{cfg_path}: the weights hold a projector but the config has none")
+    for group in state:
+        if group not in modules and group not in extra:
+            raise SDTError(f"{cfg_path}: the weights hold a {group} but the config has none")
 
     for name, module in modules.items():
         _load_strict(module, state.get(name, {}), name, w_path)
-    return modules["encoder"].eval(), modules["head"].eval(), modules.get("projector"), config
+    return modules
 
 
 def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], name: str, w_path: Path) -> None:

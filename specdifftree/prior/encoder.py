@@ -10,10 +10,12 @@ is valid, and invalid patches are masked out of attention and of the pooled mean
 series gives the same output whatever padding it is batched with.
 
 Layer order (as OpenTSLM): Conv1d patch embedding -> + learned position -> LayerNorm ->
-dropout -> transformer encoder. The transformer is pre-norm (`norm_first=True`) with a
-final LayerNorm: pre-norm keeps gradients well scaled through the residual stream when
+dropout -> transformer encoder. By default the transformer is pre-norm (`norm_first=True`)
+with a final LayerNorm: pre-norm keeps gradients well scaled through the residual stream when
 the stack is trained from scratch (no warm-up tuning needed), and the final LayerNorm
 hands the heads a normalised output, as OpenTSLM's post-norm stack does.
+`EncoderConfig.upstream()` is OpenTSLM's own layout (post-norm, no final norm), the one its
+published checkpoints were trained with; its weights load key for key (`prior/opentslm.py`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ class EncoderConfig:
     ff: int = 1024  # feed-forward width
     max_patches: int = 1024  # longest series: max_patches * patch points
     dropout: float = 0.0
+    norm_first: bool = True  # pre-norm layers (False: post-norm, as OpenTSLM)
+    final_norm: bool = True  # a LayerNorm after the last layer (OpenTSLM has none)
+
+    @classmethod
+    def upstream(cls, **overrides) -> "EncoderConfig":
+        """OpenTSLM's encoder layout: post-norm layers and no final LayerNorm."""
+        return cls(**{"norm_first": False, "final_norm": False, **overrides})
 
     @property
     def max_len(self) -> int:
@@ -94,7 +103,7 @@ def pool(h: torch.Tensor, patch_mask: torch.Tensor) -> torch.Tensor:
 
 
 class TransformerCNNEncoder(nn.Module):
-    """Conv1d patches + learned positions + LayerNorm + pre-norm transformer.  [B, L] -> [B, P, width]"""
+    """Conv1d patches + learned positions + LayerNorm + transformer.  [B, L] -> [B, P, width]"""
 
     normalize = staticmethod(normalize)
     pool = staticmethod(pool)
@@ -117,12 +126,12 @@ class TransformerCNNEncoder(nn.Module):
             dropout=config.dropout,
             activation="gelu",
             batch_first=True,
-            norm_first=True,
+            norm_first=config.norm_first,
         )
-        # enable_nested_tensor only applies to post-norm stacks; off also keeps padded and
-        # unpadded batches on the same kernels.
+        # enable_nested_tensor off keeps padded and unpadded batches on the same kernels.
         self.transformer = nn.TransformerEncoder(
-            layer, num_layers=config.layers, norm=nn.LayerNorm(config.width), enable_nested_tensor=False
+            layer, num_layers=config.layers, norm=nn.LayerNorm(config.width) if config.final_norm else None,
+            enable_nested_tensor=False,
         )
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,18 +34,20 @@ class LogitBiasHead(nn.Module):
 class SoftPromptProjector(nn.Module):
     """Patch embeddings into the LLM's embedding space (OpenTSLM-SP).  [B, P, width] -> [B, P, hidden]
 
-    LayerNorm -> Linear(width -> hidden) -> GELU -> Linear(hidden -> hidden).
+    depth 2: LayerNorm -> Linear(width -> hidden) -> GELU -> Linear(hidden -> hidden).
+    depth 1: LayerNorm -> Linear(width -> hidden) -> GELU, OpenTSLM's projector (its keys
+             `projector.{0,1}.*` are ours `net.{0,1}.*`).
     """
 
-    def __init__(self, width: int, hidden: int):
+    def __init__(self, width: int, hidden: int, depth: int = 2):
         super().__init__()
-        self.width, self.hidden = int(width), int(hidden)
-        self.net = nn.Sequential(
-            nn.LayerNorm(self.width),
-            nn.Linear(self.width, self.hidden),
-            nn.GELU(),
-            nn.Linear(self.hidden, self.hidden),
-        )
+        if depth not in (1, 2):
+            raise ValueError(f"projector depth must be 1 or 2, got {depth}")
+        self.width, self.hidden, self.depth = int(width), int(hidden), int(depth)
+        layers = [nn.LayerNorm(self.width), nn.Linear(self.width, self.hidden), nn.GELU()]
+        if depth == 2:
+            layers.append(nn.Linear(self.hidden, self.hidden))
+        self.net = nn.Sequential(*layers)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.net(h)

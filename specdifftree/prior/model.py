@@ -36,7 +36,7 @@ class PriorParts:
     """
 
     encoder: "object"  # TransformerCNNEncoder
-    head: "object"  # LogitBiasHead
+    head: "object"  # LogitBiasHead, or None (a soft-prompt prior without a bias head)
     backbone_ref: str  # a --prior spec: "default", "hf:DIR", "gguf:FILE"
     projector: "object" = None  # SoftPromptProjector or None
 
@@ -63,9 +63,8 @@ class PriorParts:
     def save(self, directory: str | Path) -> Path:
         from specdifftree.prior.checkpoint import parts_config, save_checkpoint
 
-        modules = {"encoder": self.encoder, "head": self.head}
-        if self.projector is not None:
-            modules["projector"] = self.projector
+        modules = {name: m for name, m in (("encoder", self.encoder), ("head", self.head),
+                                            ("projector", self.projector)) if m is not None}
         config = parts_config(self.encoder, self.head, self.projector, backbone=self.backbone_ref)
         return save_checkpoint(directory, modules, config)
 
@@ -106,10 +105,12 @@ class PriorParts:
             h, mask = self.encode(_one_series(history))
             return self.encoder.pool(h, mask)[0].float().numpy()
 
-    def bias(self, history: np.ndarray) -> np.ndarray:
-        """The logit bias for one context series.  [L] -> [V] float32"""
+    def bias(self, history: np.ndarray) -> Optional[np.ndarray]:
+        """The logit bias for one context series.  [L] -> [V] float32 (None without a head)"""
         import torch
 
+        if self.head is None:
+            return None
         with torch.inference_mode():
             return self.head(torch.as_tensor(self.embed(history))[None])[0].float().numpy()
 
@@ -145,7 +146,8 @@ class TSLMPrior(Prior):
 
     def __init__(self, backbone: Backbone, prompt: str, max_len: int, bias: Optional[np.ndarray] = None,
                  name: str = "tslm", grammar=None, soft_prompt: Optional[np.ndarray] = None,
-                 series_features: Optional[np.ndarray] = None, parts_id: str = ""):
+                 series_features: Optional[np.ndarray] = None, parts_id: str = "",
+                 segments: Optional[list] = None):
         self.backbone = backbone
         self.vocab = backbone.token_strings()
         self.eos_id = int(backbone.eos_id)
@@ -153,7 +155,11 @@ class TSLMPrior(Prior):
         self.cost = Cost()  # this prior's own work; the backbone's counter is shared by all its priors
         self.name = name
         self.prompt = prompt
-        self.prompt_ids = backbone.tokenize(prompt)
+        # segments: token-id lists and [P, D] embedding arrays prefilled in order (OpenTSLM-SP), in place
+        # of prompt + soft_prompt; `prompt` is then only the text for records
+        self.segments = segments
+        self.prompt_ids = (backbone.tokenize(prompt) if segments is None else
+                           [int(t) for seg in segments if np.asarray(seg).ndim == 1 for t in seg])
         self.grammar = grammar  # ForecastGrammar or None: masks tokens that would break the format
         self.soft_prompt = soft_prompt  # [P, D] embeddings before the prompt (transformers backbones), or None
         self.series_features = series_features  # [W] the encoded series (PriorParts.embed), for flow networks
@@ -198,7 +204,10 @@ class TSLMPrior(Prior):
         return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
 
     def start(self) -> tuple[int, np.ndarray]:
-        handle, logits = self._metered(self.backbone.start, self.prompt_ids, soft_prompt=self.soft_prompt)
+        if self.segments is not None:
+            handle, logits = self._metered(self.backbone.start_segments, self.segments)
+        else:
+            handle, logits = self._metered(self.backbone.start, self.prompt_ids, soft_prompt=self.soft_prompt)
         state = self.grammar.start if self.grammar is not None else None
         self._state[int(handle)] = state
         return handle, self._logp(logits[None], [state])[0]
@@ -248,4 +257,9 @@ class TSLMPrior(Prior):
     def describe(self) -> dict:
         return {"kind": "tslm", "name": self.name, "vocab_size": self.vocab_size, "max_len": self.max_len,
                 "prompt_tokens": len(self.prompt_ids),
-                "soft_prompt_tokens": 0 if self.soft_prompt is None else len(self.soft_prompt)}
+                "soft_prompt_tokens": self._soft_positions()}
+
+    def _soft_positions(self) -> int:
+        if self.segments is not None:
+            return sum(len(seg) for seg in self.segments if np.asarray(seg).ndim == 2)
+        return 0 if self.soft_prompt is None else len(self.soft_prompt)

@@ -1,10 +1,12 @@
-"""Curriculum training of the prior (`sdt train-prior`): encoder + logit-bias head on a frozen LLM.
+"""Curriculum training of the prior (`sdt train-prior`): encoder + logit-bias head on a frozen LLM
+(--variant bias), or encoder + soft-prompt projector through it (--variant sp, OpenTSLM-SP).
 
     config.py    TrainConfig and its presets (test, smoke, default, full)
     decode.py    the frozen backbone's part: cached teacher-forced answer logits, greedy decoding
     examples.py  a split: checked, tokenised examples, cached logits, label choices (likelihood ranking)
     metrics.py   per-token NLL, next-token accuracy, label accuracy and macro recall, chance
-    trainer.py   one stage (train_stage) and the curriculum (train_prior)
+    trainer.py   one stage (train_stage) and the curriculum (train_prior); the bias variant
+    soft_prompt.py  the soft-prompt variant: upstream layout, LoRA adapters, its checkpoints
     state.py     atomic resume state and the run manifest (train_prior.json)
     report.py    metrics.csv, PNG curves, self-contained index.html
 """

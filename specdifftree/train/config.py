@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
+from specdifftree.errors import SDTError
 from specdifftree.prior.encoder import EncoderConfig
 
 
@@ -38,6 +39,11 @@ class TrainConfig:
     max_new_slack: int = 16  # generation cap: longest gold answer of the split + this many tokens
     threads: int = 2  # torch threads (fixed: results depend on the reduction order)
     n_show: int = 12  # sample predictions shown in each stage's index.html
+    variant: str = "bias"  # "bias": encoder + logit-bias head; "sp": encoder + soft-prompt projector (for_variant)
+    lr_projector: float = 1e-4  # sp: the projector's learning rate (cfg.lr is the encoder's)
+    lr_lora: float = 1e-4  # sp --lora: the adapters' learning rate
+    lora: bool = False  # sp: LoRA adapters on the LLM from stage 3 on
+    stage_epochs: dict = field(default_factory=dict)  # per-stage cap on epochs (else `epochs`)
 
     @classmethod
     def from_name(cls, name: str, overrides: Optional[dict] = None) -> "TrainConfig":
@@ -49,3 +55,28 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def for_variant(self, variant: str, lora: bool = False) -> "TrainConfig":
+        """This preset for a variant. "sp" takes OpenTSLM's curriculum hyperparameters (AdamW: encoder
+        2e-4, projector 1e-4, weight decay 0.01; warm-up 3%; clip 1.0; encoder in OpenTSLM's layout)
+        and, on the default and full presets, its batch size 4, patience 5 and epochs per stage."""
+        if variant not in ("bias", "sp"):
+            raise SDTError(f"unknown train-prior variant '{variant}' (choose bias or sp)")
+        if lora and variant != "sp":
+            raise SDTError("--lora trains adapters of the soft-prompt variant: add --variant sp")
+        if variant == "bias":
+            return dataclasses.replace(self)
+        enc = dataclasses.replace(self.encoder, norm_first=False, final_norm=False)
+        cfg = dataclasses.replace(self, variant="sp", lora=lora, lr=2e-4, lr_projector=1e-4, weight_decay=0.01,
+                                  warmup_frac=0.03, grad_clip=1.0, encoder=enc)
+        if self.preset in ("default", "full"):
+            cfg = dataclasses.replace(cfg, batch_size=4, patience=5, stage_epochs=dict(UPSTREAM_EPOCHS),
+                                      encoder=EncoderConfig.upstream())
+        return cfg
+
+    def epochs_for(self, stage: str) -> int:
+        return int(self.stage_epochs.get(stage, self.epochs))
+
+
+# OpenTSLM's epochs per curriculum stage (REFERENCES.md); stage 6 (ours) as stage 2, its nearest task
+UPSTREAM_EPOCHS = {"stage1_mcq": 30, "stage2_captioning": 20, "stage3_cot": 30, "stage4_sleep_cot": 60,
+                   "stage5_ecg_cot": 60, "stage6_forecast": 20}

@@ -4,6 +4,7 @@ transformers and llama.cpp backends both work.
     cached = answer_logits(bb, prompt_ids, answer_ids)          # teacher forcing, once per split
     rows = branch_logits(bb, prompt_ids, stems, branches)       # one shared stem, several endings
     ids = greedy(bb, prompt_ids, bias, max_new, grammars)       # decoding with the bias (and grammar)
+    texts = decode_answers(bb, split, bias, cfg, forecast)      # a split's test predictions
 
 Why caching is exact: the backbone is frozen and the bias is additive and the same at every
 position, so the trained prior's log-probs at the answer positions are
@@ -120,16 +121,17 @@ def answer_logits(bb: Backbone, prompt_ids: list[list[int]], answer_ids: list[li
 
 
 def greedy(bb: Backbone, prompt_ids: list[list[int]], bias: np.ndarray, max_new: int,
-           grammars: Optional[list] = None, batch: int = 64) -> list[list[int]]:
+           grammars: Optional[list] = None, batch: int = 64, segments: Optional[list] = None) -> list[list[int]]:
     """Argmax decoding of llm_logits + bias[i] (+ grammar mask) for each prompt.
 
     bias: [n, V] float32. grammars: per prompt a `ForecastGrammar` (or None). Rows stop at EOS
-    (not included in the returned ids) or after max_new tokens.
+    (not included in the returned ids) or after max_new tokens. segments: per prompt, token and
+    embedding segments prefilled in place of prompt_ids (`Backbone.start_segments`, soft prompts).
     """
     grammars = grammars or [None] * len(prompt_ids)
     out: list[list[int]] = []
     for idx in _chunks(len(prompt_ids), batch):
-        starts = [bb.start(prompt_ids[i]) for i in idx]
+        starts = [bb.start(prompt_ids[i]) if segments is None else bb.start_segments(segments[i]) for i in idx]
         handles = np.array([h for h, _ in starts], dtype=np.int64)
         logits = np.stack([lg for _, lg in starts])
         gram = [grammars[i] for i in idx]
@@ -158,3 +160,23 @@ def greedy(bb: Backbone, prompt_ids: list[list[int]], bias: np.ndarray, max_new:
         bb.release(handles)
         out += ids
     return out
+
+
+def decode_answers(bb: Backbone, split, bias: np.ndarray, cfg, forecast: bool,
+                   segments: Optional[list] = None) -> list[str]:
+    """Greedy answers (text) of a tokenized split (train.examples.TokenizedSplit) under the biases
+    [n, V]; with `forecast`, under the forecast grammar (exactly as many numbers as the gold answer
+    holds), as `sdt search` decodes. cfg: the TrainConfig (max_new_slack, backbone_batch).
+    segments: per example, prefill segments in place of its prompt (the soft-prompt variant)."""
+    max_new = max(len(a) for a in split.answer_ids) - 1 + cfg.max_new_slack
+    grammars = None
+    if forecast:
+        from specdifftree.prior.constraint import ForecastGrammar
+
+        strings, sep = bb.token_strings(), ","  # data.prompts.forecast_codec's separator
+        grammars = [ForecastGrammar(strings, int(bb.eos_id), len(ex.answer.split(sep)), sep=sep)
+                    for ex in split.examples]
+        max_new = max(max_new, max(g.max_tokens() for g in grammars))
+    ids = greedy(bb, split.prompt_ids, bias.astype(np.float32), max_new, grammars, cfg.backbone_batch,
+                 segments=segments)
+    return [bb.detokenize(t) for t in ids]

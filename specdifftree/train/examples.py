@@ -62,6 +62,7 @@ class TokenizedSplit:
     answer_ids: list[list[int]]  # answer + EOS
     cached: Optional[AnswerLogits] = None
     choices: Optional[Choices] = None
+    layout: Optional[object] = None  # the soft-prompt variant's tokenized segments (train/soft_prompt.Layout)
 
     @property
     def labelled(self) -> bool:
@@ -98,7 +99,7 @@ def tokenize_split(examples: list[Example], bb) -> TokenizedSplit:
                  [bb.tokenize(e.answer) + [int(bb.eos_id)] for e in examples])
 
 
-def _candidates(ex: Example) -> Optional[list[str]]:
+def candidates(ex: Example) -> Optional[list[str]]:
     """The answer with each option in place of the gold label (None: the answer does not hold it)."""
     pos = ex.answer.rfind(ex.label) if ex.label else -1
     if pos < 0 or ex.label not in ex.options:
@@ -110,7 +111,7 @@ def label_choices(split: TokenizedSplit, bb, batch: int = 64, progress=None) -> 
     """Cache the backbone logits of every option's ending (see the module docstring)."""
     stems, branches, gold, pairs = [], [], [], []
     for i, ex in enumerate(split.examples):
-        cands = _candidates(ex)
+        cands = candidates(ex)
         if cands is None:
             stems.append([])
             branches.append([])

@@ -17,6 +17,12 @@ mean-pooled on its own, and the example's context vector is the mean of those po
 before the head. This is invariant to the order of the series, and reduces exactly to the
 single-series bias that `sdt search` computes (`PriorParts.bias`) for one series.
 
+Variants (`cfg.variant`, `sdt train-prior --variant`): "bias" is the above (`BiasVariant`); "sp"
+trains an encoder + soft-prompt projector through the frozen LLM in OpenTSLM-SP's layout, LoRA
+optional from stage 3 (`train/soft_prompt.py`, `SPVariant`). Both go through the same epochs,
+resume state, metrics, plots and test predictions; a variant supplies the parts, the per-token
+NLL of a batch, the label choice, greedy decoding and the checkpoint format.
+
 Determinism: epoch e of stage s reseeds torch and the data order from (seed, s, e), and torch
 runs with `cfg.threads` threads, so a run resumed after a kill ends with the same files as an
 uninterrupted one (metrics.csv and checkpoints/best byte for byte).
@@ -39,7 +45,7 @@ from specdifftree.data.example import STAGES, Example
 from specdifftree.errors import SDTError
 from specdifftree.prior.model import PriorParts
 from specdifftree.train.config import TrainConfig
-from specdifftree.train.decode import answer_logits, greedy
+from specdifftree.train.decode import answer_logits, decode_answers
 from specdifftree.train.examples import TokenizedSplit, check_examples, label_choices, tokenize_split
 from specdifftree.train.metrics import answer_nll, chance, label_metrics, next_token_hits
 from specdifftree.prior.checkpoint import RUN_MANIFEST as MANIFEST
@@ -69,6 +75,11 @@ class Run:
     dataset_fn: Optional[DatasetFn] = None
     progress: bool = True
     upstream: bool = False  # stages 1-5 from the official OpenTSLM data (data/upstream.py)
+    variant: object = None  # BiasVariant or soft_prompt.SPVariant, from cfg.variant
+
+    def __post_init__(self):
+        if self.variant is None:
+            self.variant = _variant(self)
 
 
 @dataclass
@@ -147,24 +158,27 @@ def _batches(n: int, size: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def evaluate(parts: PriorParts, split: TokenizedSplit, batch: int, zero_bias: bool = False) -> dict:
-    """Over a split: per-token NLL, next-token accuracy, each example's NLL sum ("example_nll" [n])
-    and the biases ("bias" [n, V], numpy)."""
-    parts.encoder.eval(), parts.head.eval()
-    sums, hits, biases = [], 0, []
-    for idx in _batches(len(split.examples), batch):
-        logits, targets, owner = split.cached.rows(idx)
-        bias = context_bias(parts, [split.examples[i] for i in idx])
-        if zero_bias:
-            bias = torch.zeros_like(bias)
-        nll = answer_nll(logits, targets, bias, owner).double()
+def evaluate(run: Run, parts, split: TokenizedSplit, base: bool = False) -> dict:
+    """Over a split: per-token NLL, next-token accuracy, each example's NLL sum ("example_nll" [n]),
+    the variant's extras (bias variant: "bias" [n, V]) and, on label stages, each example's chosen
+    label ("chosen"). base: the frozen backbone alone (bias variant: bias 0; sp: no series)."""
+    v = run.variant
+    v.eval(parts)
+    sums, hits, extras = [], 0, []
+    for idx in _batches(len(split.examples), run.cfg.batch_size):
+        nll, owner, hit, extra = v.nll(parts, split, idx, base=base)
+        nll = nll.double()
         sums.append(torch.zeros(len(idx), dtype=torch.float64).index_add(0, owner, nll).numpy())
-        hits += int(next_token_hits(logits, targets, bias, owner).sum())
-        biases.append(bias.float().numpy())
-    n_tok = len(split.cached.targets)
+        hits += int(hit.sum())
+        extras.append(extra)
+    n_tok = sum(len(a) for a in split.answer_ids)
     example_nll = np.concatenate(sums)
-    return {"nll": float(example_nll.sum()) / n_tok, "token_accuracy": hits / n_tok, "tokens": n_tok,
-            "example_nll": example_nll, "bias": np.concatenate(biases)}
+    ev = {"nll": float(example_nll.sum()) / n_tok, "token_accuracy": hits / n_tok, "tokens": n_tok,
+          "example_nll": example_nll}
+    if extras[0] is not None:
+        ev["bias"] = np.concatenate(extras)
+    ev["chosen"] = v.choose(parts, split, ev, base) if split.labelled else None
+    return ev
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -178,101 +192,82 @@ def _epoch_seed(seed: int, stage: str, epoch: int) -> list[int]:
     return [seed, STAGES.index(stage), epoch]
 
 
-def train_epoch(parts: PriorParts, opt, split: TokenizedSplit, cfg: TrainConfig, st: StageState, stage: str, seed: int,
-                total_steps: int, bar) -> float:
+def train_epoch(run: Run, parts, opt, split: TokenizedSplit, st: StageState, stage: str, total_steps: int, bar) -> float:
     """One pass over the train split in the (seed, stage, epoch) order. Returns the per-token train loss."""
-    rng = np.random.default_rng(_epoch_seed(seed, stage, st.epoch + 1))
+    cfg, v = run.cfg, run.variant
+    rng = np.random.default_rng(_epoch_seed(run.seed, stage, st.epoch + 1))
     torch.manual_seed(int(rng.integers(2**31)))
     order = rng.permutation(len(split.examples))
-    parts.encoder.train(), parts.head.train()
+    v.train(parts)
     params = [p for g in opt.param_groups for p in g["params"]]
     warmup = max(1, round(cfg.warmup_frac * total_steps))
     loss_sum, tokens = 0.0, 0
     for lo in range(0, len(order), cfg.batch_size):
         idx = order[lo: lo + cfg.batch_size].tolist()
-        logits, targets, owner = split.cached.rows(idx)
-        nll = answer_nll(logits, targets, context_bias(parts, [split.examples[i] for i in idx]), owner)
+        nll = v.nll(parts, split, idx)[0]
         loss = nll.mean()
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * _lr_factor(st.step, warmup, total_steps)
+            g["lr"] = g["base_lr"] * _lr_factor(st.step, warmup, total_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         st.step += 1
         loss_sum += float(nll.detach().double().sum())
-        tokens += len(targets)
+        tokens += len(nll)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-    parts.encoder.eval(), parts.head.eval()
+    v.eval(parts)
     return loss_sum / max(1, tokens)
 
 
 # ------------------------------------------------------------------------------------------- decoding
 
 
-def decode_split(run: Run, stage: str, split: TokenizedSplit, bias: np.ndarray) -> list[str]:
-    """Greedy answers (text) under the given biases [n, V]; on stage 6 under the forecast grammar
-    (exactly as many numbers as the gold answer holds), as `sdt search` decodes."""
-    max_new = max(len(a) for a in split.answer_ids) - 1 + run.cfg.max_new_slack
-    grammars = None
-    if stage == FORECAST_STAGE:
-        from specdifftree.prior.constraint import ForecastGrammar
-
-        strings, sep = run.backbone.token_strings(), ","  # data.prompts.forecast_codec's separator
-        grammars = [ForecastGrammar(strings, int(run.backbone.eos_id), len(ex.answer.split(sep)), sep=sep)
-                    for ex in split.examples]
-        max_new = max(max_new, max(g.max_tokens() for g in grammars))
-    ids = greedy(run.backbone, split.prompt_ids, bias.astype(np.float32), max_new, grammars, run.cfg.backbone_batch)
-    return [run.backbone.detokenize(t) for t in ids]
-
-
 def accuracy(split: TokenizedSplit, ev: dict) -> tuple[float, float]:
     """(accuracy, macro recall): on label stages the prior's choice among the options (likelihood
     ranking, see train/examples.py); else next-token accuracy on the answer and NaN."""
-    if split.choices is None:
+    if ev["chosen"] is None:
         return ev["token_accuracy"], math.nan
-    m = label_metrics([e.label for e in split.examples], split.choices.predicted(torch.from_numpy(ev["bias"])))
+    m = label_metrics([e.label for e in split.examples], ev["chosen"])
     return m["accuracy"], m["macro_recall"]
 
 
 # ------------------------------------------------------------------------------------------- one stage
 
 
-def _parts_tensors(parts: PriorParts, prefix: str) -> dict:
-    """A copy of the encoder's and head's tensors, keyed "<prefix><module>.<key>"."""
-    return {f"{prefix}{m}.{k}": v.detach().clone() for m in ("encoder", "head")
-            for k, v in getattr(parts, m).state_dict().items()}
+def _parts_tensors(run: Run, parts, prefix: str) -> dict:
+    """A copy of the trainable modules' tensors, keyed "<prefix><module>.<key>"."""
+    return {f"{prefix}{m}.{k}": v.detach().clone() for m, module in run.variant.modules(parts).items()
+            for k, v in module.state_dict().items()}
 
 
-def _load_parts_tensors(parts: PriorParts, tensors: dict, prefix: str) -> None:
-    for m in ("encoder", "head"):
+def _load_parts_tensors(run: Run, parts, tensors: dict, prefix: str) -> None:
+    for m, module in run.variant.modules(parts).items():
         sd = {k[len(prefix) + len(m) + 1:]: v for k, v in tensors.items() if k.startswith(f"{prefix}{m}.")}
-        getattr(parts, m).load_state_dict(sd, strict=True)
+        module.load_state_dict(sd, strict=True)
 
 
-def _save_checkpoint_dir(parts: PriorParts, target: Path, extra: dict) -> None:
+def _save_checkpoint_dir(run: Run, parts, target: Path, extra: dict) -> None:
     """Write a prior checkpoint into a fresh sibling directory, then swap it in (never half-written)."""
-    from specdifftree.prior.checkpoint import parts_config, save_checkpoint
     from specdifftree.files import replace_dir
 
     tmp = target.with_name(f"{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(tmp, {"encoder": parts.encoder, "head": parts.head},
-                    {**parts_config(parts.encoder, parts.head, backbone=parts.backbone_ref), **extra})
+    run.variant.save(parts, tmp, extra)
     replace_dir(tmp, target)
 
 
-def _save_state(path: Path, parts: PriorParts, best: dict, opt, st: StageState) -> None:
+def _save_state(run: Run, path: Path, parts, best: dict, opt, st: StageState) -> None:
     opt_tensors, groups = optimizer_tensors(opt)
     meta = {"epoch": st.epoch, "step": st.step, "best_val": st.best_val, "best_epoch": st.best_epoch,
             "bad_epochs": st.bad_epochs, "stopped": st.stopped, "rows": st.rows, "param_groups": groups}
-    save_state(path, {**_parts_tensors(parts, ""), **best, **opt_tensors}, meta)
+    save_state(path, {**_parts_tensors(run, parts, ""), **best, **opt_tensors}, meta)
 
 
-def _restore_state(path: Path, parts: PriorParts, opt) -> tuple[StageState, dict]:
+def _restore_state(run: Run, path: Path, parts, opt) -> tuple[StageState, dict]:
     tensors, meta = load_state(path)
-    _load_parts_tensors(parts, tensors, "")
+    _load_parts_tensors(run, parts, tensors, "")
     restore_optimizer(opt, tensors, meta.pop("param_groups"))
     best = {k: v for k, v in tensors.items() if k.startswith("best.")}
     meta["best_val"] = math.inf if meta["best_val"] is None else meta["best_val"]
@@ -287,19 +282,18 @@ def fit_stage(run: Run, stage: str, parts: PriorParts, data: dict[str, Tokenized
     from specdifftree.train.report import write_metrics_csv
 
     cfg, sdir = run.cfg, run.out / stage
-    opt = torch.optim.AdamW(list(parts.encoder.parameters()) + list(parts.head.parameters()), lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
-    st, best = StageState(), _parts_tensors(parts, "best.")
+    opt = torch.optim.AdamW(run.variant.param_groups(parts), weight_decay=cfg.weight_decay)
+    st, best = StageState(), _parts_tensors(run, parts, "best.")
     if run.resume and (sdir / STATE).is_file():
-        st, best = _restore_state(sdir / STATE, parts, opt)
+        st, best = _restore_state(run, sdir / STATE, parts, opt)
     write_metrics_csv(sdir / "metrics.csv", st.rows)
-    steps = math.ceil(len(data["train"].examples) / cfg.batch_size)
-    bar = tqdm(total=cfg.epochs * steps, initial=st.epoch * steps, disable=None if run.progress else True,
+    steps, epochs = math.ceil(len(data["train"].examples) / cfg.batch_size), cfg.epochs_for(stage)
+    bar = tqdm(total=epochs * steps, initial=st.epoch * steps, disable=None if run.progress else True,
                file=sys.stderr)
-    while not st.stopped and st.epoch < cfg.epochs:
-        bar.set_description(f"{stage} epoch {st.epoch + 1}/{cfg.epochs}")
-        train_loss = train_epoch(parts, opt, data["train"], cfg, st, stage, run.seed, cfg.epochs * steps, bar)
-        ev = evaluate(parts, data["val"], cfg.batch_size)
+    while not st.stopped and st.epoch < epochs:
+        bar.set_description(f"{stage} epoch {st.epoch + 1}/{epochs}")
+        train_loss = train_epoch(run, parts, opt, data["train"], st, stage, epochs * steps, bar)
+        ev = evaluate(run, parts, data["val"])
         acc, recall = accuracy(data["val"], ev)
         st.epoch += 1
         row = {"epoch": st.epoch, "train_loss": train_loss, "val_loss": ev["nll"],
@@ -307,16 +301,16 @@ def fit_stage(run: Run, stage: str, parts: PriorParts, data: dict[str, Tokenized
         st.rows.append(row)
         if ev["nll"] < st.best_val:
             st.best_val, st.best_epoch, st.bad_epochs = ev["nll"], st.epoch, 0
-            best = _parts_tensors(parts, "best.")
+            best = _parts_tensors(run, parts, "best.")
         else:
             st.bad_epochs += 1
         st.stopped = st.bad_epochs >= cfg.patience
-        _save_state(sdir / STATE, parts, best, opt, st)  # the epoch's commit point
+        _save_state(run, sdir / STATE, parts, best, opt, st)  # the epoch's commit point
         write_metrics_csv(sdir / "metrics.csv", st.rows)
         tracker.log(row, step=st.epoch)
         bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{ev['nll']:.4f}")
     bar.close()
-    _load_parts_tensors(parts, best, "best.")
+    _load_parts_tensors(run, parts, best, "best.")
     return st
 
 
@@ -330,13 +324,13 @@ def train_stage(run: Run, stage: str, parts: PriorParts, examples: dict[str, lis
     sdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     data = {s: tokenize_split(examples[s], run.backbone) for s in SPLITS}
-    cache_logits(run, data["train"], f"{stage} train")
-    cache_logits(run, data["val"], f"{stage} val")
+    run.variant.prepare(data["train"], f"{stage} train")
+    run.variant.prepare(data["val"], f"{stage} val")
     with Tracker(sdir, name=f"{run.out.name}/{stage}", group=run.out.name, job_type="train-prior",
                  config={"stage": stage, "backbone": run.backbone_ref, "seed": run.seed, **cfg.to_dict()},
                  enabled=run.wandb) as tracker:
         st = fit_stage(run, stage, parts, data, tracker)
-        _save_checkpoint_dir(parts, sdir / "checkpoints" / "best",
+        _save_checkpoint_dir(run, parts, sdir / "checkpoints" / "best",
                              {"stage": stage, "epoch": st.best_epoch, "val_loss": st.best_val})
         summary, predictions = test_stage(run, stage, data["test"], parts)
         summary.update(best_epoch=st.best_epoch, epochs_run=st.epoch, early_stopped=st.stopped,
@@ -361,22 +355,23 @@ def test_stage(run: Run, stage: str, test: TokenizedSplit, parts: PriorParts) ->
 
     from specdifftree.files import write_atomic
 
-    cache_logits(run, test, f"{stage} test")
-    ev = evaluate(parts, test, run.cfg.batch_size)
-    ev0 = evaluate(parts, test, run.cfg.batch_size, zero_bias=True)
+    run.variant.prepare(test, f"{stage} test")
+    ev = evaluate(run, parts, test)
+    ev0 = evaluate(run, parts, test, base=True)
     summary = {"stage": stage, "n_test": len(test.examples), "test_tokens": ev["tokens"],
                "test_nll_prior": ev["nll"], "test_nll_backbone": ev0["nll"],
                "test_share_of_answers_better": float(np.mean(ev["example_nll"] < ev0["example_nll"])),
                "test_token_accuracy_prior": ev["token_accuracy"], "test_token_accuracy_backbone": ev0["token_accuracy"]}
-    texts = decode_split(run, stage, test, ev["bias"])
-    predictions = [{"prompt": ex.prompt(), "generated": t, "gold": ex.answer} for ex, t in zip(test.examples, texts)]
-    if test.choices is not None:
+    texts = run.variant.decode(test, parts, ev, forecast=stage == FORECAST_STAGE)
+    predictions = [{"prompt": run.variant.prompt_text(test, i), "generated": t, "gold": ex.answer}
+                   for i, (ex, t) in enumerate(zip(test.examples, texts))]
+    if ev["chosen"] is not None:
         gold = [ex.label for ex in test.examples]
-        chosen = test.choices.predicted(torch.from_numpy(ev["bias"]))
+        chosen = ev["chosen"]
         from specdifftree.data.stages import parse_label
 
         parsed = [parse_label(stage, t, ex.options) for t, ex in zip(texts, test.examples)]
-        m, m0 = label_metrics(gold, chosen), label_metrics(gold, test.choices.predicted(torch.from_numpy(ev0["bias"])))
+        m, m0 = label_metrics(gold, chosen), label_metrics(gold, ev0["chosen"])
         summary.update({"test_accuracy": m["accuracy"], "test_macro_recall": m["macro_recall"],
                         "test_accuracy_backbone": m0["accuracy"], "test_macro_recall_backbone": m0["macro_recall"],
                         **chance(gold, [ex.options for ex in test.examples]),
@@ -393,7 +388,7 @@ def test_stage(run: Run, stage: str, test: TokenizedSplit, parts: PriorParts) ->
 
 def _manifest(run: Run) -> dict:
     return {"format": 1, "backbone": run.backbone_ref, "preset": run.cfg.preset, "seed": run.seed,
-            "config": run.cfg.to_dict(), "upstream": run.upstream, "final_checkpoint": None}
+            "variant": run.cfg.variant, "config": run.cfg.to_dict(), "upstream": run.upstream, "final_checkpoint": None}
 
 
 def _check_out(run: Run, stages: list[str]) -> dict:
@@ -401,10 +396,11 @@ def _check_out(run: Run, stages: list[str]) -> dict:
     want = _manifest(run)
     have = read_manifest(run.out)
     if have is not None:
-        same = all(have.get(k) == want[k] for k in ("backbone", "seed", "config"))
+        same = all(have.get(k) == want[k] for k in ("backbone", "seed", "config")) and \
+            have.get("variant", "bias") == want["variant"]
         if not same or bool(have.get("upstream")) != run.upstream:
             data = "upstream" if have.get("upstream") else "offline"
-            raise SDTError(f"{run.out} holds a train-prior run with another backbone, seed, preset or data "
+            raise SDTError(f"{run.out} holds a train-prior run with another backbone, seed, preset, variant or data "
                            f"({have.get('backbone')}, seed {have.get('seed')}, preset {have.get('preset')}, "
                            f"{data} data); use another --out")
         want["final_checkpoint"] = have.get("final_checkpoint")
@@ -416,17 +412,74 @@ def _check_out(run: Run, stages: list[str]) -> dict:
     return want
 
 
-def _starting_parts(run: Run, stage: str) -> PriorParts:
+def _starting_parts(run: Run, stage: str):
     """The previous stage's best checkpoint in this run, else fresh parts (stage 1, or a lone stage)."""
     i = STAGES.index(stage)
     prev = run.out / STAGES[i - 1] / "checkpoints" / "best" if i > 0 else None
     if prev is not None and (prev / "config.json").is_file():
-        parts = PriorParts.load(prev)
-        parts.backbone_ref = run.backbone_ref
-        return parts
+        return run.variant.load(prev, stage)
     if prev is not None:
         print(f"note: no {STAGES[i - 1]} checkpoint in {run.out}; {stage} starts from fresh parts", file=sys.stderr)
-    return PriorParts.fresh(run.backbone.vocab_size, run.backbone_ref, seed=run.seed, encoder_config=run.cfg.encoder)
+    return run.variant.fresh(stage)
+
+
+class BiasVariant:
+    """Encoder + logit-bias head, trained over the frozen backbone's cached logits (the default)."""
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    def fresh(self, stage: str) -> PriorParts:
+        run = self.run
+        return PriorParts.fresh(run.backbone.vocab_size, run.backbone_ref, seed=run.seed, encoder_config=run.cfg.encoder)
+
+    def load(self, directory: Path, stage: str) -> PriorParts:
+        parts = PriorParts.load(directory)
+        parts.backbone_ref = self.run.backbone_ref
+        return parts
+
+    def modules(self, parts: PriorParts) -> dict:
+        return {"encoder": parts.encoder, "head": parts.head}
+
+    def param_groups(self, parts: PriorParts) -> list[dict]:
+        lr = self.run.cfg.lr
+        return [{"params": list(parts.encoder.parameters()) + list(parts.head.parameters()), "lr": lr, "base_lr": lr}]
+
+    def train(self, parts: PriorParts) -> None:
+        parts.encoder.train(), parts.head.train()
+
+    def eval(self, parts: PriorParts) -> None:
+        parts.encoder.eval(), parts.head.eval()
+
+    def prepare(self, split: TokenizedSplit, what: str) -> None:
+        cache_logits(self.run, split, what)
+
+    def nll(self, parts: PriorParts, split: TokenizedSplit, idx: list[int], base: bool = False):
+        """(nll [M], owner [M], hits [M], biases [len(idx), V] numpy) under log_softmax(logits + bias)."""
+        logits, targets, owner = split.cached.rows(idx)
+        bias = context_bias(parts, [split.examples[i] for i in idx])
+        if base:
+            bias = torch.zeros_like(bias)
+        hits = next_token_hits(logits, targets, bias, owner)
+        return answer_nll(logits, targets, bias, owner), owner, hits, bias.detach().float().numpy()
+
+    def choose(self, parts: PriorParts, split: TokenizedSplit, ev: dict, base: bool) -> list:
+        return split.choices.predicted(torch.from_numpy(ev["bias"]))
+
+    def decode(self, split: TokenizedSplit, parts: PriorParts, ev: dict, forecast: bool) -> list[str]:
+        return decode_answers(self.run.backbone, split, ev["bias"], self.run.cfg, forecast)
+
+    def prompt_text(self, split: TokenizedSplit, i: int) -> str:
+        return split.examples[i].prompt()
+
+    def save(self, parts: PriorParts, target: Path, extra: dict) -> None:
+        from specdifftree.prior.checkpoint import parts_config, save_checkpoint
+
+        save_checkpoint(target, {"encoder": parts.encoder, "head": parts.head},
+                        {**parts_config(parts.encoder, parts.head, backbone=parts.backbone_ref), **extra})
+
+    def finish(self, parts: PriorParts) -> None:
+        """Nothing to undo on the backbone."""
 
 
 def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Path, seed: int = 0,
@@ -455,13 +508,23 @@ def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Pat
         write_json(out / MANIFEST, manifest)
         for stage in stages:
             if stage in examples:
-                train_stage(run, stage, _starting_parts(run, stage), examples.pop(stage))
+                parts = _starting_parts(run, stage)
+                train_stage(run, stage, parts, examples.pop(stage))
+                run.variant.finish(parts)
             manifest["final_checkpoint"] = f"{stage}/checkpoints/best"
             write_json(out / MANIFEST, manifest)
             write_json(out / "summary.json", collect_summary(out))
     finally:
         torch.set_num_threads(threads)
     return collect_summary(out)
+
+
+def _variant(run: Run):
+    if run.cfg.variant == "sp":
+        from specdifftree.train.soft_prompt import SPVariant
+
+        return SPVariant(run)
+    return BiasVariant(run)
 
 
 def collect_summary(out: Path) -> dict:

@@ -3,6 +3,7 @@ with prefixes addressed by integer handles so that branching never recomputes a 
 
     handle, logits = bb.start(prompt_ids)          # prefill the prompt once: logits [V]
     handle, logits = bb.start(ids, soft_prompt)    # [P, D] embeddings before the ids (transformers only)
+    handle, logits = bb.start_segments([ids, emb, ids2])  # ids and [P, D] embeddings interleaved (transformers)
     kids, logits = bb.advance(handles, tokens)     # one new position per row: [B] -> [B], [B, V]
     bb.release(handles)                            # the caller will not advance these again
 
@@ -17,6 +18,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from specdifftree.errors import SDTError
 from specdifftree.prior.base import Cost
 
 
@@ -45,6 +47,12 @@ class Backbone(ABC):
 
         soft_prompt: [P, D] embeddings to place before the prompt's tokens; backends that take
         token ids only raise SDTError."""
+
+    def start_segments(self, segments: list) -> tuple[int, np.ndarray]:
+        """Prefill token-id segments ([T_i] lists) and embedding segments ([P_i, D] arrays) in one
+        sequence, in order (OpenTSLM-SP's interleaved layout). Token-only backends raise SDTError."""
+        raise SDTError(f"{type(self).__name__} takes token ids only; an interleaved soft prompt needs a "
+                       "transformers backbone (hf:DIR)")
 
     @abstractmethod
     def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -323,15 +323,38 @@ class HFBackbone(Backbone):
         if ids.numel() == 0:
             raise SDTError("HFBackbone.start needs at least one prompt token (e.g. BOS)")
         if soft_prompt is None:
-            inputs = {"input_ids": ids[None]}
-        else:
-            soft = torch.as_tensor(np.asarray(soft_prompt), dtype=self.dtype, device=self.device)
-            inputs = prepend_soft_prompt(self.model, ids[None], soft[None])
+            return self._prefill({"input_ids": ids[None]})
+        soft = torch.as_tensor(np.asarray(soft_prompt), dtype=self.dtype, device=self.device)
+        return self._prefill(prepend_soft_prompt(self.model, ids[None], soft[None]))
+
+    @torch.inference_mode()
+    def start_segments(self, segments: list) -> tuple[int, np.ndarray]:
+        """Prefill token segments and embedding segments interleaved in one sequence (OpenTSLM-SP's
+        layout: text, series patches, text, ...), once. Returns (handle, logits [V] float32).
+
+        segments: each a list of token ids [T_i] or a float array of embeddings [P_i, D]; the
+        handle's prefix holds sum(T_i) + sum(P_i) positions, counted once on `cost`."""
+        embed = self.model.get_input_embeddings()
+        parts = []
+        for seg in segments:
+            arr = np.asarray(seg)
+            if arr.ndim == 2:
+                if arr.shape[1] != embed.weight.shape[1]:
+                    raise SDTError(f"embedding segment of width {arr.shape[1]} does not fit this backbone "
+                                   f"(embedding width {embed.weight.shape[1]})")
+                parts.append(torch.as_tensor(arr, dtype=self.dtype, device=self.device))
+            elif arr.size:
+                parts.append(embed(torch.as_tensor(arr.astype(np.int64).reshape(-1), device=self.device)))
+        if not parts:
+            raise SDTError("HFBackbone.start_segments needs at least one position")
+        return self._prefill({"inputs_embeds": torch.cat(parts)[None]})
+
+    def _prefill(self, inputs: dict) -> tuple[int, np.ndarray]:
         cache = DynamicCache()
         kw = {"logits_to_keep": 1} if self._keep_last else {}
         out = self.model(**inputs, past_key_values=cache, use_cache=True, output_hidden_states=True, **kw)
         self._ensure_pool(cache, out.hidden_states[-1])
-        n = cache.layers[0].keys.shape[2]  # positions prefilled: soft prompt + T
+        n = cache.layers[0].keys.shape[2]  # positions prefilled
         slots = self.pool.alloc(n)
         slots_t = torch.from_numpy(slots).to(self.device)
         for layer, cl in enumerate(cache.layers):

@@ -1,0 +1,461 @@
+"""The published OpenTSLM-SP models as priors: `--prior opentslm:CKPT --backbone hf:LLM_DIR`.
+
+    weights = OpenTSLMWeights.load("model_checkpoint.pt")         # or an HF download dir, or `sdt convert` output
+    backbone = attach(weights, open_backbone("hf:LLM_DIR"))       # LoRA merged: W + (alpha / r) B A
+    prior = opentslm_prior(weights, backbone, UpstreamPrompt(pre, [(text, z)], post), max_len)
+
+An upstream checkpoint is one `torch.save` dict (StanfordBDHG/OpenTSLM, `model_checkpoint.pt`):
+`encoder_state` (TransformerCNNEncoder, post-norm, no final norm; `pos_embed` [1, P, W]),
+`projector_state` (`projector.{0,1}.*`: LayerNorm -> Linear(W -> H) -> GELU), `lora_enabled`, and
+from stage 3 on `lora_state` (peft keys `base_model.model.<module>.lora_{A,B}.<adapter>.weight`)
+with `lora_config` (a dict of peft `LoraConfig` objects), plus optimizer and scheduler states.
+
+Safe loading: the file is a pickle. It is read with `torch.load(weights_only=True)`, whose
+unpickler admits tensors and plain containers only; for the peft config it is given, for this one
+call, stand-ins for the few peft classes a LoraConfig pickles (`STAND_INS`): the config is
+rebuilt as a `PickledRecord` whose fields are plain data, and its enums as their string values.
+Nothing from the file is ever called. Any other global is refused with an SDTError naming it.
+
+The prompt is built as upstream does: segments [pre_prompt, text_1, series_1, ..., text_n,
+series_n, post_prompt], each text tokenized with the tokenizer's default special tokens (Llama:
+a BOS per segment), each series z-normalised (unbiased std, + 1e-8), right-padded with zeros to
+a multiple of the patch (padded patches are attended, as upstream), encoded and projected. The
+whole sequence is prefilled once (`Backbone.start_segments`), so the patches sit in the KV cache
+that every search branch shares, and `forward_tokens` counts them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import re
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from specdifftree.errors import SDTError
+
+UPSTREAM_FILE = "model_checkpoint.pt"
+SERIES_TEXT = "This is the time series, it has mean {mean:.4f} and std {std:.4f}."  # OpenTSLM's TSQA wording
+STD_EPS = 1e-8  # upstream divides by std + 1e-8
+LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")
+# the hub model name prefix -> its base LLM (upstream's `load_pretrained` convention)
+BASE_LLMS = {"llama-3.2-1b": "meta-llama/Llama-3.2-1B", "llama-3.2-3b": "meta-llama/Llama-3.2-3B"}
+
+
+# ------------------------------------------------------------------------------------ safe unpickling
+
+
+class PickledRecord:
+    """A pickled peft config object, read as plain data: `fields` holds its attributes; none of its
+    methods exist here, so loading it runs nothing."""
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError(f"a pickled config's state is a {type(state).__name__}, not a dict")
+        self.__dict__["fields"] = dict(state)
+
+
+def _enum_value(value):
+    """A pickled enum member (class called with its value) read as the value itself."""
+    return value
+
+
+# The only globals admitted beyond torch's weights-only set: what a peft LoraConfig pickles.
+STAND_INS = {
+    "peft.tuners.lora.config.LoraConfig": PickledRecord,
+    "peft.tuners.lora.config.LoraRuntimeConfig": PickledRecord,
+    "peft.tuners.lora.config.LoftQConfig": PickledRecord,
+    "peft.utils.peft_types.PeftType": _enum_value,
+    "peft.utils.peft_types.TaskType": _enum_value,
+    "__builtin__.set": set,  # sets under pickle protocol 2 (torch.save's default)
+    "builtins.set": set,
+}
+
+
+def read_upstream(path: str | Path) -> dict:
+    """The checkpoint dict of an upstream `.pt` file, loaded without running any code from it."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise SDTError(f"OpenTSLM checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals([(obj, name) for name, obj in STAND_INS.items()]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise SDTError(_refusal(path, str(e))) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise SDTError(f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict):
+        raise SDTError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def _refusal(path: Path, message: str) -> str:
+    """One line naming the global the pickle asked for, or saying the file is not a checkpoint."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found is None:
+        detail = message.split("WeightsUnpickler error:")[-1].strip().splitlines()
+        return f"{path}: not a readable torch checkpoint ({(detail[0] if detail else 'unpickling failed')[:200]})"
+    return (f"{path}: refused to load: the pickle needs the class {found.group(1)}, which an OpenTSLM checkpoint "
+            f"never holds (only tensors, plain containers and a peft LoraConfig are read)")
+
+
+def plain(obj):
+    """A loaded value as plain data: PickledRecords become dicts, sets sorted lists."""
+    if isinstance(obj, PickledRecord):
+        return {k: plain(v) for k, v in obj.fields.items()}
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(plain(v) for v in obj)
+    return obj
+
+
+# ------------------------------------------------------------------------------------ weights
+
+
+@dataclass
+class OpenTSLMWeights:
+    """What an OpenTSLM-SP checkpoint holds, in our modules.
+
+    encoder:    TransformerCNNEncoder with EncoderConfig.upstream() sizes read from the weights
+    projector:  SoftPromptProjector(depth=1), hidden = the LLM's embedding width
+    lora:       {module path in the HF model, e.g. "model.layers.0.self_attn.q_proj": (A [r, in], B [out, r])}
+    lora_scale: alpha / r (alpha / sqrt(r) with rsLoRA)
+    source:     where it was read from, for records
+    """
+
+    encoder: "object"
+    projector: "object"
+    lora: dict = field(default_factory=dict)
+    lora_scale: float = 0.0
+    lora_config: dict = field(default_factory=dict)
+    source: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path) -> "OpenTSLMWeights":
+        """From an upstream `.pt` file, a folder holding `model_checkpoint.pt` (an HF download), or a
+        folder written by `convert` (safetensors + JSON)."""
+        path = Path(path)
+        if path.is_dir() and (path / UPSTREAM_FILE).is_file():
+            path = path / UPSTREAM_FILE
+        if path.is_dir():
+            return cls._load_converted(path)
+        return cls.from_upstream(read_upstream(path), str(path))
+
+    @classmethod
+    def from_upstream(cls, ckpt: dict, source: str = "checkpoint") -> "OpenTSLMWeights":
+        """From the dict `read_upstream` returns."""
+        for key in ("encoder_state", "projector_state"):
+            if not isinstance(ckpt.get(key), dict):
+                raise SDTError(f"{source}: no '{key}': not an OpenTSLM-SP checkpoint (Flamingo checkpoints are not supported)")
+        encoder = _upstream_encoder(ckpt["encoder_state"], source)
+        projector = _upstream_projector(ckpt["projector_state"], source)
+        lora, scale, config = {}, 0.0, {}
+        if ckpt.get("lora_enabled") and ckpt.get("lora_state"):
+            config = _lora_config(plain(ckpt.get("lora_config")), source)
+            lora = _lora_factors(ckpt["lora_state"], config["adapter"], source)
+            scale = config["scale"]
+        return cls(encoder, projector, lora, scale, config, source)
+
+    @classmethod
+    def _load_converted(cls, directory: Path) -> "OpenTSLMWeights":
+        from specdifftree.prior.checkpoint import build_modules, load_checkpoint
+
+        state, config = load_checkpoint(directory)
+        meta = config.get("opentslm")
+        if not isinstance(meta, dict) or not config.get("projector"):
+            raise SDTError(f"{directory}: not an OpenTSLM checkpoint converted by `sdt convert opentslm`")
+        modules = build_modules(state, config, directory, extra=("lora",))
+        lora_t = state.get("lora", {})
+        paths = sorted({k.rpartition(".")[0] for k in lora_t})
+        try:
+            lora = {p: (lora_t[f"{p}.A"], lora_t[f"{p}.B"]) for p in paths}
+        except KeyError as e:
+            raise SDTError(f"{directory}: LoRA factor {e} missing") from None
+        return cls(modules["encoder"], modules["projector"], lora, float(meta.get("lora_scale", 0.0)),
+                   meta.get("lora_config", {}), str(directory))
+
+    def save(self, directory: str | Path, backbone_ref: str, vocab_size: int, extra: Optional[dict] = None) -> Path:
+        """Our pickle-free checkpoint: `weights.safetensors` (encoder, projector, lora.<module>.{A,B})
+        + `config.json` (plus `extra` keys); `--prior DIR` and `--prior opentslm:DIR` load it."""
+        from specdifftree.prior.checkpoint import parts_config, save_checkpoint
+
+        lora = {f"{p}.{n}": t for p, (a, b) in self.lora.items() for n, t in (("A", a), ("B", b))}
+        modules = {"encoder": self.encoder, "projector": self.projector} | ({"lora": lora} if lora else {})
+        config = {**parts_config(self.encoder, None, self.projector, backbone=backbone_ref, vocab_size=vocab_size),
+                  "opentslm": {"lora_scale": self.lora_scale, "lora_config": self.lora_config,
+                               "source": self.source, "layout": "opentslm-sp"}, **(extra or {})}
+        return save_checkpoint(directory, modules, config)
+
+    def fingerprint(self) -> str:
+        """A hash of every weight (encoder, projector, LoRA) and the LoRA scale."""
+        h = hashlib.sha256(repr(self.lora_scale).encode())
+        named = [(f"encoder.{k}", t) for k, t in self.encoder.state_dict().items()]
+        named += [(f"projector.{k}", t) for k, t in self.projector.state_dict().items()]
+        named += [(f"lora.{p}.{n}", t) for p, ab in sorted(self.lora.items()) for n, t in zip("AB", ab)]
+        for key, t in named:
+            h.update(key.encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def _upstream_encoder(sd: dict, source: str):
+    """Upstream encoder keys -> ours: `encoder.*` is our `transformer.*`; `pos_embed` loses its batch dim."""
+    import torch
+
+    from specdifftree.prior.encoder import EncoderConfig, TransformerCNNEncoder
+
+    try:
+        conv, pos = sd["patch_embed.weight"], sd["pos_embed"]
+        layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers.")})
+        width, patch, ff = conv.shape[0], conv.shape[2], sd["encoder.layers.0.linear1.weight"].shape[0]
+    except (KeyError, IndexError, AttributeError, ValueError) as e:
+        raise SDTError(f"{source}: encoder_state is not an OpenTSLM TransformerCNNEncoder ({e!r})") from None
+    heads = 8  # not in the weights; every published model uses 8
+    cfg = EncoderConfig.upstream(patch=patch, width=width, layers=len(layers), heads=heads, ff=ff,
+                                 max_patches=pos.shape[-2])
+    ours = {("transformer." + k[len("encoder."):] if k.startswith("encoder.") else k): v for k, v in sd.items()}
+    ours["pos_embed"] = pos.reshape(pos.shape[-2], pos.shape[-1])
+    encoder = TransformerCNNEncoder(cfg)
+    _load(encoder, {k: torch.as_tensor(v).float() for k, v in ours.items()}, "encoder_state", source)
+    return encoder.eval()
+
+
+def _upstream_projector(sd: dict, source: str):
+    """Upstream `projector.{0,1}.*` (LayerNorm, Linear) -> our `net.{0,1}.*`."""
+    import torch
+
+    from specdifftree.prior.heads import SoftPromptProjector
+
+    try:
+        hidden, width = sd["projector.1.weight"].shape
+    except (KeyError, ValueError, AttributeError) as e:
+        raise SDTError(f"{source}: projector_state is not an OpenTSLM MLPProjector ({e!r})") from None
+    projector = SoftPromptProjector(width, hidden, depth=1)
+    ours = {"net." + k[len("projector."):]: torch.as_tensor(v).float() for k, v in sd.items()}
+    _load(projector, ours, "projector_state", source)
+    return projector.eval()
+
+
+def _load(module, sd: dict, what: str, source: str) -> None:
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise SDTError(f"{source}: {what} does not match OpenTSLM's layout "
+                       f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for k, t in sd.items():
+        if t.shape != own[k].shape:
+            raise SDTError(f"{source}: {what} tensor {k} has shape {list(t.shape)}, expected {list(own[k].shape)}")
+    module.load_state_dict(sd, strict=True)
+
+
+def _lora_config(config, source: str) -> dict:
+    """The LoRA hyperparameters from a pickled `{adapter: LoraConfig}` (as plain dicts)."""
+    if not isinstance(config, dict) or len(config) != 1:
+        raise SDTError(f"{source}: lora_config should hold exactly one adapter's LoraConfig")
+    (adapter, fields), = config.items()
+    if not isinstance(fields, dict) or "r" not in fields or "lora_alpha" not in fields:
+        raise SDTError(f"{source}: lora_config['{adapter}'] has no r / lora_alpha")
+    for unsupported in ("rank_pattern", "alpha_pattern"):
+        if fields.get(unsupported):
+            raise SDTError(f"{source}: LoRA with a per-module {unsupported} is not supported")
+    if fields.get("use_dora") or fields.get("fan_in_fan_out"):
+        raise SDTError(f"{source}: DoRA / fan_in_fan_out LoRA adapters are not supported")
+    r, alpha = int(fields["r"]), float(fields["lora_alpha"])
+    scale = alpha / (r ** 0.5) if fields.get("use_rslora") else alpha / r
+    keep = ("r", "lora_alpha", "use_rslora", "target_modules", "lora_dropout", "bias", "task_type", "peft_type")
+    return {"adapter": str(adapter), "scale": scale, **{k: fields.get(k) for k in keep}}
+
+
+def _lora_factors(state: dict, adapter: str, source: str) -> dict:
+    """{module path: (A [r, in], B [out, r])} from peft's `lora_state` keys."""
+    import torch
+
+    halves: dict[str, dict[str, object]] = {}
+    for key, t in state.items():
+        m = LORA_KEY.match(key)
+        if m is None or m["adapter"] != adapter:
+            raise SDTError(f"{source}: unexpected LoRA key '{key}' (peft's base_model.model.<module>.lora_A.{adapter}.weight)")
+        halves.setdefault(m["module"], {})[m["ab"]] = torch.as_tensor(t).float()
+    out = {}
+    for module, ab in sorted(halves.items()):
+        if set(ab) != {"A", "B"} or ab["B"].shape[1] != ab["A"].shape[0]:
+            raise SDTError(f"{source}: LoRA factors of {module} are incomplete or mismatched")
+        out[module] = (ab["A"], ab["B"])
+    return out
+
+
+# ------------------------------------------------------------------------------------ backbone
+
+
+_MERGED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # backbone -> weights fingerprint merged in
+
+
+def attach(weights: OpenTSLMWeights, backbone):
+    """Make `backbone` (an HFBackbone) the checkpoint's LLM: check the embedding width and merge
+    the LoRA factors into its weights once (W += scale * B @ A). Returns the backbone."""
+    import torch
+
+    model = getattr(backbone, "model", None)
+    if model is None or not hasattr(backbone, "start_segments"):
+        raise SDTError("an OpenTSLM-SP prior needs a transformers backbone: --backbone hf:LLM_DIR")
+    width = model.get_input_embeddings().weight.shape[1]
+    if weights.projector.hidden != width:
+        raise SDTError(f"{weights.source}: the projector writes {weights.projector.hidden}-wide embeddings but the "
+                       f"backbone's are {width}-wide: is --backbone the base LLM this checkpoint was trained on?")
+    done = _MERGED.get(backbone)
+    if done is not None:
+        if done != weights.fingerprint():
+            raise SDTError("this backbone already carries another OpenTSLM checkpoint's LoRA; open it afresh")
+        return backbone
+    with torch.no_grad():
+        for path, (a, b) in weights.lora.items():
+            try:
+                linear = model.get_submodule(path)
+            except AttributeError:
+                raise SDTError(f"{weights.source}: LoRA targets {path}, which the backbone does not have") from None
+            if tuple(linear.weight.shape) != (b.shape[0], a.shape[1]):
+                raise SDTError(f"{weights.source}: LoRA of {path} is {b.shape[0]}x{a.shape[1]}, the backbone's "
+                               f"weight {list(linear.weight.shape)}")
+            delta = (b.double() @ a.double()) * weights.lora_scale
+            linear.weight.add_(delta.to(linear.weight.dtype))
+    _MERGED[backbone] = weights.fingerprint()
+    return backbone
+
+
+def default_backbone_ref(source: str) -> str:
+    """The base LLM an upstream checkpoint names by its model-name prefix, as an `hf:` ref, or SDTError."""
+    low = source.lower()
+    for prefix, llm in BASE_LLMS.items():
+        if prefix in low:
+            return f"hf:{llm}"
+    raise SDTError(f"{source}: give the base LLM with --backbone hf:LLM_DIR (e.g. a local Llama-3.2-1B folder)")
+
+
+# ------------------------------------------------------------------------------------ prompt and prior
+
+
+@dataclass
+class UpstreamPrompt:
+    """pre_prompt, (text, raw series) per series, post_prompt: OpenTSLM-SP's input, before the answer."""
+
+    pre_prompt: str
+    series: list[tuple[str, np.ndarray]]
+    post_prompt: str
+
+    @classmethod
+    def one_series(cls, pre_prompt: str, series: np.ndarray, post_prompt: str) -> "UpstreamPrompt":
+        """One series, described as upstream's TSQA does (mean and unbiased std, 4 decimals)."""
+        x = np.asarray(series, dtype=np.float64)
+        return cls(pre_prompt, [(SERIES_TEXT.format(mean=x.mean(), std=_std(x)), x)], post_prompt)
+
+    def text(self) -> str:
+        """The prompt as text, each series shown as <series:N points> (for records)."""
+        body = [f"{t} <series:{len(x)} points>" for t, x in self.series]
+        return "\n".join([self.pre_prompt, *body, self.post_prompt])
+
+
+def _std(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
+
+
+def upstream_normalize(x: np.ndarray, patch: int) -> np.ndarray:
+    """z = (x - mean) / (unbiased std + 1e-8), right-padded with zeros to a multiple of `patch`. [L] -> [L']"""
+    x = np.asarray(x, dtype=np.float32)
+    z = (x - x.mean()) / (np.float32(_std(x)) + np.float32(STD_EPS))
+    return np.pad(z, (0, -len(z) % patch))
+
+
+def series_embeddings(encoder, projector, series: np.ndarray):
+    """Projected patch embeddings of one raw series, as upstream computes them.  [L] -> [ceil(L/patch), H]"""
+    import torch
+
+    z = upstream_normalize(series, encoder.config.patch)
+    h, _ = encoder(torch.as_tensor(z)[None])  # every patch valid: upstream attends zero padding too
+    return projector(h)[0]
+
+
+def text_ids(backbone, text: str) -> list[int]:
+    """A text segment's ids with the tokenizer's default special tokens (Llama: BOS first), as upstream."""
+    return list(backbone.tokenizer(text)["input_ids"])
+
+
+def segments(encoder, projector, backbone, prompt: UpstreamPrompt) -> list:
+    """[ids(pre), ids(text_1), emb(series_1), ..., ids(post)]: each text with the tokenizer's default
+    special tokens (a BOS each with Llama), each series as [P, H] float32 embeddings."""
+    import torch
+
+    out = [text_ids(backbone, prompt.pre_prompt)]
+    with torch.inference_mode():
+        for text, x in prompt.series:
+            out += [text_ids(backbone, text), series_embeddings(encoder, projector, x).float().numpy()]
+    return out + [text_ids(backbone, prompt.post_prompt)]
+
+
+def opentslm_prior(weights: OpenTSLMWeights, backbone, prompt: UpstreamPrompt, max_len: int,
+                   grammar=None, name: str = "opentslm"):
+    """A TSLMPrior (every search method runs on it) over the backbone with this prompt prefilled once."""
+    import torch
+
+    from specdifftree.prior.encoder import pool
+    from specdifftree.prior.model import TSLMPrior
+
+    attach(weights, backbone)
+    with torch.inference_mode():  # the encoded first series, for flow networks (S-ADT)
+        z = upstream_normalize(prompt.series[0][1], weights.encoder.config.patch) if prompt.series else None
+        feats = None if z is None else pool(*weights.encoder(torch.as_tensor(z)[None]))[0].float().numpy()
+    return TSLMPrior(backbone, prompt.text(), max_len, bias=None, name=name, grammar=grammar,
+                     series_features=feats, parts_id=weights.fingerprint(),
+                     segments=segments(weights.encoder, weights.projector, backbone, prompt))
+
+
+# ------------------------------------------------------------------------------------ --prior opentslm:
+
+
+def forecast_prior(weights: OpenTSLMWeights, backbone, context, name: str = "opentslm"):
+    """The prior of one forecasting context (data.context.Context with series and horizon): the
+    upstream layout around our forecast prompt (`data.prompts.opentslm_forecast_prompt`), the
+    forecast grammar on top. `backbone` carries the checkpoint (`attach`)."""
+    from specdifftree.data.prompts import opentslm_forecast_prompt
+    from specdifftree.prior.constraint import ForecastGrammar
+
+    codec, horizon = context.codec, int(context.horizon)
+    pre, post = opentslm_forecast_prompt(context.series, horizon, codec)
+    grammar = ForecastGrammar(backbone.token_strings(), backbone.eos_id, horizon, sep=codec.sep)
+    prompt = UpstreamPrompt.one_series(pre, context.series, post)
+    return opentslm_prior(weights, backbone, prompt, grammar.max_tokens(), grammar=grammar, name=name)
+
+
+def backbone_ref_for(source: str) -> str:
+    """The base LLM of a checkpoint when --backbone is not given: the one a converted checkpoint
+    records, else the one upstream's model name implies."""
+    cfg = Path(source) / "config.json"
+    if cfg.is_file():
+        ref = json.loads(cfg.read_text()).get("backbone")
+        if isinstance(ref, str):
+            return ref
+    return default_backbone_ref(source)
+
+
+def is_converted(directory: str | Path) -> bool:
+    """Whether `directory` is an OpenTSLM checkpoint in our format (`sdt convert opentslm`, or
+    `sdt train-prior --variant sp`)."""
+    cfg = Path(directory) / "config.json"
+    try:
+        return cfg.is_file() and isinstance(json.loads(cfg.read_text()).get("opentslm"), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def holds_opentslm(directory: str | Path) -> bool:
+    """An upstream download folder (model_checkpoint.pt) or one of our converted checkpoints."""
+    return (Path(directory) / UPSTREAM_FILE).is_file() or is_converted(directory)
