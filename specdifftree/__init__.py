@@ -16,8 +16,8 @@ import types
 
 __version__ = "0.1.0"
 
-__all__ = ["Context", "METHODS", "PriorSource", "Queries", "SearchConfig", "SearchResult", "build_context",
-           "collect_buffer", "context_from_array", "convert_opentslm", "forecast_record", "open_prior",
+__all__ = ["AmortizeConfig", "Context", "METHODS", "PriorSource", "Queries", "SearchConfig", "SearchResult",
+           "build_context", "collect_buffer", "context_from_array", "convert_opentslm", "forecast_record", "open_prior",
            "run_experiment", "search", "search_problem", "train_flow"]
 
 

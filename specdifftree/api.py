@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from specdifftree.amortize.pipeline import collect_buffer, train_flow
+from specdifftree.amortize.train import AmortizeConfig
 from specdifftree.data.context import Context
 from specdifftree.problem import (PriorSource, PriorSpec, Queries, build_context, context_from_array, forecast_record,
                                   open_prior)
@@ -80,6 +81,6 @@ def run_experiment(config: Union[str, Path], preset: Optional[str] = None, out_d
     return run_grid(cfg, out_dir or default_out(cfg), wandb=wandb, progress=progress, log=log)
 
 
-__all__ = ["Context", "METHODS", "PriorSource", "Queries", "SearchConfig", "SearchResult", "build_context",
-           "collect_buffer", "context_from_array", "convert_opentslm", "forecast_record", "open_prior", "run_experiment", "search",
-           "search_problem", "train_flow"]
+__all__ = ["AmortizeConfig", "Context", "METHODS", "PriorSource", "Queries", "SearchConfig", "SearchResult",
+           "build_context", "collect_buffer", "context_from_array", "convert_opentslm", "forecast_record", "open_prior",
+           "run_experiment", "search", "search_problem", "train_flow"]
