@@ -222,5 +222,5 @@ def test_cli_caption_har_file_has_three_axes_and_activity_spans():
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
     assert [ln.split(":")[0] for ln in lines] == ["level 1 (statistical)", "level 2 (structural)", "level 3 (semantic)"]
-    assert all(f"{a}-axis acceleration (ADC counts)" in lines[0].lower() for a in "xyz")
+    assert all(f"{a}-axis acceleration (adc counts)" in lines[0].lower() for a in "xyz")
     assert "walking" in lines[2] and "minute" in lines[2]
