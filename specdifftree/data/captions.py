@@ -74,6 +74,16 @@ VARIANTS: dict[str, tuple[tuple[str, ...], int]] = {  # variant -> (levels, leng
     "high+middle": (("high-summary", "middle"), 700),
     "all": (("high-summary", "low", "middle", "high"), 1000),
 }
+UNLABELLED_VARIANTS = ("low", "middle", "middle+low")  # the variants a series without labels has
+ASK = {  # what a prompt asks for, per variant
+    "low": "Describe its statistics: mean, max, min and std.",
+    "middle": "Describe its trends and spikes, with their positions.",
+    "middle+low": "Describe its statistics, then its trends and spikes with their positions.",
+    "high-summary": "Summarise the labelled events.", "high-all": "List the labelled events with their times.",
+    "high+low": "Summarise the labelled events, then describe the statistics.",
+    "high+middle": "Summarise the labelled events, then describe the trends and spikes.",
+    "all": "Describe the events, statistics, trends and spikes.",
+}
 ALIASES = {"high": "high-all", "statistical": "low", "structural": "middle", "semantic": "high-all"}
 UNITS = (("second", 1.0), ("minute", 60.0), ("hour", 3600.0))
 MAX_UNITS = 1500  # a day of minutes is written in minutes
@@ -179,6 +189,10 @@ class Fact:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Fact":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
 
 @dataclass
 class Sentence:
@@ -193,9 +207,11 @@ class Captions:
     levels: dict[str, list[Sentence]]
     unit: str
 
-    def sentences(self, variant: str = "all") -> list[Sentence]:
-        """The variant's sentences, each level capped so the whole fits the variant's cap."""
-        parts, cap = VARIANTS[resolve_variant(variant)]
+    def sentences(self, variant: str = "all", cap: Optional[int] = None) -> list[Sentence]:
+        """The variant's sentences, each level capped so the whole fits the variant's cap (or
+        `cap` characters, when smaller)."""
+        parts, cap_ = VARIANTS[resolve_variant(variant)]
+        cap = min(cap_, cap) if cap else cap_
         chosen = [s for p in parts for s in self.levels.get(p, [])[:1]]  # every level's first sentence
         used = sum(len(s.text) + 1 for s in chosen)
         for p in parts:
@@ -206,11 +222,11 @@ class Captions:
         order = {id(s): i for i, s in enumerate(x for p in parts for x in self.levels.get(p, []))}
         return sorted(chosen, key=lambda s: order[id(s)])
 
-    def text(self, variant: str = "all") -> str:
-        return " ".join(s.text for s in self.sentences(variant))
+    def text(self, variant: str = "all", cap: Optional[int] = None) -> str:
+        return " ".join(s.text for s in self.sentences(variant, cap))
 
-    def facts(self, variant: str = "all") -> list[Fact]:
-        return [f for s in self.sentences(variant) for f in s.facts]
+    def facts(self, variant: str = "all", cap: Optional[int] = None) -> list[Fact]:
+        return [f for s in self.sentences(variant, cap) for f in s.facts]
 
     def available(self) -> list[str]:
         """Variants whose every level has sentences here (no level-3 variant without labels)."""
