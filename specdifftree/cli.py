@@ -105,7 +105,7 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @click.option("--prior", "prior", required=True, metavar="SPEC",
               help="markov:FILE.json | markov:NAME (built-in) | default | hf:ID_OR_PATH | gguf:FILE | checkpoint DIR.")
 @click.option("--reward", "rewards", multiple=True, metavar="SPEC",
-              help="spectral | format | length | smoothness | bounds | FILE.py:fn | module:fn; "
+              help="spectral | format | length | smoothness | bounds | caption-consistency | FILE.py:fn | module:fn; "
                    "terms join with '+', weights as 0.5*NAME; repeatable (summed).")
 @click.option("--method", default="dts", show_default=True, metavar="NAME",
               help="dts, dts-star, greedy, sample, best-of-n, best-of-n-is, beam, smc, mcts, sadt, sadt-sample.")

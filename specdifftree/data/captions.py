@@ -520,18 +520,20 @@ def _merge(windows: list[list[int]], gap: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in out]
 
 
-def find_spikes(x: np.ndarray) -> np.ndarray:
-    """Sample indices of spikes in x [T] (find_peaks, module docstring), most prominent first.  -> [K] int"""
+def find_spikes(x: np.ndarray, ref: Optional[np.ndarray] = None) -> np.ndarray:
+    """Sample indices of spikes in x [T] (find_peaks, module docstring), most prominent first; the
+    mean and range of the thresholds come from `ref` when given (default x).  -> [K] int"""
     from scipy.signal import find_peaks
 
-    finite = x[np.isfinite(x)]
-    if len(finite) < 3:
+    x = np.asarray(x, dtype=np.float64)
+    finite = x[np.isfinite(x)] if ref is None else np.asarray(ref, dtype=np.float64)[np.isfinite(ref)]
+    if len(finite) < 3 or np.isfinite(x).sum() < 3:
         return np.zeros(0, dtype=np.int64)
     lo, hi = float(np.min(finite)), float(np.max(finite))
     span = hi - lo
     if not (span > 0 and math.isfinite(span)):
         return np.zeros(0, dtype=np.int64)
-    y = np.where(np.isfinite(x), x, lo)
+    y = np.where(np.isfinite(x), x, np.nanmin(x))
     peaks, props = find_peaks(y, height=float(np.mean(finite)) + 0.6 * span, prominence=0.5 * span, distance=5)
     return peaks[np.argsort(-props["prominences"], kind="stable")].astype(np.int64)
 
