@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from specdifftree.data.captions import (VARIANTS, Captioned, Event, beat_events, caption, caption_series,
                                         find_spikes, find_trends, label_runs, parse_facts, printed_tolerance,
                                         score_caption, sleep_periods)
-from specdifftree.data.sources import default_data_dir
+from specdifftree.paths import default_data_dir
 from specdifftree.errors import SDTError
 
 
