@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from specdifftree.data.captions import (VARIANTS, Captioned, Event, beat_events, caption, caption_series,
+from specdifftree.data.captions import (VARIANTS, Captioned, beat_events, caption, caption_series,
                                         find_spikes, find_trends, label_runs, parse_facts, printed_tolerance,
                                         score_caption, sleep_periods)
 from specdifftree.paths import default_data_dir
