@@ -135,7 +135,8 @@ def test_bad_input_as_real_process(tmp_path):
 def test_help_is_fast_and_has_examples():
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     commands = (["--help"], ["search", "--help"], ["bench", "--help"], ["bench", "exactness", "--help"],
-                ["bench", "speed", "--help"], ["pretrain-backbone", "--help"], ["export-gguf", "--help"])
+                ["bench", "speed", "--help"], ["pretrain-backbone", "--help"], ["export-gguf", "--help"],
+                ["caption", "--help"])
     for args in commands:
         t0 = time.perf_counter()
         proc = subprocess.run([SDT, *args], capture_output=True, text=True, env=env)

@@ -167,3 +167,17 @@ def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capf
     assert "building the default backbone (first use, about" in capfd.readouterr().err
     assert ensure_default_backbone() == results[0] and calls == ["default"]
     load_hf_dir(results[0])
+
+
+def test_captions_preset_corpus_has_hierarchical_captions_and_default_keeps_the_sentence():
+    from specdifftree.data.captions import ASK, UNLABELLED_VARIANTS
+    from specdifftree.prior.default import BackbonePreset, generate_corpus
+
+    assert BackbonePreset.from_name("default").captions == "sentence"
+    assert BackbonePreset.from_name("captions").captions == "hierarchical"
+    plain = generate_corpus(150, seed=0, data=None)
+    rich = generate_corpus(150, seed=0, data=None, captions="hierarchical")
+    assert all("; it ranges from " in d for d in plain if "\nCaption: " in d)
+    caps = [d for d in rich if "\nCaption: " in d]
+    assert caps and all(any(ASK[v] in d for v in UNLABELLED_VARIANTS) for d in caps)
+    assert not any("; it ranges from " in d for d in caps)

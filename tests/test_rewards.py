@@ -232,3 +232,53 @@ def test_parse_errors_are_one_line(tmp_path, spec, needle):
         parse_reward(spec)
     msg = str(err.value)
     assert needle in msg and "\n" not in msg
+
+
+# ------------------------------------------------------------------ caption-consistency
+
+
+def _text(values):
+    return ",".join(f"{v:.4f}" for v in values)
+
+
+def test_caption_consistency_trend_term():
+    from specdifftree.rewards.structure import penalties
+
+    rng = np.random.default_rng(0)
+    h = np.r_[np.zeros(40), np.linspace(0, 10, 56)] + rng.normal(0, 0.05, 96)  # ends rising
+    keep = 10 + np.arange(1, 25) * 10 / 55
+    flat = np.full(24, 10.0)
+    back = 10 - np.arange(1, 25) * 10 / 30
+    assert penalties(h, keep)["trend"] == 0.0 and penalties(h, flat)["trend"] < 0.2
+    assert penalties(h, back)["trend"] == 1.0
+
+
+def test_caption_consistency_period_and_spike_terms():
+    from specdifftree.rewards.structure import penalties
+
+    t = np.arange(120)
+    h = np.sin(2 * np.pi * t / 12)
+    same = np.sin(2 * np.pi * np.arange(120, 144) / 12)
+    assert penalties(h, same)["period"] == pytest.approx(0.0, abs=1e-6)
+    assert penalties(h, -same)["period"] == pytest.approx(1.0, abs=1e-6)
+    spiky = same.copy()
+    spiky[10] = 5.0
+    assert penalties(h, same)["spike"] == 0.0 and penalties(h, spiky)["spike"] == 1.0
+    h2 = h.copy()
+    h2[[10, 40, 70, 100]] = 5.0  # a history full of spikes explains one in the forecast
+    assert penalties(h2, spiky)["spike"] == 0.0
+
+
+def test_caption_consistency_reward_is_registered_weightable_and_bounded():
+    h = np.sin(2 * np.pi * np.arange(96) / 12)
+    ctx = Context(series=h, horizon=24)
+    r = parse_reward("caption-consistency")
+    good = _text(np.sin(2 * np.pi * np.arange(96, 120) / 12))
+    bad = _text(-np.sin(2 * np.pi * np.arange(96, 120) / 12) + np.r_[np.zeros(12), 9, np.zeros(11)])
+    assert "caption-consistency" in REWARDS
+    assert r(good, ctx) > r(bad, ctx) and -3 <= r(bad, ctx) <= 0
+    assert r("x", ctx) == -3.0
+    both = parse_reward("spectral + 0.5*caption-consistency")
+    assert both(good, ctx) == pytest.approx(REWARDS["spectral"]()(good, ctx) + 0.5 * r(good, ctx))
+    with pytest.raises(SDTError):
+        r(good, Context(horizon=24))

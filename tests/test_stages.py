@@ -9,7 +9,7 @@ import pytest
 from specdifftree.data.example import STAGES
 from specdifftree.data.prompts import forecast_codec, forecast_prompt
 from specdifftree.data.splits import ett_range, m4_is_eval
-from specdifftree.data.stages import OPTIONS, build_stage, parse_label
+from specdifftree.data.stages import OPTIONS, STAGE2_CAP, build_stage, parse_label
 from specdifftree.paths import default_data_dir
 from specdifftree.errors import SDTError
 
@@ -32,7 +32,8 @@ def test_stage_examples_are_well_formed_and_deterministic(stage):
     for e in ex:
         assert len(e.series) == len(e.names) >= 1
         assert all(len(x) >= 4 and np.isfinite(x).all() for x in e.series)
-        assert 0 < len(e.answer) <= 160 and "\n" not in e.answer  # short answers: training cost grows with them
+        cap = STAGE2_CAP if stage == "stage2_captioning" else 160  # short answers: training cost grows with them
+        assert 0 < len(e.answer) <= cap and "\n" not in e.answer
         prompt = e.prompt()
         for name, x in zip(e.names, e.series):
             assert name in prompt
@@ -165,3 +166,16 @@ def test_user_csv_folder_and_bad_data(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SDTError, match="holds none of"):
         build_stage("stage6_forecast", "train", 2, data_dir=tmp_path / "empty")
+
+
+def test_stage2_captions_mix_variants_and_carry_their_facts():
+    from specdifftree.data.captions import UNLABELLED_VARIANTS, Fact, score_caption
+
+    ex = build_stage("stage2_captioning", "train", 30, seed=0, data_dir=DATA)
+    assert {e.meta["variant"] for e in ex} == set(UNLABELLED_VARIANTS)
+    for e in ex:
+        facts = [Fact.from_dict(f) for f in e.meta["facts"]]
+        levels = {f.level for f in facts}
+        assert levels == {"low": {1}, "middle": {2}, "middle+low": {1, 2}}[e.meta["variant"]]
+        scores = score_caption(e.answer, facts)  # the gold caption states its facts exactly
+        assert all(v == 1.0 for v in scores.values() if v is not None)

@@ -116,6 +116,7 @@ class EcgRecord:
     signals: np.ndarray              # [T, C] physical units (mV for ECG leads)
     beat_samples: Optional[np.ndarray] = None  # [K] sample index of each annotation (from .atr)
     beat_symbols: Optional[list[str]] = None   # [K] its MIT code: "N" normal, "A" atrial premature, ...
+    units: Optional[list[str]] = None          # one physical unit per lead ("mV", "mmHg"), from the header
 
 
 def read_wfdb(record: str | Path, annotation: str = "atr") -> EcgRecord:
@@ -142,7 +143,7 @@ def read_wfdb(record: str | Path, annotation: str = "atr") -> EcgRecord:
     if len(bad):
         t, c = bad[0]
         raise SDTError(f"{header}: sample {t} of signal '{rec.sig_name[c]}' is not a finite number")
-    out = EcgRecord(base.name, float(rec.fs), list(rec.sig_name), signals)
+    out = EcgRecord(base.name, float(rec.fs), list(rec.sig_name), signals, units=list(rec.units or []) or None)
     if base.with_name(f"{base.name}.{annotation}").is_file():
         try:
             ann = wfdb.rdann(str(base), annotation)

@@ -11,7 +11,7 @@ activity labels, ECG beat annotations) or from the generator that built the seri
 | stage             | series (length)                        | answer ends with        | options           |
 |-------------------|----------------------------------------|-------------------------|-------------------|
 | stage1_mcq        | 1 (context_length)                     | "Answer: upward"        | 3 per question    |
-| stage2_captioning | 1 (context_length)                     | a caption sentence      | -                 |
+| stage2_captioning | 1 (context_length)                     | a hierarchical caption  | -                 |
 | stage3_cot        | 3 axes (2 * context_length, 52 Hz)     | "Answer: walking"       | ACTIVITIES        |
 | stage4_sleep_cot  | 1 EEG (2 * context_length, 64 Hz)      | "Answer: n2"            | SLEEP_STAGES      |
 | stage5_ecg_cot    | 1 ECG lead (2 * context_length, 48 Hz) | "Answer: premature"     | ECG_RHYTHMS       |
@@ -41,7 +41,7 @@ from typing import Literal, Optional, Sequence
 import numpy as np
 
 from specdifftree.data.example import STAGES, Example
-from specdifftree.data.features import caption, dominant_period, spike_word, trend_word
+from specdifftree.data.features import dominant_period, spike_word, trend_word
 from specdifftree.data.prompts import forecast_answer, forecast_codec, forecast_prompt
 from specdifftree.data.splits import Part, ett_range, m4_is_eval
 from specdifftree.data.synthetic import (ACTIVITIES, ECG_RHYTHMS, SLEEP_STAGES, accelerometer, ar_noise, ecg, eeg,
@@ -271,14 +271,25 @@ def _stage1(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
 # --------------------------------------------------------------------------- stage 2: captioning
 
 
+STAGE2_CAP = 240  # characters per stage-2 caption: training cost grows with the answer
+
+
 def _stage2(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
+    """A hierarchical caption (data/captions.py) of one series, in a variant drawn uniformly from
+    those a series without labels has (statistics, structure, both); the prompt says which."""
+    from specdifftree.data.captions import ASK, UNLABELLED_VARIANTS, Captioned, caption_series
+
     pool = _univariate(ctx.root, ctx.split) if ctx.root else ()
     got = _window(rng, pool, ctx.length) if ctx.real(rng, pool) else None
     source, x = got if got else ("synthetic", synthetic_series(rng, ctx.length))
+    variant = UNLABELLED_VARIANTS[int(rng.integers(len(UNLABELLED_VARIANTS)))]
+    captions = caption_series(Captioned.build({"the series": x}), seed=rng)
     return Example(
         stage="stage2_captioning", series=[x], names=["The time series"],
-        pre_prompt="You are given a time series.", post_prompt="Describe it in one sentence.",
-        answer=caption(x), meta={"source": source})
+        pre_prompt="You are given a time series.", post_prompt=ASK[variant],
+        answer=captions.text(variant, STAGE2_CAP),
+        meta={"source": source, "variant": variant,
+              "facts": [f.to_dict() for f in captions.facts(variant, STAGE2_CAP)]})
 
 
 # --------------------------------------------------------------------------- stage 3: HAR CoT

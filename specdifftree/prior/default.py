@@ -18,7 +18,9 @@ Corpus (`iter_documents`): an endless, seeded stream of ASCII documents, each en
                     of each ETT file and of each M4 train row is read, so evaluation windows
                     taken from the last 40% (and the M4 test file) are never seen in training.
     caption  (10%): the series description line, half the time its values, and a caption
-                    sentence made from statistics (trend, dominant FFT period, min/max).
+                    sentence made from statistics (trend, dominant FFT period, min/max); with
+                    the "captions" preset instead a hierarchical caption (data/captions.py) in
+                    a variant drawn from statistics / structure / both, asked for as stage 2 asks.
     qa       (10%): description + values + "Question: ... Answer: ..." (max, min, first, last,
                     length, trend, period, argmax).
 Every document fits in the preset's sequence length (long histories are shortened).
@@ -95,6 +97,7 @@ class BackbonePreset:
     seed: int = 0
     threads: int = 2  # torch threads while training (fixed: reduction order depends on it)
     minutes: float = 3.0  # rough build time on 2 idle cores (~10k tokens/s), for the first-use message
+    captions: str = "sentence"  # caption documents: "sentence" (data/features.caption) or "hierarchical"
 
     @classmethod
     def from_name(cls, name: str) -> "BackbonePreset":
@@ -181,8 +184,9 @@ def _window(rng, real, n: int) -> np.ndarray:
     return synthetic_series(rng, n)
 
 
-def make_document(rng: np.random.Generator, real=(), max_tokens: int = 1536) -> str:
-    """One document (ASCII text ending in EOS) of at most max_tokens tokens (bytes + EOS)."""
+def make_document(rng: np.random.Generator, real=(), max_tokens: int = 1536, captions: str = "sentence") -> str:
+    """One document (ASCII text ending in EOS) of at most max_tokens tokens (bytes + EOS).
+    captions: "sentence" (one templated sentence) or "hierarchical" (`_hierarchical_caption`)."""
     kind = rng.choice(list(MIX), p=list(MIX.values()))
     length = int(np.exp(rng.uniform(np.log(24), np.log(193))))
     horizon = int(rng.integers(8, 97)) if kind == "forecast" else 0
@@ -194,7 +198,7 @@ def make_document(rng: np.random.Generator, real=(), max_tokens: int = 1536) -> 
             text = forecast_prompt(history, horizon, codec) + forecast_answer(future, codec)
         elif kind == "caption":
             head = _values_line(history, codec) if rng.random() < 0.5 else describe(history) + "\n"
-            text = f"{head}Caption: {caption(history)}"
+            text = f"{head}{_hierarchical_caption(rng, history) if captions == 'hierarchical' else 'Caption: ' + caption(history)}"
         else:
             q, a = _question(rng, history, codec)
             text = f"{_values_line(history, codec)}Question: {q} Answer: {a}"
@@ -204,20 +208,30 @@ def make_document(rng: np.random.Generator, real=(), max_tokens: int = 1536) -> 
     raise AssertionError("a document did not fit in max_tokens")  # unreachable for max_tokens >= 512
 
 
-def iter_documents(seed: int = 0, data: Union[str, Path, None] = _AUTO, max_tokens: int = 1536) -> Iterator[str]:
+def _hierarchical_caption(rng: np.random.Generator, x: np.ndarray) -> str:
+    """A data/captions.py caption of x in a variant drawn uniformly from those of a series without
+    labels, asked for as stage 2 asks (`ASK`): "<ask>\nCaption: <caption>"."""
+    from specdifftree.data.captions import ASK, UNLABELLED_VARIANTS, Captioned, caption_series
+
+    variant = UNLABELLED_VARIANTS[int(rng.integers(len(UNLABELLED_VARIANTS)))]
+    return f"{ASK[variant]}\nCaption: {caption_series(Captioned.build({'the series': x}), seed=rng).text(variant)}"
+
+
+def iter_documents(seed: int = 0, data: Union[str, Path, None] = _AUTO, max_tokens: int = 1536,
+                   captions: str = "sentence") -> Iterator[str]:
     """The endless, deterministic corpus stream. data: "auto" (see `data_dir`), a folder, or None
-    for synthetic series only."""
+    for synthetic series only. captions: see `make_document`."""
     root = data_dir() if data == _AUTO else (Path(data) if data is not None else None)
     real = real_series(root)
     rng = np.random.default_rng([seed, 20251])
     while True:
-        yield make_document(rng, real, max_tokens)
+        yield make_document(rng, real, max_tokens, captions)
 
 
 def generate_corpus(n_docs: int, seed: int = 0, data: Union[str, Path, None] = _AUTO,
-                    max_tokens: int = 1536) -> list[str]:
-    """The first n_docs documents of `iter_documents(seed, data, max_tokens)`."""
-    return list(islice(iter_documents(seed, data, max_tokens), n_docs))
+                    max_tokens: int = 1536, captions: str = "sentence") -> list[str]:
+    """The first n_docs documents of `iter_documents(seed, data, max_tokens, captions)`."""
+    return list(islice(iter_documents(seed, data, max_tokens, captions), n_docs))
 
 
 def encode_document(doc: str) -> list[int]:
@@ -272,7 +286,7 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=p.lr, betas=(0.9, 0.95))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, p))
-        batches = _batches(iter_documents(seed, max_tokens=p.seq_len), p.batch_size, p.seq_len)
+        batches = _batches(iter_documents(seed, max_tokens=p.seq_len, captions=p.captions), p.batch_size, p.seq_len)
         losses, tokens = [], 0
         bar = tqdm(range(p.steps), desc=f"pretraining {p.name} backbone", disable=not progress, file=sys.stderr)
         for _ in bar:

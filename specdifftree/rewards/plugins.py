@@ -32,6 +32,7 @@ from specdifftree.data.context import Context
 from specdifftree.rewards.base import RewardFn
 from specdifftree.rewards.format import BoundsReward, FormatReward, LengthReward, SmoothnessReward
 from specdifftree.rewards.spectral import SpectralReward
+from specdifftree.rewards.structure import CaptionConsistencyReward
 
 
 def zero(text: str, context: Context) -> float:
@@ -47,6 +48,7 @@ REWARDS: dict[str, Callable[[], RewardFn]] = {
     "length": LengthReward,
     "smoothness": SmoothnessReward,
     "bounds": BoundsReward,
+    "caption-consistency": CaptionConsistencyReward,
     "zero": lambda: zero,
 }
 

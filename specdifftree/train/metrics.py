@@ -9,7 +9,9 @@ among the options (likelihood ranking, `train/examples.py`) is the gold label; m
 the mean over gold classes of the share of that class chosen correctly. Labels parsed from
 greedy text (`data.stages.parse_label`; an answer with no parsable label counts as wrong) are
 reported on the test split as well. Stages without labels report next-token accuracy
-(teacher-forced argmax over the answer tokens) and no macro recall.
+(teacher-forced argmax over the answer tokens) and no macro recall. Stages whose examples carry
+caption facts (stage 2: `meta["facts"]`) also report per-level fact accuracy of the greedy text,
+trained prior and backbone alone (`fact_accuracy`; the score is defined in data/captions.py).
 """
 
 from __future__ import annotations
@@ -51,3 +53,19 @@ def chance(gold: Sequence[str], options_per_example: Sequence[Sequence[str]]) ->
     top = Counter(gold).most_common(1)
     return {"chance_uniform": sum(uniform) / len(uniform) if uniform else float("nan"),
             "chance_majority": top[0][1] / len(gold) if top else float("nan")}
+
+
+def fact_accuracy(facts: Sequence[Sequence[dict]], texts: Sequence[str]) -> tuple[dict, list[dict]]:
+    """Per-level fact accuracy of generated captions against each example's reference facts
+    (`data.captions.score_caption`): ({level: mean over the examples whose reference states that
+    level, f"n_{level}": how many}, [per-example {level: score or None}])."""
+    from specdifftree.data.captions import LEVELS, Fact, score_caption
+
+    scores = [score_caption(t, [Fact.from_dict(f) for f in ref]) for ref, t in zip(facts, texts)]
+    summary: dict = {}
+    for level in LEVELS:
+        got = [s[level] for s in scores if s[level] is not None]
+        if got:
+            summary[level] = sum(got) / len(got)
+            summary[f"n_{level}"] = len(got)
+    return summary, scores

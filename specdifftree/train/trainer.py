@@ -47,7 +47,7 @@ from specdifftree.prior.model import PriorParts
 from specdifftree.train.config import TrainConfig
 from specdifftree.train.decode import answer_logits, decode_answers
 from specdifftree.train.examples import TokenizedSplit, check_examples, label_choices, tokenize_split
-from specdifftree.train.metrics import answer_nll, chance, label_metrics, next_token_hits
+from specdifftree.train.metrics import answer_nll, chance, fact_accuracy, label_metrics, next_token_hits
 from specdifftree.prior.checkpoint import RUN_MANIFEST as MANIFEST
 from specdifftree.prior.checkpoint import read_run_manifest as read_manifest
 from specdifftree.train.state import (STATE, load_state, optimizer_tensors,
@@ -378,9 +378,27 @@ def test_stage(run: Run, stage: str, test: TokenizedSplit, parts: PriorParts) ->
                         "test_accuracy_generated": label_metrics(gold, parsed)["accuracy"]})
         for p, ex, c, lab in zip(predictions, test.examples, chosen, parsed):
             p.update(label=ex.label, chosen_label=c, parsed_label=lab)
+    if all("facts" in ex.meta for ex in test.examples) and test.examples:
+        summary.update(_caption_facts(run, stage, test, ev0["bias"], texts, predictions))
     lines = "".join(json.dumps(p) + "\n" for p in predictions)
     write_atomic(run.out / stage / "test_predictions.jsonl", lines.encode())
     return summary, predictions
+
+
+def _caption_facts(run: Run, stage: str, test: TokenizedSplit, bias0: np.ndarray, texts: list[str],
+                   predictions: list[dict]) -> dict:
+    """Per-level fact accuracy of the greedy captions, trained prior and backbone alone (greedy
+    with bias 0); adds each example's scores (and the backbone's text) to its prediction."""
+    facts = [ex.meta["facts"] for ex in test.examples]
+    texts0 = decode_split(run, stage, test, bias0)
+    prior, per = fact_accuracy(facts, texts)
+    alone, per0 = fact_accuracy(facts, texts0)
+    for p, ex, s, s0, t0 in zip(predictions, test.examples, per, per0, texts0):
+        p.update(variant=ex.meta.get("variant"), facts_prior=s, facts_backbone=s0, generated_backbone=t0)
+    out = {f"test_fact_accuracy_{k}_prior": v for k, v in prior.items() if not k.startswith("n_")}
+    out.update({f"test_fact_accuracy_{k}_backbone": v for k, v in alone.items() if not k.startswith("n_")})
+    out.update({f"test_fact_{k}": v for k, v in prior.items() if k.startswith("n_")})
+    return out
 
 
 # ------------------------------------------------------------------------------------------- curriculum
