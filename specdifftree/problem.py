@@ -26,6 +26,7 @@ import numpy as np
 
 from specdifftree.data.context import Context
 from specdifftree.errors import SDTError
+from specdifftree.prior.backbones.base import Placement
 from specdifftree.prior.base import Prior
 from specdifftree.prior.markov import MarkovPrior
 from specdifftree.rewards.base import RewardFn
@@ -104,7 +105,7 @@ class PriorSpec:
 
 @dataclass(frozen=True)
 class PriorKind:
-    loader: str  # "module:function", called as fn(spec: PriorSpec) -> PriorSource
+    loader: str  # "module:function", called as fn(spec: PriorSpec, placement: Placement | None) -> PriorSource
     usage: str
     backbone: bool = False  # the spec names a backbone (valid as a checkpoint's backbone reference)
 
@@ -157,16 +158,17 @@ class PriorSource(Protocol):
     def prior_for(self, context: Context) -> Prior: ...
 
 
-def open_prior(spec: str | PriorSpec) -> PriorSource:
-    """Load what `spec` names, through its kind's loader."""
+def open_prior(spec: str | PriorSpec, placement: Optional[Placement] = None) -> PriorSource:
+    """Load what `spec` names, through its kind's loader; a model runs on `placement`'s device and in
+    its dtype (default: auto)."""
     parsed = spec if isinstance(spec, PriorSpec) else parse_prior(spec)
     module, _, fn = PRIOR_KINDS[parsed.kind].loader.partition(":")
-    return getattr(importlib.import_module(module), fn)(parsed)
+    return getattr(importlib.import_module(module), fn)(parsed, placement)
 
 
-def load_prior(spec: str, context: Optional[Context] = None) -> Prior:
+def load_prior(spec: str, context: Optional[Context] = None, placement: Optional[Placement] = None) -> Prior:
     """The prior `spec` for one context (a shortcut for `open_prior(spec).prior_for(context)`)."""
-    return open_prior(spec).prior_for(context or Context())
+    return open_prior(spec, placement).prior_for(context or Context())
 
 
 # --------------------------------------------------------------------------- markov priors
@@ -182,7 +184,8 @@ class MarkovSource:
         return self.prior.metered()
 
 
-def open_markov(spec: PriorSpec) -> MarkovSource:
+def open_markov(spec: PriorSpec, placement: Optional[Placement] = None) -> MarkovSource:
+    """A Markov prior (computed on the host: `placement` does not apply)."""
     if spec.arg in BUILTIN_PROBLEMS:
         builtin = BUILTIN_PROBLEMS[spec.arg]()
         return MarkovSource(spec, builtin.prior, builtin)
@@ -192,23 +195,26 @@ def open_markov(spec: PriorSpec) -> MarkovSource:
 # --------------------------------------------------------------------------- neural priors
 
 
-def open_backbone(ref: str | PriorSpec):
-    """A Backbone from a backbone reference: "default", "hf:ID_OR_PATH" or "gguf:FILE"."""
+def open_backbone(ref: str | PriorSpec, placement: Optional[Placement] = None):
+    """A Backbone from a backbone reference: "default", "hf:ID_OR_PATH" or "gguf:FILE", on the device
+    and in the dtype of `placement` (default: auto; llama.cpp reads only its n_gpu_layers)."""
     spec = ref if isinstance(ref, PriorSpec) else parse_prior(ref)
     if not PRIOR_KINDS[spec.kind].backbone:
         raise SDTError(f"unknown backbone '{spec.text}': use default, hf:ID_OR_PATH or gguf:FILE")
+    placement = (placement or Placement()).validate()
     if spec.kind == "default":
         from specdifftree.prior.backbones.hf import HFBackbone
         from specdifftree.prior.default import ensure_default_backbone
 
-        return HFBackbone.from_pretrained(str(ensure_default_backbone()))
+        return HFBackbone.from_pretrained(str(ensure_default_backbone()), placement)
     if spec.kind == "hf":
         from specdifftree.prior.backbones.hf import HFBackbone
 
-        return HFBackbone.from_pretrained(spec.arg)
+        return HFBackbone.from_pretrained(spec.arg, placement)
     from specdifftree.prior.backbones.llamacpp import LlamaCppBackbone
 
-    return LlamaCppBackbone(spec.arg, n_seq_max=256)  # the most llama.cpp allows: fewer evictions
+    # n_seq_max: the most llama.cpp allows, fewer evictions
+    return LlamaCppBackbone(spec.arg, n_seq_max=256, n_gpu_layers=placement.gpu_layers())
 
 
 def checkpoint_dir(spec: PriorSpec) -> Optional[Path]:
@@ -247,20 +253,24 @@ class TSLMSource:
         return TSLMPrior.for_forecast(self.backbone, self.parts, context, name=self.spec.text)
 
 
-def open_tslm(spec: PriorSpec) -> TSLMSource:
+def open_tslm(spec: PriorSpec, placement: Optional[Placement] = None) -> TSLMSource:
+    """A backbone (on `placement`) and its trained parts, moved to the backbone's device."""
     from specdifftree.prior.model import PriorParts
 
     checkpoint = checkpoint_dir(spec)
     if checkpoint is None:
-        backbone = open_backbone(spec)
-        return TSLMSource(spec, backbone, PriorParts.fresh(backbone.vocab_size, spec.text))
-    parts = PriorParts.load(checkpoint)
-    ref = parse_prior(parts.backbone_ref)
-    if parts.projector is not None and ref.kind == "gguf":
-        from specdifftree.prior.backbones.llamacpp import SOFT_PROMPT_NEEDS_HF
+        backbone = open_backbone(spec, placement)
+        parts = PriorParts.fresh(backbone.vocab_size, spec.text)
+    else:
+        parts = PriorParts.load(checkpoint)
+        ref = parse_prior(parts.backbone_ref)
+        if parts.projector is not None and ref.kind == "gguf":
+            from specdifftree.prior.backbones.llamacpp import SOFT_PROMPT_NEEDS_HF
 
-        raise SDTError(f"{checkpoint}: {SOFT_PROMPT_NEEDS_HF}")
-    return TSLMSource(spec, open_backbone(ref), parts)
+            raise SDTError(f"{checkpoint}: {SOFT_PROMPT_NEEDS_HF}")
+        backbone = open_backbone(ref, placement)
+    parts.to(getattr(backbone, "device", "cpu"))  # the encoder and head run where the model runs
+    return TSLMSource(spec, backbone, parts)
 
 
 # --------------------------------------------------------------------------- contexts
@@ -323,10 +333,11 @@ class Queries:
 
     @classmethod
     def open(cls, prior: str | PriorSource, rewards: list[str] | tuple[str, ...] = (),
-             lam: Optional[float] = None) -> "Queries":
-        """lam None: the built-in problem's lambda, else 1.0."""
+             lam: Optional[float] = None, placement: Optional[Placement] = None) -> "Queries":
+        """lam None: the built-in problem's lambda, else 1.0. placement: the model's device and dtype
+        (when `prior` is a spec; default auto)."""
         prior = os.fspath(prior) if isinstance(prior, os.PathLike) else prior
-        source = open_prior(prior) if isinstance(prior, (str, PriorSpec)) else prior
+        source = open_prior(prior, placement) if isinstance(prior, (str, PriorSpec)) else prior
         builtin = source.builtin
         if rewards:
             from specdifftree.rewards import parse_reward
@@ -344,9 +355,10 @@ class Queries:
         return Problem(self.source.prior_for(context), self.reward, context)
 
 
-def build_problem(prior: str, rewards: list[str], context: Context) -> tuple[Problem, Optional[float]]:
+def build_problem(prior: str, rewards: list[str], context: Context,
+                  placement: Optional[Placement] = None) -> tuple[Problem, Optional[float]]:
     """One problem, and the lambda a built-in problem suggests (None otherwise)."""
-    queries = Queries.open(prior, rewards)
+    queries = Queries.open(prior, rewards, placement=placement)
     return queries.problem(context), (queries.source.builtin.lam if queries.source.builtin else None)
 
 

@@ -431,10 +431,12 @@ def _starting_parts(run: Run, stage: str) -> PriorParts:
 
 def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Path, seed: int = 0,
                 resume: bool = False, wandb: bool = True, data_dir: Optional[Path] = None,
-                dataset_fn: Optional[DatasetFn] = None, progress: bool = True, upstream: bool = False) -> dict:
+                dataset_fn: Optional[DatasetFn] = None, progress: bool = True, upstream: bool = False,
+                placement=None) -> dict:
     """Train `stages` in curriculum order into `out`; returns {stage: test summary} (also OUT/summary.json).
     upstream: stages 1-5 read the official OpenTSLM data (downloaded on first use) instead of the
-    offline generators and shared data; stage 6 reads M4 and ETT either way."""
+    offline generators and shared data; stage 6 reads M4 and ETT either way. placement: where the frozen
+    backbone runs (a `prior.backbones.base.Placement`; default auto); its logits are cached on the host."""
     from specdifftree.problem import absolute_spec, open_backbone
 
     unknown = [s for s in stages if s not in STAGES]
@@ -450,7 +452,7 @@ def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Pat
         manifest = _check_out(run, stages)
         todo = [s for s in stages if not (out / s / "stage.json").is_file()]
         examples = {s: build_examples(run, s) for s in todo}  # bad data fails here, before any training
-        run.backbone = open_backbone(backbone_ref)
+        run.backbone = open_backbone(backbone_ref, placement)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / MANIFEST, manifest)
         for stage in stages:
