@@ -13,6 +13,7 @@ invocations), including any recomputation they are forced into (e.g. after evict
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from specdifftree.errors import SDTError
 from specdifftree.prior.base import Cost
 
 DEVICES = "auto|cpu|cuda[:N]|mps"
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda)(?::(\d+))?")  # kind, CUDA index
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -39,8 +41,8 @@ class Placement:
     n_gpu_layers: int | None = None
 
     def validate(self) -> "Placement":
-        kind, _, index = self.device.partition(":")
-        if kind not in ("auto", "cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        match = _DEVICE.fullmatch(self.device)
+        if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
             raise SDTError(f"--device must be one of {DEVICES}, got '{self.device}'")
         if self.dtype not in DTYPES:
             raise SDTError(f"--dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'")
@@ -52,8 +54,7 @@ class Placement:
         """The torch device this placement names; SDTError when it is not available here."""
         import torch
 
-        self.validate()
-        kind, _, index = self.device.partition(":")
+        kind, index = _DEVICE.fullmatch(self.validate().device).groups()
         if kind == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if kind == "cuda":
