@@ -65,6 +65,23 @@ def _load_search_preset(ctx: click.Context, _param, name):
     return name
 
 
+def placement_options(fn):
+    """--device, --dtype and --n-gpu-layers: where a command that loads a prior runs its model."""
+    fn = click.option("--n-gpu-layers", type=int, default=None,
+                      help="gguf: layers offloaded to the GPU (-1: all) [default: all when the device is CUDA].")(fn)
+    fn = click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+                      show_default=True, help="Model weights (auto: bfloat16 on CUDA, float32 elsewhere).")(fn)
+    return click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]|mps",
+                        help="Where the model, encoder, bias head, grammar mask and sampling run "
+                             "(auto: CUDA when available).")(fn)
+
+
+def _placement(device: str, dtype: str, n_gpu_layers):
+    from specdifftree.prior.backbones.base import Placement
+
+    return Placement(device, dtype, n_gpu_layers).validate()
+
+
 @click.group(context_settings=CONTEXT, epilog="""\b
 Examples:
   sdt search --prior markov:toy3 --method dts --iterations 2000 --samples 1000
@@ -154,9 +171,10 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
                    "and MASE is scaled by the history's seasonal-naive error at this lag [default: lag 1].")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Draw the forecast as a PNG: history, sample fan and median, naive forecast, truth when known.")
+@placement_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, series, column, horizon,
-           context_length, end, plot, quiet, **opts):
+           context_length, end, plot, quiet, device, dtype, n_gpu_layers, **opts):
     """Search or sample from pi*(x) ~ p(x|c) exp(lambda r(x)) with one method."""
     from specdifftree.api import search_problem
     from specdifftree.problem import Queries, build_context, forecast_record
@@ -170,7 +188,8 @@ def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, s
         raise SDTError(f"--save-buffer needs {' or '.join(methods_where(soft_values=True))} (trees of soft values), "
                        f"not '{method}'")
     context = build_context(series, column, horizon, context_length, end)
-    queries = Queries.open(prior, list(rewards), lam, backbone=backbone)
+    queries = Queries.open(prior, list(rewards), lam, backbone=backbone,
+                           placement=_placement(device, dtype, n_gpu_layers))
     cfg = SearchConfig(lam=queries.lam, **opts).validate()
     problem = queries.problem(context)
     result = search_problem(problem, method, cfg, rewards=list(rewards), progress=not quiet)
@@ -266,15 +285,17 @@ the prior's fingerprint, vocabulary, reward and lambda it is valid for) and OUT/
 @click.option("--seed", type=int, default=_amortize_default("seed"), show_default=True)
 @click.option("--wandb/--no-wandb", default=True, show_default=True,
               help="Mirror metrics to W&B (offline unless logged in); the local record is always written.")
+@placement_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def amortize(buffers, prior, backbone, rewards, lam, out_dir, wandb, quiet, **opts):
+def amortize(buffers, prior, backbone, rewards, lam, out_dir, wandb, quiet, device, dtype, n_gpu_layers, **opts):
     """Train a flow network F_phi (S-ADT) by trajectory balance on search buffers."""
     from specdifftree.amortize.train import AmortizeConfig
     from specdifftree.api import open_prior, train_flow
 
-    source = prior if backbone is None else open_prior(prior, backbone)
+    placement = _placement(device, dtype, n_gpu_layers)
+    source = prior if backbone is None else open_prior(prior, placement, backbone)
     summary = train_flow(list(buffers), source, list(rewards), out_dir, lam=lam, cfg=AmortizeConfig(**opts),
-                         progress=not quiet, wandb=wandb)
+                         progress=not quiet, wandb=wandb, placement=placement)
     if not quiet:
         from specdifftree.report import table
 
@@ -375,8 +396,9 @@ OUT/summary.json and OUT/train_prior.json (what `--prior OUT` loads).""")
               help="bias: encoder + logit-bias head over cached LLM logits; sp: encoder + soft-prompt "
                    "projector through the LLM (OpenTSLM-SP, its hyperparameters; transformers backbones).")
 @click.option("--lora", is_flag=True, help="sp: also train LoRA adapters on the LLM from stage 3 on (r 16, alpha 32).")
+@placement_options
 def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_dir, install_default, upstream,
-                    variant, lora):
+                    variant, lora, device, dtype, n_gpu_layers):
     """Train the prior's encoder and logit-bias head (or soft-prompt projector) stage by stage, the LLM frozen."""
     from specdifftree.data.example import STAGES
     from specdifftree.report import table
@@ -388,7 +410,8 @@ def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_
     stages = list(STAGES) if stage == "all" else [stage]
     cfg = TrainConfig.from_name(preset).for_variant(variant, lora)
     summary = train_prior(stages, cfg, backbone, Path(out_dir), seed=seed,
-                          resume=resume, wandb=wandb, data_dir=data_dir or default_data_dir(), upstream=upstream)
+                          resume=resume, wandb=wandb, data_dir=data_dir or default_data_dir(), upstream=upstream,
+                          placement=_placement(device, dtype, n_gpu_layers))
     keys = ("stage", "test_nll_prior", "test_nll_backbone", "test_accuracy", "test_accuracy_backbone",
             "chance_uniform", "chance_majority", "best_epoch", "wall_s")
     click.echo(table([{k: s.get(k, "") for k in keys} for s in summary.values()]))
@@ -526,8 +549,14 @@ def exactness(problems, budgets, methods, samples, seeds, child_weight, as_json,
 Examples:
   sdt bench speed                                  # the default backbone, transformers backend
   sdt bench speed --backend gguf                   # the same weights through llama.cpp (f32 GGUF)
+  sdt bench speed --shape qwen3-0.6b --layers 2    # a random model with Qwen3's vocabulary and sizes
+  sdt bench speed --shape llama-3.2-1b --layers 2 --long-prompt 2000 --device cuda
   sdt bench speed --backbone gguf:runs/bb.gguf --batch 32 --iterations 128 --json""")
 @click.option("--backbone", default="default", show_default=True, help="default | hf:DIR | gguf:FILE.")
+@click.option("--shape", default=None, metavar="NAME",
+              help="Instead of --backbone: a random-weight model shaped like llama-3.2-1b, qwen3-0.6b or "
+                   "gemma-3-270m (built once under $SDT_HOME/shapes).")
+@click.option("--layers", type=int, default=None, help="--shape: keep only this many decoder layers.")
 @click.option("--backend", type=click.Choice(["hf", "gguf"]), default=None,
               help="Backend for --backbone default [default: hf; gguf:FILE runs on llama.cpp].")
 @click.option("--series", type=click.Path(dir_okay=False), default=None,
@@ -537,18 +566,35 @@ Examples:
 @click.option("--horizon", type=int, default=24, show_default=True, help="Values the forecast holds.")
 @click.option("--batch", type=int, default=16, show_default=True, help="DTS leaves per round = sampled sequences.")
 @click.option("--iterations", type=int, default=64, show_default=True, help="DTS iterations per run.")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Timed runs of each workload (fastest counts).")
+@click.option("--repeats", type=int, default=5, show_default=True,
+              help="Timed runs of each workload, alternating (medians and ranges are reported).")
+@click.option("--long-prompt", type=int, default=0, show_default=True,
+              help="Also measure at a forecast prompt of about this many tokens (e.g. 2000; 0: no).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-def speed(backbone, backend, series, column, context_length, horizon, as_json, **opts):
-    """DTS token throughput vs plain batched sampling on the same model, and forward tokens per new token."""
-    from specdifftree.bench.speed import SpeedConfig, bench_context, bench_spec, speed_report, summary
+@placement_options
+def speed(backbone, shape, layers, backend, series, column, context_length, horizon, as_json, device, dtype,
+          n_gpu_layers, **opts):
+    """DTS token throughput vs plain batched sampling on the same model, forward tokens per new token, memory."""
+    from specdifftree.bench.speed import (SpeedConfig, add_long_prompt, bench_context, bench_spec,
+                                          context_for_prompt, speed_report, summary)
     from specdifftree.problem import Queries
 
     cfg = SpeedConfig(**opts)
-    problem = Queries.open(bench_spec(backbone, backend), ["spectral"]).problem(
-        bench_context(series, column, context_length, horizon))
+    if shape is not None:
+        from specdifftree.bench.shapes import shape_dir
+
+        backbone = f"hf:{shape_dir(shape, layers)}"
+    elif layers is not None:
+        raise SDTError("--layers cuts a --shape; give --shape NAME")
+    queries = Queries.open(bench_spec(backbone, backend), ["spectral"], placement=_placement(device, dtype, n_gpu_layers))
+    problem = queries.problem(bench_context(series, column, context_length, horizon))
     report = speed_report(problem, cfg)
+    if shape is not None:
+        report["shape"], report["layers"] = shape, layers
+    if cfg.long_prompt:  # the same backbone, loaded once, on a longer prompt
+        ctx = context_for_prompt(problem.prior.backbone, series, column, horizon, cfg.long_prompt)
+        add_long_prompt(report, queries.problem(ctx), cfg)
     click.echo(json.dumps(report, indent=1) if as_json else summary(report))
 
 

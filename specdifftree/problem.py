@@ -26,6 +26,7 @@ import numpy as np
 
 from specdifftree.data.context import Context
 from specdifftree.errors import SDTError
+from specdifftree.prior.backbones.base import Placement
 from specdifftree.prior.base import Prior
 from specdifftree.prior.markov import MarkovPrior
 from specdifftree.rewards.base import RewardFn
@@ -105,7 +106,7 @@ class PriorSpec:
 
 @dataclass(frozen=True)
 class PriorKind:
-    loader: str  # "module:function", called as fn(spec: PriorSpec) -> PriorSource
+    loader: str  # "module:function", called as fn(spec: PriorSpec, placement: Placement | None) -> PriorSource
     usage: str
     backbone: bool = False  # the spec names a backbone (valid as a checkpoint's backbone reference)
 
@@ -168,16 +169,17 @@ class PriorSource(Protocol):
     def prior_for(self, context: Context) -> Prior: ...
 
 
-def open_prior(spec: str | PriorSpec, backbone: Optional[str] = None) -> PriorSource:
-    """Load what `spec` names, through its kind's loader. backbone: --backbone (see PriorSpec)."""
+def open_prior(spec: str | PriorSpec, placement: Optional[Placement] = None, backbone: Optional[str] = None) -> PriorSource:
+    """Load what `spec` names, through its kind's loader; a model runs on `placement`'s device and in
+    its dtype (default: auto). backbone: --backbone (see PriorSpec)."""
     parsed = spec if isinstance(spec, PriorSpec) else parse_prior(spec, backbone)
     module, _, fn = PRIOR_KINDS[parsed.kind].loader.partition(":")
-    return getattr(importlib.import_module(module), fn)(parsed)
+    return getattr(importlib.import_module(module), fn)(parsed, placement)
 
 
-def load_prior(spec: str, context: Optional[Context] = None) -> Prior:
+def load_prior(spec: str, context: Optional[Context] = None, placement: Optional[Placement] = None) -> Prior:
     """The prior `spec` for one context (a shortcut for `open_prior(spec).prior_for(context)`)."""
-    return open_prior(spec).prior_for(context or Context())
+    return open_prior(spec, placement).prior_for(context or Context())
 
 
 # --------------------------------------------------------------------------- markov priors
@@ -193,7 +195,8 @@ class MarkovSource:
         return self.prior.metered()
 
 
-def open_markov(spec: PriorSpec) -> MarkovSource:
+def open_markov(spec: PriorSpec, placement: Optional[Placement] = None) -> MarkovSource:
+    """A Markov prior (computed on the host: `placement` does not apply)."""
     if spec.arg in BUILTIN_PROBLEMS:
         builtin = BUILTIN_PROBLEMS[spec.arg]()
         return MarkovSource(spec, builtin.prior, builtin)
@@ -203,23 +206,26 @@ def open_markov(spec: PriorSpec) -> MarkovSource:
 # --------------------------------------------------------------------------- neural priors
 
 
-def open_backbone(ref: str | PriorSpec):
-    """A Backbone from a backbone reference: "default", "hf:ID_OR_PATH" or "gguf:FILE"."""
+def open_backbone(ref: str | PriorSpec, placement: Optional[Placement] = None):
+    """A Backbone from a backbone reference: "default", "hf:ID_OR_PATH" or "gguf:FILE", on the device
+    and in the dtype of `placement` (default: auto; llama.cpp reads only its n_gpu_layers)."""
     spec = ref if isinstance(ref, PriorSpec) else parse_prior(ref)
     if not PRIOR_KINDS[spec.kind].backbone:
         raise SDTError(f"unknown backbone '{spec.text}': use default, hf:ID_OR_PATH or gguf:FILE")
+    placement = (placement or Placement()).validate()
     if spec.kind == "default":
         from specdifftree.prior.backbones.hf import HFBackbone
         from specdifftree.prior.default import ensure_default_backbone
 
-        return HFBackbone.from_pretrained(str(ensure_default_backbone()))
+        return HFBackbone.from_pretrained(str(ensure_default_backbone()), placement)
     if spec.kind == "hf":
         from specdifftree.prior.backbones.hf import HFBackbone
 
-        return HFBackbone.from_pretrained(spec.arg)
+        return HFBackbone.from_pretrained(spec.arg, placement)
     from specdifftree.prior.backbones.llamacpp import LlamaCppBackbone
 
-    return LlamaCppBackbone(spec.arg, n_seq_max=256)  # the most llama.cpp allows: fewer evictions
+    # n_seq_max: the most llama.cpp allows, fewer evictions
+    return LlamaCppBackbone(spec.arg, n_seq_max=256, n_gpu_layers=placement.gpu_layers())
 
 
 def checkpoint_dir(spec: PriorSpec) -> Optional[Path]:
@@ -263,25 +269,29 @@ def forecasting(spec: PriorSpec, context: Context) -> Context:
     return context
 
 
-def open_tslm(spec: PriorSpec) -> PriorSource:
+def open_tslm(spec: PriorSpec, placement: Optional[Placement] = None) -> PriorSource:
+    """A backbone (on `placement`) and its trained parts, moved to the backbone's device."""
     from specdifftree.prior.model import PriorParts
     from specdifftree.prior.opentslm import holds_opentslm
 
     if spec.kind == "checkpoint" and holds_opentslm(spec.arg):  # an upstream download folder
-        return open_opentslm(PriorSpec("opentslm", spec.arg, spec.text, spec.backbone))
+        return open_opentslm(PriorSpec("opentslm", spec.arg, spec.text, spec.backbone), placement)
     checkpoint = checkpoint_dir(spec)
     if checkpoint is None:
-        backbone = open_backbone(spec)
-        return TSLMSource(spec, backbone, PriorParts.fresh(backbone.vocab_size, spec.text))
-    if holds_opentslm(checkpoint):  # `sdt convert opentslm` output, or a `train-prior --variant sp` run
-        return open_opentslm(PriorSpec("opentslm", str(checkpoint), spec.text, spec.backbone))
-    parts = PriorParts.load(checkpoint)
-    ref = parse_prior(spec.backbone or parts.backbone_ref)
-    if parts.projector is not None and ref.kind == "gguf":
-        from specdifftree.prior.backbones.llamacpp import SOFT_PROMPT_NEEDS_HF
+        backbone = open_backbone(spec, placement)
+        parts = PriorParts.fresh(backbone.vocab_size, spec.text)
+    else:
+        if holds_opentslm(checkpoint):  # `sdt convert opentslm` output, or a `train-prior --variant sp` run
+            return open_opentslm(PriorSpec("opentslm", str(checkpoint), spec.text, spec.backbone), placement)
+        parts = PriorParts.load(checkpoint)
+        ref = parse_prior(spec.backbone or parts.backbone_ref)
+        if parts.projector is not None and ref.kind == "gguf":
+            from specdifftree.prior.backbones.llamacpp import SOFT_PROMPT_NEEDS_HF
 
-        raise SDTError(f"{checkpoint}: {SOFT_PROMPT_NEEDS_HF}")
-    return TSLMSource(spec, open_backbone(ref), parts)
+            raise SDTError(f"{checkpoint}: {SOFT_PROMPT_NEEDS_HF}")
+        backbone = open_backbone(ref, placement)
+    parts.to(getattr(backbone, "device", "cpu"))  # the encoder and head run where the model runs
+    return TSLMSource(spec, backbone, parts)
 
 
 @dataclass
@@ -300,13 +310,13 @@ class OpenTSLMSource:
         return forecast_prior(self.weights, self.backbone, forecasting(self.spec, context), name=self.spec.text)
 
 
-def open_opentslm(spec: PriorSpec) -> OpenTSLMSource:
+def open_opentslm(spec: PriorSpec, placement: Optional[Placement] = None) -> OpenTSLMSource:
     """`opentslm:CKPT`: the checkpoint read safely, its LLM from --backbone, else the one a converted
     checkpoint records, else the one upstream's model name implies (llama-3.2-1b -> meta-llama/Llama-3.2-1B)."""
     from specdifftree.prior.opentslm import OpenTSLMWeights, attach, backbone_ref_for
 
     weights = OpenTSLMWeights.load(spec.arg)
-    backbone = open_backbone(spec.backbone or backbone_ref_for(spec.arg))
+    backbone = open_backbone(spec.backbone or backbone_ref_for(spec.arg), placement)
     return OpenTSLMSource(spec, attach(weights, backbone), weights)
 
 
@@ -370,10 +380,12 @@ class Queries:
 
     @classmethod
     def open(cls, prior: str | PriorSource, rewards: list[str] | tuple[str, ...] = (),
-             lam: Optional[float] = None, backbone: Optional[str] = None) -> "Queries":
-        """lam None: the built-in problem's lambda, else 1.0. backbone: --backbone (see PriorSpec)."""
+             lam: Optional[float] = None, backbone: Optional[str] = None,
+             placement: Optional[Placement] = None) -> "Queries":
+        """lam None: the built-in problem's lambda, else 1.0. backbone: --backbone (see PriorSpec).
+        placement: the model's device and dtype (when `prior` is a spec; default auto)."""
         prior = os.fspath(prior) if isinstance(prior, os.PathLike) else prior
-        source = open_prior(prior, backbone) if isinstance(prior, (str, PriorSpec)) else prior
+        source = open_prior(prior, placement, backbone) if isinstance(prior, (str, PriorSpec)) else prior
         builtin = source.builtin
         if rewards:
             from specdifftree.rewards import parse_reward
@@ -392,9 +404,9 @@ class Queries:
 
 
 def build_problem(prior: str, rewards: list[str], context: Context,
-                  backbone: Optional[str] = None) -> tuple[Problem, Optional[float]]:
+                  backbone: Optional[str] = None, placement: Optional[Placement] = None) -> tuple[Problem, Optional[float]]:
     """One problem, and the lambda a built-in problem suggests (None otherwise)."""
-    queries = Queries.open(prior, rewards, backbone=backbone)
+    queries = Queries.open(prior, rewards, backbone=backbone, placement=placement)
     return queries.problem(context), (queries.source.builtin.lam if queries.source.builtin else None)
 
 

@@ -51,7 +51,8 @@ def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str
 
 
 def train_flow(buffers: list[str | Path], prior: str | PriorSource, rewards: list[str], out_dir: str | Path,
-               lam: Optional[float] = None, cfg=None, progress: bool = False, wandb: bool = False) -> dict:
+               lam: Optional[float] = None, cfg=None, progress: bool = False, wandb: bool = False,
+               placement=None) -> dict:
     """Train a flow network on the search buffers (what `sdt amortize` does) into `out_dir`.
 
     `lam` None: the built-in problem's lambda, else 1.0 (as in `sdt search`). Every buffer must come
@@ -74,7 +75,7 @@ def train_flow(buffers: list[str | Path], prior: str | PriorSource, rewards: lis
         for r in records:
             groups.setdefault(json.dumps(r.context, sort_keys=True), []).append(r)
     records = list(groups.values())
-    queries = Queries.open(prior, rewards, lam)
+    queries = Queries.open(prior, rewards, lam, placement=placement)
     lam, prior = queries.lam, queries.source.spec.text
     problems = [queries.problem(rs[0].query()) for rs in records]
     want = header_for(problems[0], prior, rewards, lam)

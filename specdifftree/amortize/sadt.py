@@ -25,6 +25,7 @@ from specdifftree.amortize.flow import Flow, load_flow
 from specdifftree.errors import SDTError
 from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, make_sample
 from specdifftree.search.dts import backup, grow, path_logp
+from specdifftree.search.rows import is_numpy, to_numpy
 from specdifftree.search.sampling import ancestral, draw_within_budget
 from specdifftree.search.tree import Tree
 
@@ -32,30 +33,31 @@ from specdifftree.search.tree import Tree
 class FlowTree(Tree):
     """A search tree whose draws come from q and whose nodes carry F_phi.
 
-    Here `logprobs` [N, V] hold log q(.|s) (what `draw` and `rollout` sample from), while each
-    child's `logp` stays log p(a|s) (its weight in backup and selection). flow [N]: F_phi of a
-    node as predicted at its parent (a terminal node: its reward). `rollout_policy`: "flow" or "q".
+    The row pool holds three channels per evaluated node: log q(.|s) (what `draw` and `rollout`
+    sample from), log p(.|s) and F_phi(s.a) for every a; each child's `logp` stays log p(a|s) (its
+    weight in backup and selection). flow [N]: F_phi of a node as predicted at its parent (a
+    terminal node: its reward). `rollout_policy`: "flow" or "q".
     """
 
     _FIELDS = {**Tree._FIELDS, "flow": np.float64}
+    _Q, _P, _F = 0, 1, 2  # row channels
 
     def __init__(self, problem: Problem, flow, rollout_policy: str = "q"):
         self.flow_fn = flow  # amortize.flow.Flow
         self.rollout_policy = rollout_policy
-        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # evaluated node -> (log p [V], F_phi(s.a) [V])
         super().__init__(problem)
 
-    def _set_evaluated(self, nodes: np.ndarray, handles: np.ndarray, logp: np.ndarray) -> None:
+    def _channels(self, nodes: np.ndarray, handles: np.ndarray, logp) -> list:
+        logp = logp if is_numpy(logp) else to_numpy(logp)
         log_q, child_flow = self.flow_fn.evaluate(handles, [self.tokens(n) for n in nodes.tolist()], logp)
-        self._rows.update(zip(nodes.tolist(), zip(logp, child_flow)))
-        super()._set_evaluated(nodes, handles, log_q)
+        return [np.asarray(log_q, np.float32), logp, child_flow]
 
     def _new(self, parent: int, token: int, logp: float) -> int:
         if parent < 0:
             return super()._new(parent, token, logp)
-        prior_logp, child_flow = self._rows[parent]
-        n = super()._new(parent, token, float(prior_logp[token]))
-        self.flow[n] = child_flow[token]
+        slot = int(self.slot[parent])
+        n = super()._new(parent, token, self.rows.value(slot, self._P, token))
+        self.flow[n] = self.rows.value(slot, self._F, token)
         return n
 
     def rollout(self, starts: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -109,6 +109,9 @@ class ExperimentConfig:
     data_root: Optional[str] = None  # default: specdifftree.paths.default_data_dir()
     wandb_project: str = "specdifftree"
     threads: int = 1  # torch threads: small models gain nothing from more, and timings stay comparable
+    device: str = "auto"  # where the prior's model runs: auto | cpu | cuda[:N] | mps
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    n_gpu_layers: Optional[int] = None  # gguf priors: layers offloaded to the GPU
     preset: Optional[str] = None
     source: Optional[str] = None  # the YAML file this came from
 
@@ -164,7 +167,23 @@ def from_dict(raw: dict, where: str = "experiment") -> ExperimentConfig:
                             flow=flow, data_root=raw.get("data_root"),
                             backbone=None if raw.get("backbone") is None else str(raw["backbone"]),
                             wandb_project=str(raw.get("wandb_project", "specdifftree")),
-                            threads=_int_list(raw.get("threads", 1), "threads", where)[0])
+                            threads=_int_list(raw.get("threads", 1), "threads", where)[0],
+                            **_placement_keys(raw, where))
+
+
+def _placement_keys(raw: dict, where: str) -> dict:
+    """device, dtype and n_gpu_layers, checked (as `--device`, `--dtype`, `--n-gpu-layers` are)."""
+    from specdifftree.prior.backbones.base import Placement
+
+    keys = {"device": str(raw.get("device", "auto")), "dtype": str(raw.get("dtype", "auto")),
+            "n_gpu_layers": raw.get("n_gpu_layers")}
+    if keys["n_gpu_layers"] is not None and not isinstance(keys["n_gpu_layers"], int):
+        raise SDTError(f"{where}: n_gpu_layers must be an integer")
+    try:
+        Placement(**keys).validate()
+    except SDTError as e:
+        raise SDTError(f"{where}: {str(e).replace('--', '')}") from None
+    return keys
 
 
 def _dataset(name: str, spec: Any, where: str) -> DatasetSpec:

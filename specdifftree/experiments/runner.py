@@ -163,7 +163,8 @@ def open_queries(cfg: ExperimentConfig):
     from specdifftree.problem import Queries
 
     with quiet_model_loading():
-        return Queries.open(cfg.prior, cfg.reward, cfg.search.get("lam"), backbone=cfg.backbone)
+        return Queries.open(cfg.prior, cfg.reward, cfg.search.get("lam"), backbone=cfg.backbone,
+                            placement=experiment_placement(cfg))
 
 
 def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Path, queries=None,
@@ -226,6 +227,13 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Pa
         raise
     tracker.finish()
     return record
+
+
+def experiment_placement(cfg: ExperimentConfig):
+    """The Placement (device, dtype, n_gpu_layers) the experiment's prior opens with."""
+    from specdifftree.prior.backbones.base import Placement
+
+    return Placement(cfg.device, cfg.dtype, cfg.n_gpu_layers)
 
 
 def sized_config(cfg: ExperimentConfig, cell: Cell, prior, context):

@@ -12,6 +12,10 @@ child reuses its parent's work (KV cache) and the cost of a prefix is paid once
 by whoever holds its handle. Cost is counted on `prior.cost`.
 
     x = prior.features(handles, prefixes)        # [B, D], for flow networks (S-ADT): no forward pass
+
+Tree searches call `start_rows` / `advance_rows` instead: the same, except that a prior may return
+the log-probs where its model runs (a torch tensor on its device), so that only the tokens drawn
+from them cross to the host (`search.rows`). By default they are `start` / `advance`.
 """
 
 from __future__ import annotations
@@ -79,6 +83,14 @@ class Prior(ABC):
                   branching is free).
             logp: [B, V] float, next-token log-probs after each extended prefix.
         """
+
+    def start_rows(self):
+        """`start`, its log-probs [V] as numpy or as a torch tensor on the model's device."""
+        return self.start()
+
+    def advance_rows(self, handles: np.ndarray, tokens: np.ndarray):
+        """`advance`, its log-probs [B, V] as numpy or as a torch tensor on the model's device."""
+        return self.advance(handles, tokens)
 
     def release(self, handles: np.ndarray) -> None:
         """The caller no longer needs these handles (frees KV memory where there is any)."""

@@ -78,6 +78,17 @@ class PriorParts:
             raise SDTError(f"prior checkpoint {directory}: config.json names no backbone")
         return cls(encoder, head, ref, projector)
 
+    def to(self, device) -> "PriorParts":
+        """Move the encoder, head and projector to `device` (the backbone's), in place; float32 kept."""
+        for module in (self.encoder, self.head, self.projector):
+            if module is not None:
+                module.to(device)
+        return self
+
+    @property
+    def device(self):
+        return next(self.encoder.parameters()).device
+
     def encode(self, series, mask=None):
         """Z-normalise each series and encode it.  series, mask: [B, L] -> h [B, P, width], patch_mask [B, P]"""
         from specdifftree.prior.encoder import normalize
@@ -102,8 +113,8 @@ class PriorParts:
         import torch
 
         with torch.inference_mode():
-            h, mask = self.encode(_one_series(history))
-            return self.encoder.pool(h, mask)[0].float().numpy()
+            h, mask = self.encode(_one_series(history, self.device))
+            return self.encoder.pool(h, mask)[0].float().cpu().numpy()
 
     def bias(self, history: np.ndarray) -> Optional[np.ndarray]:
         """The logit bias for one context series.  [L] -> [V] float32 (None without a head)"""
@@ -112,7 +123,7 @@ class PriorParts:
         if self.head is None:
             return None
         with torch.inference_mode():
-            return self.head(torch.as_tensor(self.embed(history))[None])[0].float().numpy()
+            return self.head(torch.as_tensor(self.embed(history), device=self.device)[None])[0].float().cpu().numpy()
 
     def fingerprint(self) -> str:
         """A hash of the trained parts' weights (what a flow network trained on this prior depends on)."""
@@ -130,15 +141,15 @@ class PriorParts:
         if self.projector is None:
             return None
         with torch.inference_mode():
-            embeds, _ = self.soft_prompt(_one_series(history))
-            return embeds[0].float().numpy()
+            embeds, _ = self.soft_prompt(_one_series(history, self.device))
+            return embeds[0].float().cpu().numpy()
 
 
-def _one_series(history: np.ndarray):
-    """[L] -> a float32 torch batch [1, L]."""
+def _one_series(history: np.ndarray, device=None):
+    """[L] -> a float32 torch batch [1, L] on `device`."""
     import torch
 
-    return torch.as_tensor(np.asarray(history, dtype=np.float32))[None]
+    return torch.as_tensor(np.asarray(history, dtype=np.float32), device=device)[None]
 
 
 class TSLMPrior(Prior):
@@ -165,6 +176,7 @@ class TSLMPrior(Prior):
         self.series_features = series_features  # [W] the encoded series (PriorParts.embed), for flow networks
         self.parts_id = parts_id  # PriorParts.fingerprint() of the trained parts
         self._state: dict[int, tuple] = {}
+        self._device_rows: dict = {}  # "bias" and grammar states -> [V] tensors on the model's device
         V = backbone.vocab_size
         self.bias = np.zeros(V, np.float32) if bias is None else np.asarray(bias, np.float32)
         if self.bias.shape != (V,):
@@ -195,31 +207,51 @@ class TSLMPrior(Prior):
     def metered(self) -> "TSLMPrior":
         raise SDTError("a TSLMPrior already has its own meter: build one per context (TSLMPrior.for_forecast)")
 
-    def _logp(self, logits: np.ndarray, states: list) -> np.ndarray:
-        """[B, V] logits -> [B, V] log-probs with the bias (and the grammar mask) applied."""
-        x = logits.astype(np.float32) + self.bias
-        if self.grammar is not None:
-            x = x + np.stack([self.grammar.mask(s) for s in states])
-        m = x.max(axis=-1, keepdims=True)
-        return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
+    def _logp(self, logits, states: list):
+        """[B, V] float32 logits (torch, on the model's device) -> [B, V] log-probs there, with the bias
+        (and the grammar mask) applied: nothing [V]-wide crosses to the host."""
+        import torch
 
-    def start(self) -> tuple[int, np.ndarray]:
-        if self.segments is not None:
-            handle, logits = self._metered(self.backbone.start_segments, self.segments)
+        x = logits + self._on_device("bias", self.bias, logits.device)
+        if self.grammar is not None:
+            x = x + torch.stack([self._on_device(s, self.grammar.mask(s), logits.device) for s in states])
+        return torch.log_softmax(x, dim=-1)
+
+    def _on_device(self, key, row: np.ndarray, device):
+        """A [V] float32 host row as a tensor on `device`, moved once (bias, grammar masks per state)."""
+        import torch
+
+        if key not in self._device_rows:
+            self._device_rows[key] = torch.as_tensor(row, dtype=torch.float32, device=device)
+        return self._device_rows[key]
+
+    def start_rows(self):
+        """(root handle, log-probs [V] float32 torch on the model's device)."""
+        if self.segments is not None:  # OpenTSLM-SP's layout: text and series patches interleaved, one prefill
+            handle, logits = self._metered(self.backbone.start_segments_logits, self.segments)
         else:
-            handle, logits = self._metered(self.backbone.start, self.prompt_ids, soft_prompt=self.soft_prompt)
+            handle, logits = self._metered(self.backbone.start_logits, self.prompt_ids, soft_prompt=self.soft_prompt)
         state = self.grammar.start if self.grammar is not None else None
         self._state[int(handle)] = state
         return handle, self._logp(logits[None], [state])[0]
 
-    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def advance_rows(self, handles: np.ndarray, tokens: np.ndarray):
+        """(kids [B], log-probs [B, V] float32 torch on the model's device)."""
         handles, tokens = np.asarray(handles), np.asarray(tokens)
-        kids, logits = self._metered(self.backbone.advance, handles, tokens)
+        kids, logits = self._metered(self.backbone.advance_logits, handles, tokens)
         states = [None] * len(kids)
         if self.grammar is not None:
             states = [self.grammar.step(self._state[int(h)], int(t)) for h, t in zip(handles, tokens)]
         self._state.update(zip(np.asarray(kids).tolist(), states))
         return kids, self._logp(logits, states)
+
+    def start(self) -> tuple[int, np.ndarray]:
+        handle, logp = self.start_rows()
+        return handle, logp.cpu().numpy()
+
+    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kids, logp = self.advance_rows(handles, tokens)
+        return kids, logp.cpu().numpy()
 
     def release(self, handles: np.ndarray) -> None:
         for h in np.asarray(handles).tolist():
@@ -255,7 +287,9 @@ class TSLMPrior(Prior):
         return h.hexdigest()[:16]
 
     def describe(self) -> dict:
-        return {"kind": "tslm", "name": self.name, "vocab_size": self.vocab_size, "max_len": self.max_len,
+        placement = {k: str(getattr(self.backbone, k)).removeprefix("torch.")  # transformers backbones
+                     for k in ("device", "dtype") if hasattr(self.backbone, k)}
+        return {"kind": "tslm", "name": self.name, "vocab_size": self.vocab_size, "max_len": self.max_len, **placement,
                 "prompt_tokens": len(self.prompt_ids),
                 "soft_prompt_tokens": self._soft_positions()}
 

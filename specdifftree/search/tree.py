@@ -12,9 +12,14 @@ Node fields, all [N]:
     n_draws                    how many tokens this node has drawn from p(.|s)
     visits, value              backup statistics (their meaning is the search method's)
     terminal, reward           terminal = EOS or max_len reached; reward set once, when reached
-    handle, evaluated          the prior's handle and whether `logprobs` holds p(.|s)
-logprobs: [N, V] float32, next-token log-probs of evaluated non-terminal nodes.
+    handle, evaluated          the prior's handle and whether p(.|s) has been computed
+    slot                       where `rows` holds the node's next-token log-probs (-1: not held)
 kids: per node, {token: child}.
+
+No node field is as wide as the vocabulary: the next-token rows [V] live in `rows`, a `RowPool`
+bounded in bytes (on the model's device when the prior gives device rows), so the tree's memory per
+node does not grow with V. A row evicted from the pool is recomputed from the parent's handle
+when its node draws again (one forward token, counted): draws stay exactly from p(.|s).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from specdifftree.search.common import Problem
-from specdifftree.search.sampling import sample_tokens
+from specdifftree.search.rows import RowPool, is_numpy, sample_rows
 
 ROOT = 0
 NO_PARENT = -1
@@ -34,10 +39,10 @@ class Tree:
     _FIELDS = {
         "parent": np.int64, "token": np.int64, "depth": np.int64, "logp": np.float64,
         "draws": np.int64, "n_draws": np.int64, "visits": np.int64, "value": np.float64,
-        "terminal": bool, "reward": np.float64, "handle": np.int64, "evaluated": bool,
+        "terminal": bool, "reward": np.float64, "handle": np.int64, "evaluated": bool, "slot": np.int64,
     }
 
-    def __init__(self, problem: Problem, capacity: int = 1024):
+    def __init__(self, problem: Problem, capacity: int = 1024, row_bytes: int | None = None):
         self.problem = problem
         prior = problem.prior
         self.eos, self.max_len, self.V = prior.eos_id, prior.max_len, prior.vocab_size
@@ -45,7 +50,9 @@ class Tree:
         self._capacity = 0
         self._grow(capacity)
         self.kids: list[dict[int, int]] = []
-        handle, logp = prior.start()
+        self.rows = RowPool(row_bytes, pinned=ROOT)  # default: rows.ROW_POOL_BYTES
+        self.reloads = 0  # rows recomputed after eviction (each one forward token)
+        handle, logp = prior.start_rows()
         root = self._new(NO_PARENT, -1, 0.0)
         self._set_evaluated(np.array([root]), np.array([handle]), logp[None])
 
@@ -57,9 +64,6 @@ class Tree:
             new = np.zeros(capacity, dtype)
             new[: len(old)] = old
             setattr(self, name, new)
-        old = getattr(self, "logprobs", np.zeros((0, self.V), np.float32))
-        self.logprobs = np.zeros((capacity, self.V), np.float32)
-        self.logprobs[: len(old)] = old
         self._capacity = capacity
 
     def _new(self, parent: int, token: int, logp: float) -> int:
@@ -71,15 +75,22 @@ class Tree:
         self.depth[n] = 0 if parent < 0 else self.depth[parent] + 1
         self.terminal[n] = token == self.eos or self.depth[n] >= self.max_len
         self.reward[n] = np.nan
+        self.slot[n] = -1
         self.kids.append({})
         if parent >= 0:
             self.kids[parent][token] = n
         return n
 
-    def _set_evaluated(self, nodes: np.ndarray, handles: np.ndarray, logp: np.ndarray) -> None:
+    def _set_evaluated(self, nodes: np.ndarray, handles: np.ndarray, logp) -> None:
+        """nodes [B] get handles [B] and their rows: logp [B, V] (numpy, or torch on the model's device)."""
         self.handle[nodes] = handles
-        self.logprobs[nodes] = logp
+        self.rows.put(nodes, self._channels(nodes, handles, logp), self.slot)
         self.evaluated[nodes] = True
+
+    def _channels(self, nodes: np.ndarray, handles: np.ndarray, logp) -> list:
+        """What the pool holds per node, each [B, V]; draws come from the first. Host rows are kept in
+        float32 (device rows in the dtype the prior gives)."""
+        return [np.asarray(logp, np.float32) if is_numpy(logp) else logp]
 
     # ------------------------------------------------------------- reading
 
@@ -117,23 +128,34 @@ class Tree:
         nodes: [B] evaluated, non-terminal (repeats allowed). Returns [B] children; new ones are
         not evaluated yet (see `evaluate`). Draws that land on an existing child raise its `draws`.
         """
-        toks = sample_tokens(self.logprobs[nodes], rng)
+        self.evaluate(nodes)  # rows evicted from the pool are recomputed
+        toks, logps = sample_rows(self.rows.take(self.slot[nodes]), rng.random(len(nodes)))
         out = np.empty(len(nodes), dtype=np.int64)
-        for i, (n, t) in enumerate(zip(nodes.tolist(), toks.tolist())):
+        for i, (n, t, lp) in enumerate(zip(nodes.tolist(), toks.tolist(), logps.tolist())):
             child = self.kids[n].get(t)
             if child is None:
-                child = self._new(n, t, float(self.logprobs[n, t]))
+                child = self._new(n, t, lp)
             self.draws[child] += 1
             self.n_draws[n] += 1
             out[i] = child
         return out
 
     def evaluate(self, nodes: np.ndarray) -> None:
-        """Run the prior once, as one batch, on the nodes among `nodes` that still need p(.|s)."""
-        todo = np.unique(nodes[~self.evaluated[nodes] & ~self.terminal[nodes]])
+        """Make sure the rows of `nodes` are held: run the prior once, as one batch, on those that still
+        need p(.|s) (not evaluated yet, or their row was evicted from the pool). Terminals are skipped."""
+        nodes = np.unique(nodes[~self.terminal[nodes]])
+        held = self.slot[nodes] >= 0
+        self.rows.begin()
+        self.rows.touch(self.slot[nodes[held]])
+        todo = nodes[~held]
         if len(todo):
-            handles, logp = self.problem.prior.advance(self.handle[self.parent[todo]], self.token[todo])
+            again = todo[self.evaluated[todo]]
+            old = self.handle[again]
+            handles, logp = self.problem.prior.advance_rows(self.handle[self.parent[todo]], self.token[todo])
             self._set_evaluated(todo, handles, logp)
+            if len(again):
+                self.reloads += len(again)
+                self.problem.prior.release(old)
 
     def rollout(self, starts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Sample from the prior from each start node to a terminal, keeping every node in the tree.

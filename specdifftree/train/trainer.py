@@ -379,18 +379,19 @@ def test_stage(run: Run, stage: str, test: TokenizedSplit, parts: PriorParts) ->
         for p, ex, c, lab in zip(predictions, test.examples, chosen, parsed):
             p.update(label=ex.label, chosen_label=c, parsed_label=lab)
     if all("facts" in ex.meta for ex in test.examples) and test.examples:
-        summary.update(_caption_facts(run, stage, test, ev0["bias"], texts, predictions))
+        summary.update(_caption_facts(run, test, parts, ev0, texts, predictions))
     lines = "".join(json.dumps(p) + "\n" for p in predictions)
     write_atomic(run.out / stage / "test_predictions.jsonl", lines.encode())
     return summary, predictions
 
 
-def _caption_facts(run: Run, stage: str, test: TokenizedSplit, bias0: np.ndarray, texts: list[str],
+def _caption_facts(run: Run, test: TokenizedSplit, parts: PriorParts, ev0: dict, texts: list[str],
                    predictions: list[dict]) -> dict:
     """Per-level fact accuracy of the greedy captions, trained prior and backbone alone (greedy
-    with bias 0); adds each example's scores (and the backbone's text) to its prediction."""
+    under `ev0`, the evaluation of the backbone alone); adds each example's scores (and the
+    backbone's text) to its prediction."""
     facts = [ex.meta["facts"] for ex in test.examples]
-    texts0 = decode_split(run, stage, test, bias0)
+    texts0 = run.variant.decode(test, parts, ev0, forecast=False)
     prior, per = fact_accuracy(facts, texts)
     alone, per0 = fact_accuracy(facts, texts0)
     for p, ex, s, s0, t0 in zip(predictions, test.examples, per, per0, texts0):
@@ -502,10 +503,12 @@ class BiasVariant:
 
 def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Path, seed: int = 0,
                 resume: bool = False, wandb: bool = True, data_dir: Optional[Path] = None,
-                dataset_fn: Optional[DatasetFn] = None, progress: bool = True, upstream: bool = False) -> dict:
+                dataset_fn: Optional[DatasetFn] = None, progress: bool = True, upstream: bool = False,
+                placement=None) -> dict:
     """Train `stages` in curriculum order into `out`; returns {stage: test summary} (also OUT/summary.json).
     upstream: stages 1-5 read the official OpenTSLM data (downloaded on first use) instead of the
-    offline generators and shared data; stage 6 reads M4 and ETT either way."""
+    offline generators and shared data; stage 6 reads M4 and ETT either way. placement: where the frozen
+    backbone runs (a `prior.backbones.base.Placement`; default auto); its logits are cached on the host."""
     from specdifftree.problem import absolute_spec, open_backbone
 
     unknown = [s for s in stages if s not in STAGES]
@@ -521,7 +524,7 @@ def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Pat
         manifest = _check_out(run, stages)
         todo = [s for s in stages if not (out / s / "stage.json").is_file()]
         examples = {s: build_examples(run, s) for s in todo}  # bad data fails here, before any training
-        run.backbone = open_backbone(backbone_ref)
+        run.backbone = open_backbone(backbone_ref, placement)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / MANIFEST, manifest)
         for stage in stages:

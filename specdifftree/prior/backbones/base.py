@@ -14,12 +14,96 @@ invocations), including any recomputation they are forced into (e.g. after evict
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
 from specdifftree.errors import SDTError
 from specdifftree.prior.base import Cost
+
+DEVICES = "auto|cpu|cuda[:N]|mps"
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda)(?::(\d+))?")  # kind, CUDA index
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a backbone runs and in what precision (`--device`, `--dtype`, `--n-gpu-layers`).
+
+    device: "auto" (CUDA when available, else the CPU), "cpu", "cuda", "cuda:N" or "mps".
+    dtype:  "auto" (bfloat16 on a CUDA device, float32 elsewhere), "float32", "bfloat16", "float16".
+    n_gpu_layers: llama.cpp only, layers offloaded to the GPU (-1: all; "auto" device: all when CUDA).
+    """
+
+    device: str = "auto"
+    dtype: str = "auto"
+    n_gpu_layers: int | None = None
+
+    def validate(self) -> "Placement":
+        match = _DEVICE.fullmatch(self.device)
+        if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+            raise SDTError(f"--device must be one of {DEVICES}, got '{self.device}'")
+        if self.dtype not in DTYPES:
+            raise SDTError(f"--dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'")
+        if self.n_gpu_layers is not None and self.n_gpu_layers < -1:
+            raise SDTError("--n-gpu-layers must be -1 (all), 0 or a positive number of layers")
+        return self
+
+    def torch_device(self):
+        """The torch device this placement names; SDTError when it is not available here."""
+        import torch
+
+        kind, index = _DEVICE.fullmatch(self.validate().device).groups()
+        if kind == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if kind == "cuda":
+            if not torch.cuda.is_available():
+                raise SDTError("--device cuda: this torch sees no CUDA device; use --device cpu (or auto)")
+            if index and int(index) >= torch.cuda.device_count():
+                raise SDTError(f"--device {self.device}: only {torch.cuda.device_count()} CUDA device(s) here")
+        if kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise SDTError("--device mps: MPS is not available here; use --device cpu (or auto)")
+        return torch.device(self.device)
+
+    def torch_dtype(self, device=None):
+        """The torch dtype for `device` (default: this placement's device)."""
+        import torch
+
+        device = self.torch_device() if device is None else device
+        if self.dtype == "auto":
+            return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return getattr(torch, self.dtype)
+
+    def gpu_layers(self) -> int:
+        """llama.cpp's n_gpu_layers: as given, else all layers when the device is (or resolves to) CUDA."""
+        if self.n_gpu_layers is not None:
+            return self.n_gpu_layers
+        return -1 if self.torch_device().type == "cuda" else 0
+
+    def describe(self) -> dict:
+        device = self.torch_device()
+        return {"device": str(device), "dtype": str(self.torch_dtype(device)).removeprefix("torch.")}
+
+
+def steady_host_memory(threshold: int = 1 << 20) -> bool:
+    """Serve host allocations of at least `threshold` bytes with mmap, always (glibc; elsewhere a no-op).
+
+    Each step allocates and frees [B, V] logits and log-probs (B x 600 KB at V = 151,936). glibc's
+    default raises its mmap threshold to the size of the largest freed block, after which such
+    buffers come from the heap, fragment it and the process's RSS creeps up with every step (measured:
+    ~35 KB per tree node at V = 151,936); a fixed threshold returns them to the OS when freed (~3 KB).
+    Returns whether the setting took."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, threshold))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 class Backbone(ABC):
@@ -57,6 +141,20 @@ class Backbone(ABC):
     @abstractmethod
     def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32)."""
+
+    def start_logits(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None):
+        """`start` with the logits as a float32 torch tensor [V] on the model's device (here: the host)."""
+        import torch
+
+        handle, logits = self.start(prompt_ids, soft_prompt)
+        return handle, torch.from_numpy(np.asarray(logits, np.float32))
+
+    def advance_logits(self, handles: np.ndarray, tokens: np.ndarray):
+        """`advance` with the logits as a float32 torch tensor [B, V] on the model's device (here: the host)."""
+        import torch
+
+        kids, logits = self.advance(handles, tokens)
+        return kids, torch.from_numpy(np.asarray(logits, np.float32))
 
     def release(self, handles: np.ndarray) -> None:
         """Free the memory of prefixes that will not be advanced again (optional)."""

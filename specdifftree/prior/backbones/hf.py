@@ -28,7 +28,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from specdifftree.errors import SDTError
-from specdifftree.prior.backbones.base import Backbone
+from specdifftree.prior.backbones.base import Backbone, Placement, steady_host_memory
 from specdifftree.prior.base import Cost
 
 PAD_SLOT = 0  # a zero slot that left padding points at (masked, but finite)
@@ -85,8 +85,8 @@ class KVPool:
         rows of a few hundred bytes; elsewhere index_select.
         """
         if self._np_keys is not None:
-            np.take(self._np_keys[layer], idx, axis=0, out=k_out.numpy(), mode="clip")
-            np.take(self._np_values[layer], idx, axis=0, out=v_out.numpy(), mode="clip")
+            np.take(self._np_keys[layer], idx, axis=0, out=_as_numpy(k_out), mode="clip")
+            np.take(self._np_values[layer], idx, axis=0, out=_as_numpy(v_out), mode="clip")
         else:
             torch.index_select(self.keys[layer], 0, idx_t, out=k_out)
             torch.index_select(self.values[layer], 0, idx_t, out=v_out)
@@ -104,8 +104,14 @@ class KVPool:
 
     def _refresh_numpy(self) -> None:
         on_cpu = self.hidden.device.type == "cpu"
-        self._np_keys = [t.numpy() for t in self.keys] if on_cpu else None
-        self._np_values = [t.numpy() for t in self.values] if on_cpu else None
+        self._np_keys = [_as_numpy(t) for t in self.keys] if on_cpu else None
+        self._np_values = [_as_numpy(t) for t in self.values] if on_cpu else None
+
+
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    """A numpy view of a CPU tensor's memory; bfloat16 (which numpy lacks) as its int16 bits, since
+    the pool only copies rows."""
+    return t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
 
 
 def _doubled(t: torch.Tensor) -> torch.Tensor:
@@ -237,6 +243,8 @@ class HFBackbone(Backbone):
         self._layer_types = self._check_layer_types()
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
+        if self.device.type == "cpu":
+            steady_host_memory()
         out = model.get_output_embeddings()
         self.vocab_size = int(out.weight.shape[0]) if out is not None else int(self.config.vocab_size)
         self.eos_id = self._eos_id()
@@ -255,16 +263,21 @@ class HFBackbone(Backbone):
         self._released: list[bool] = []
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str, device: str = "cpu", **model_kwargs) -> "HFBackbone":
-        """Load model and tokenizer from a local folder (or a hub id, when a hub is reachable)."""
+    def from_pretrained(cls, path_or_id: str, placement: Placement | None = None, **model_kwargs) -> "HFBackbone":
+        """Load model and tokenizer from a local folder (or a hub id, when a hub is reachable), on the
+        device and in the dtype of `placement` (default: auto, see `Placement`)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        placement = (placement or Placement()).validate()
+        device = placement.torch_device()
+        dtype = placement.torch_dtype(device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path_or_id)
-            model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=torch.float32, **model_kwargs)
-        except (OSError, ValueError) as e:
-            raise SDTError(f"could not load a causal LM from '{path_or_id}': {e}. "
-                           "Pass a local model folder (no hub is reachable offline).") from e
+            model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, **model_kwargs)
+        except Exception as e:  # noqa: BLE001 - a truncated or corrupt weights file raises its own types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise SDTError(f"could not load a causal LM from '{path_or_id}': {first}. Pass a local model "
+                           "folder with complete weights (no hub is reachable offline).") from None
         return cls(model.to(device), tokenizer)
 
     # ------------------------------------------------------------- text
@@ -313,9 +326,10 @@ class HFBackbone(Backbone):
     # ------------------------------------------------------------- handles
 
     @torch.inference_mode()
-    def start(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+    def start_logits(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None) -> tuple[int, torch.Tensor]:
         """Prefill the prompt once ([T] ids, T >= 1) with a plain DynamicCache, then move its K/V
-        into fresh pool slots owned by the new root handle. Returns (handle, logits [V] float32).
+        into fresh pool slots owned by the new root handle. Returns (handle, logits [V] float32 on
+        the model's device).
 
         soft_prompt: [P, D] embeddings placed before the prompt's token embeddings (OpenTSLM-SP);
         the pool then holds P + T positions, so later tokens continue at position P + T."""
@@ -327,10 +341,16 @@ class HFBackbone(Backbone):
         soft = torch.as_tensor(np.asarray(soft_prompt), dtype=self.dtype, device=self.device)
         return self._prefill(prepend_soft_prompt(self.model, ids[None], soft[None]))
 
-    @torch.inference_mode()
     def start_segments(self, segments: list) -> tuple[int, np.ndarray]:
+        """`start_segments_logits`, with the logits [V] float32 as numpy."""
+        handle, logits = self.start_segments_logits(segments)
+        return handle, logits.cpu().numpy()
+
+    @torch.inference_mode()
+    def start_segments_logits(self, segments: list) -> tuple[int, torch.Tensor]:
         """Prefill token segments and embedding segments interleaved in one sequence (OpenTSLM-SP's
-        layout: text, series patches, text, ...), once. Returns (handle, logits [V] float32).
+        layout: text, series patches, text, ...), once. Returns (handle, logits [V] float32 on the
+        model's device).
 
         segments: each a list of token ids [T_i] or a float array of embeddings [P_i, D]; the
         handle's prefix holds sum(T_i) + sum(P_i) positions, counted once on `cost`."""
@@ -352,7 +372,7 @@ class HFBackbone(Backbone):
     def _prefill(self, inputs: dict) -> tuple[int, np.ndarray]:
         cache = DynamicCache()
         kw = {"logits_to_keep": 1} if self._keep_last else {}
-        out = self.model(**inputs, past_key_values=cache, use_cache=True, output_hidden_states=True, **kw)
+        out = self.model(**inputs, cache=cache, use_cache=True, output_hidden_states=True, **kw)
         self._ensure_pool(cache, out.hidden_states[-1])
         n = cache.layers[0].keys.shape[2]  # positions prefilled
         slots = self.pool.alloc(n)
@@ -362,16 +382,26 @@ class HFBackbone(Backbone):
         self.pool.hidden[slots[-1]] = out.hidden_states[-1][0, -1]
         self.cost.add(n)
         handle = self._new_handle(slots.astype(np.int32), -1)
-        return handle, out.logits[0, -1].float().cpu().numpy()
+        return handle, out.logits[0, -1].float()
+
+    def start(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None) -> tuple[int, np.ndarray]:
+        """Prefill the prompt once (see `start_logits`). Returns (handle, logits [V] float32 numpy)."""
+        handle, logits = self.start_logits(prompt_ids, soft_prompt)
+        return handle, logits.cpu().numpy()
+
+    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32 numpy). One forward call."""
+        kids, logits = self.advance_logits(handles, tokens)
+        return kids, logits.cpu().numpy()
 
     @torch.inference_mode()
-    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32). One forward call."""
+    def advance_logits(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32 on the model's device)."""
         handles = np.asarray(handles, dtype=np.int64).reshape(-1)
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         B = len(handles)
         if B == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, self.vocab_size), dtype=np.float32)
+            return np.zeros(0, dtype=np.int64), torch.zeros((0, self.vocab_size), device=self.device)
         paths = [self._live_path(h) for h in handles.tolist()]
         new_slots = self.pool.alloc(B)
         idx, lens = left_padded(paths, new_slots)
@@ -388,16 +418,16 @@ class HFBackbone(Backbone):
             kids[i] = self._new_handle(idx[i, width - 1 - lens[i]:].astype(np.int32), h)
         return kids, logits
 
-    def _forward_step(self, tokens: np.ndarray, idx: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    def _forward_step(self, tokens: np.ndarray, idx: np.ndarray, lens: np.ndarray) -> torch.Tensor:
         """One forward of tokens [B] at positions lens [B] over the K/V of idx [B, L+1] -> logits [B, V].
         The new K/V (and last hidden states) land in the pool slots idx[:, -1]."""
         self._step.set(idx)
         lens_t = torch.from_numpy(lens).to(self.device)
         out = self.model(input_ids=torch.from_numpy(tokens).to(self.device)[:, None],
                          attention_mask=self._masks(lens_t, idx.shape[1]), position_ids=lens_t[:, None],
-                         past_key_values=self._cache, use_cache=True, output_hidden_states=True)
+                         cache=self._cache, use_cache=True, output_hidden_states=True)
         self.pool.hidden[self._step.new_slots] = out.hidden_states[-1][:, -1]
-        return out.logits[:, -1].float().cpu().numpy()
+        return out.logits[:, -1].float()
 
     def release(self, handles: np.ndarray) -> None:
         """Drop the caller's reference to each handle; slots go back to the pool once no live

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from specdifftree.errors import SDTError
-from specdifftree.prior.backbones.base import Backbone
+from specdifftree.prior.backbones.base import Backbone, steady_host_memory
 from specdifftree.prior.base import Cost
 
 _SILENT_LOG = None  # the no-op log callback; kept referenced so ctypes never frees it
@@ -66,11 +66,13 @@ def _llama():
 class LlamaCppBackbone(Backbone):
     """Backbone on a GGUF file. n_seq_max: live prefixes at once (<= llama_max_parallel_sequences);
     n_ctx: KV cells shared by all of them; n_threads: None = 1 for small models, else up to 4;
-    kv_type: 'f32' (exact, default) or 'f16'."""
+    kv_type: 'f32' (exact, default) or 'f16'; n_gpu_layers: layers offloaded to a GPU (-1: all; a
+    CPU-only build of llama.cpp ignores it)."""
 
     def __init__(self, gguf_path: str | Path, n_seq_max: int = 64, n_ctx: int = 4096, n_batch: int = 512,
-                 n_threads: int | None = None, kv_type: str = "f32"):
+                 n_threads: int | None = None, kv_type: str = "f32", n_gpu_layers: int = 0):
         self.lib = lib = _llama()
+        steady_host_memory()  # [B, V] logits are host buffers here
         path = Path(gguf_path)
         if not path.is_file():
             raise SDTError(f"GGUF file {path} does not exist")
@@ -79,7 +81,9 @@ class LlamaCppBackbone(Backbone):
         if kv_type not in ("f32", "f16"):
             raise SDTError(f"kv_type must be 'f32' or 'f16', got '{kv_type}'")
         self.path, self.n_seq_max, self.n_batch = path, n_seq_max, n_batch
-        self.model = lib.llama_model_load_from_file(str(path).encode(), lib.llama_model_default_params())
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 2**31 - 1
+        self.model = lib.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
             raise SDTError(f"llama.cpp cannot load {path}: not a GGUF model it supports")
         self.ctx = self._new_context(n_ctx, n_threads or self._default_threads(), kv_type)
@@ -345,8 +349,10 @@ class LlamaCppBackbone(Backbone):
             self._fill_batch(part)
             self._decode_batch(pinned)
             self.cost.add(len(part))
-            out += [self._logits(i) for i, r in enumerate(part) if r[3]]
-        return np.stack(out) if out else np.empty((0, self.vocab_size), dtype=np.float32)
+            wanted = sum(1 for r in part if r[3])
+            if wanted:
+                out.append(self._all_logits(wanted))
+        return np.concatenate(out) if out else np.empty((0, self.vocab_size), dtype=np.float32)
 
     def _fill_batch(self, rows: list[tuple[int, int, int, bool]]) -> None:
         b = self.batch
@@ -371,9 +377,10 @@ class LlamaCppBackbone(Backbone):
             for h in spare[: max(1, len(spare) // 2)]:
                 self._drop_seq(h)
 
-    def _logits(self, i: int) -> np.ndarray:
-        ptr = self.lib.llama_get_logits_ith(self.ctx, i)
-        return np.ctypeslib.as_array(ptr, shape=(self.vocab_size,)).astype(np.float32, copy=True)
+    def _all_logits(self, n: int) -> np.ndarray:
+        """The logits of the last decode's n outputs, in batch order: one copy, [n, V] float32."""
+        ptr = self.lib.llama_get_logits(self.ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n, self.vocab_size)).astype(np.float32, copy=True)
 
     def live_handles(self) -> int:
         """How many handles hold a sequence id now (<= n_seq_max)."""
