@@ -45,6 +45,7 @@ def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str
         result = run_search(problem, method, cfg)
         record = save_search(path, problem, result, prior=queries.source.spec.text, rewards=rewards, lam=cfg.lam,
                              cfg=cfg)
+        problem.prior.close()  # the shared backbone gets this tree's KV memory back
         rows.append({**result.stats(), "trajectories": len(record),
                      "mean_reward": sum(s.reward for s in result.samples) / max(len(result.samples), 1)})
     return rows

@@ -209,6 +209,7 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Pa
 
                 save_graphml(result.tree, str(cell_dir / "tree.graphml"))
                 tracker.artifact(f"tree-{cell.key}", cell_dir / "tree.graphml", kind="tree")
+            problem.prior.close()  # the shared backbone gets this window's KV memory back
             if on_window is not None:
                 on_window()
         means = mean_over([pw["metrics"] for pw in per_window])

@@ -95,6 +95,10 @@ class Prior(ABC):
     def release(self, handles: np.ndarray) -> None:
         """The caller no longer needs these handles (frees KV memory where there is any)."""
 
+    def close(self) -> None:
+        """Release every handle this prior still holds (a shared backbone gets their KV memory back).
+        Call it when a problem is done; the prior must not be used after."""
+
     def metered(self) -> "Prior":
         """This prior with a cost meter of its own (the model shared): one per search problem."""
         view = copy.copy(self)

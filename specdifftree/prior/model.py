@@ -258,6 +258,10 @@ class TSLMPrior(Prior):
             self._state.pop(int(h), None)
         self._metered(self.backbone.release, np.asarray(handles))
 
+    def close(self) -> None:
+        if self._state:
+            self.release(np.fromiter(self._state, dtype=np.int64))
+
     def decode(self, tokens) -> str:
         return self.backbone.detokenize([int(t) for t in tokens if t != self.eos_id])
 
