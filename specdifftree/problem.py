@@ -255,11 +255,14 @@ class TSLMSource:
     backbone: object  # prior.backbones.base.Backbone
     parts: object  # prior.model.PriorParts
     builtin: Optional[BuiltinProblem] = None
+    parts_id: str = ""  # parts.fingerprint(), hashed once for every context
 
     def prior_for(self, context: Context) -> Prior:
         from specdifftree.prior.model import TSLMPrior
 
-        return TSLMPrior.for_forecast(self.backbone, self.parts, forecasting(self.spec, context), name=self.spec.text)
+        self.parts_id = self.parts_id or self.parts.fingerprint()
+        return TSLMPrior.for_forecast(self.backbone, self.parts, forecasting(self.spec, context), name=self.spec.text,
+                                      parts_id=self.parts_id)
 
 
 def forecasting(spec: PriorSpec, context: Context) -> Context:

@@ -116,14 +116,16 @@ class PriorParts:
             h, mask = self.encode(_one_series(history, self.device))
             return self.encoder.pool(h, mask)[0].float().cpu().numpy()
 
-    def bias(self, history: np.ndarray) -> Optional[np.ndarray]:
-        """The logit bias for one context series.  [L] -> [V] float32 (None without a head)"""
+    def bias(self, history: np.ndarray, embedding: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+        """The logit bias for one context series.  [L] -> [V] float32 (None without a head).
+        embedding: `embed(history)` when the caller has it already (the encoder then does not run)."""
         import torch
 
         if self.head is None:
             return None
+        embedding = self.embed(history) if embedding is None else embedding
         with torch.inference_mode():
-            return self.head(torch.as_tensor(self.embed(history), device=self.device)[None])[0].float().cpu().numpy()
+            return self.head(torch.as_tensor(embedding, device=self.device)[None])[0].float().cpu().numpy()
 
     def fingerprint(self) -> str:
         """A hash of the trained parts' weights (what a flow network trained on this prior depends on)."""
@@ -183,18 +185,21 @@ class TSLMPrior(Prior):
             raise SDTError(f"the prior's bias head has {self.bias.shape[0]} outputs but the backbone has {V} tokens")
 
     @classmethod
-    def for_forecast(cls, backbone: Backbone, parts: PriorParts, context, name: str = "tslm") -> "TSLMPrior":
+    def for_forecast(cls, backbone: Backbone, parts: PriorParts, context, name: str = "tslm",
+                     parts_id: Optional[str] = None) -> "TSLMPrior":
         """The prior of one forecasting context (data.context.Context with series and horizon): the
         history written in the prompt, the grammar for exactly `horizon` numbers, and the bias (and
-        soft prompt) the trained parts compute from the series."""
+        soft prompt) the trained parts compute from the series. parts_id: `parts.fingerprint()`
+        when the caller has it (it hashes every weight)."""
         from specdifftree.data.prompts import forecast_prompt
         from specdifftree.prior.constraint import ForecastGrammar
 
         history, horizon, codec = context.series, int(context.horizon), context.codec
         grammar = ForecastGrammar(backbone.token_strings(), backbone.eos_id, horizon, sep=codec.sep)
-        return cls(backbone, forecast_prompt(history, horizon, codec), grammar.max_tokens(), parts.bias(history),
-                   name=name, grammar=grammar, soft_prompt=parts.soft_prompt_for(history),
-                   series_features=parts.embed(history), parts_id=parts.fingerprint())
+        embedding = parts.embed(history)  # the encoder runs once per context
+        return cls(backbone, forecast_prompt(history, horizon, codec), grammar.max_tokens(),
+                   parts.bias(history, embedding), name=name, grammar=grammar, soft_prompt=parts.soft_prompt_for(history),
+                   series_features=embedding, parts_id=parts_id or parts.fingerprint())
 
     def _metered(self, fn, *args, **kwargs):
         """Call the backbone and charge what it ran to this prior's meter."""
