@@ -255,8 +255,13 @@ Examples:
       --reward spectral --method dts --iterations 200 --save-buffer runs/ett.buf -q     # repeat per --end
   sdt amortize --buffer runs/ett.buf --prior default --reward spectral --lambda 1.0 --out runs/flow
   sdt search --prior default ... --method sadt --flow runs/flow --iterations 50
+  # after a crash or kill: continue from the last committed step, to the same checkpoint bytes
+  sdt amortize --buffer runs/ett.buf --prior default --reward spectral --out runs/flow --resume
+  # data parallel on 2 processes (DDP, gloo on CPU)
+  torchrun --nproc-per-node 2 .venv/bin/sdt amortize --buffer runs/ett.buf --prior default --out runs/flow
 Writes OUT/weights.safetensors + OUT/config.json (the best network by held-out trajectory balance;
-the prior's fingerprint, vocabulary, reward and lambda it is valid for) and OUT/tracking.jsonl.""")
+the prior's fingerprint, vocabulary, reward and lambda it is valid for), OUT/tracking.jsonl and
+OUT/state.safetensors (the resume state, committed every --save-every steps).""")
 @click.option("--config", type=click.Path(dir_okay=False), callback=_load_yaml_defaults, is_eager=True,
               expose_value=False, help="YAML file of option defaults (command line wins).")
 @click.option("--buffer", "buffers", multiple=True, required=True, type=click.Path(dir_okay=False),
@@ -282,12 +287,16 @@ the prior's fingerprint, vocabulary, reward and lambda it is valid for) and OUT/
 @click.option("--val-fraction", type=float, default=_amortize_default("val_fraction"), show_default=True,
               help="Share of contexts held out for validation.")
 @click.option("--eval-every", type=int, default=_amortize_default("eval_every"), show_default=True)
+@click.option("--save-every", type=int, default=_amortize_default("save_every"), show_default=True,
+              help="Steps between commits of the resume state (OUT/state.safetensors).")
 @click.option("--seed", type=int, default=_amortize_default("seed"), show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last committed step (after a kill).")
 @click.option("--wandb/--no-wandb", default=True, show_default=True,
               help="Mirror metrics to W&B (offline unless logged in); the local record is always written.")
 @placement_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def amortize(buffers, prior, backbone, rewards, lam, out_dir, wandb, quiet, device, dtype, n_gpu_layers, **opts):
+def amortize(buffers, prior, backbone, rewards, lam, out_dir, resume, wandb, quiet, device, dtype, n_gpu_layers,
+             **opts):
     """Train a flow network F_phi (S-ADT) by trajectory balance on search buffers."""
     from specdifftree.amortize.train import AmortizeConfig
     from specdifftree.api import open_prior, train_flow
@@ -295,7 +304,7 @@ def amortize(buffers, prior, backbone, rewards, lam, out_dir, wandb, quiet, devi
     placement = _placement(device, dtype, n_gpu_layers)
     source = prior if backbone is None else open_prior(prior, placement, backbone)
     summary = train_flow(list(buffers), source, list(rewards), out_dir, lam=lam, cfg=AmortizeConfig(**opts),
-                         progress=not quiet, wandb=wandb, placement=placement)
+                         progress=not quiet, wandb=wandb, placement=placement, resume=resume)
     if not quiet:
         from specdifftree.report import table
 
@@ -623,6 +632,8 @@ def experiment():
 Examples:
   sdt experiment run experiments/sadt_table.yaml --preset smoke     # writes runs/sadt_table-smoke
   sdt experiment run experiments/sadt_table.yaml --out runs/table --no-wandb
+  sdt experiment run experiments/sadt_table.yaml --preset smoke --ray          # cells as Ray tasks, here
+  sdt experiment run experiments/sadt_table.yaml --ray auto --out /shared/runs/t  # on a running cluster
   sdt compare runs/table
 A rerun skips finished cells, so a killed run resumes where it stopped. W&B runs are offline
 unless you are logged in; upload them later with `wandb sync DIR/cells/*/wandb/offline-run-*`.""")
@@ -632,12 +643,16 @@ unless you are logged in; upload them later with `wandb sync DIR/cells/*/wandb/o
 @click.option("--preset", default=None, help="A preset of the experiment file (e.g. smoke).")
 @click.option("--prior", default=None, metavar="SPEC", help="Override the file's prior (default | DIR | hf:... | gguf:...).")
 @click.option("--wandb/--no-wandb", default=True, show_default=True, help="Mirror each cell to W&B (offline unless logged in).")
-def experiment_run(config, out_dir, preset, prior, wandb):
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run each cell as a Ray task (pip install -e '.[ray]'): --ray alone starts Ray here, "
+                   "--ray auto joins a running cluster, --ray ray://HOST:10001 uses Ray Client.")
+def experiment_run(config, out_dir, preset, prior, wandb, ray_address):
     """Run every cell of an experiment file that has no record yet."""
     from specdifftree.api import run_experiment
     from specdifftree.experiments.runner import summary_table
 
-    done = run_experiment(config, preset, out_dir, prior=prior, wandb=wandb, log=lambda m: click.echo(m, err=True))
+    done = run_experiment(config, preset, out_dir, prior=prior, wandb=wandb, log=lambda m: click.echo(m, err=True),
+                          ray=ray_address)
     click.echo(summary_table(done.rows))
     click.echo(f"\n{len(done.ran)} cell(s) run, {len(done.skipped)} already finished; "
                f"results: {done.out_dir / 'results.csv'}")

@@ -4,6 +4,8 @@
     default_data_dir()  $SDT_DATA_DIR, else shared/data beside the checkout, or None
     configs_dir()       the YAML presets (`configs/` at the repository's top level)
     wandb_env()         the W&B variables that decide online / offline
+    torchrun_env()      (rank, world size, local rank) that torchrun set, (0, 1, 0) outside it
+    forwarded_env()     the variables a Ray worker must see as the driver does (SDT_*, WANDB_*)
 """
 
 from __future__ import annotations
@@ -41,3 +43,13 @@ def configs_dir() -> Path:
 def wandb_env() -> dict[str, str]:
     """WANDB_MODE and WANDB_API_KEY where set (tracking decides online / offline from them)."""
     return {k: os.environ[k] for k in ("WANDB_MODE", "WANDB_API_KEY") if os.environ.get(k)}
+
+
+def torchrun_env() -> tuple[int, int, int]:
+    """(RANK, WORLD_SIZE, LOCAL_RANK) as torchrun sets them; (0, 1, 0) in a plain process."""
+    return tuple(int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+
+
+def forwarded_env() -> dict[str, str]:
+    """SDT_* and WANDB_* variables of this process: what Ray workers get, so cells run as here."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("SDT_", "WANDB_"))}

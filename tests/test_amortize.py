@@ -377,3 +377,69 @@ def test_the_whole_loop_runs_on_a_tslm_prior(tiny_hf, tmp_path):
 def test_amortize_help_has_examples(capsys):
     code, out, _ = cli(["amortize", "--help"], capsys)
     assert code == 0 and "Examples:" in out and "--save-buffer" in out
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+def _amortize_process(buf: Path, out: Path, resume: bool, steps: int):
+    import subprocess
+    import sys
+
+    sdt = Path(sys.executable).with_name("sdt")
+    args = [sdt, "amortize", "--buffer", buf, "--prior", "markov:toy3", "--out", out, "--steps", steps,
+            "--eval-every", 20, "--save-every", 3, "--no-wandb", "-q"] + (["--resume"] if resume else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([str(a) for a in args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _committed_step(out: Path) -> int:
+    from specdifftree.train.state import load_state
+
+    state = load_state(out / "state.safetensors")
+    return 0 if state is None else state[1]["step"]
+
+
+@pytest.mark.slow
+def test_amortize_killed_at_five_random_points_resumes_to_the_same_bytes(tmp_path):
+    """SIGKILL at 5 random moments (before, between and inside commits), `--resume` after each: the
+    checkpoint ends byte for byte as an uninterrupted run's."""
+    import signal
+    import time
+
+    buf, steps = tmp_path / "buf.safetensors", 120
+    for seed in range(2):
+        dts_buffer(buf, seed=seed, iterations=200)
+    ref = _amortize_process(buf, tmp_path / "ref", False, steps)
+    assert ref.wait() == 0, ref.stderr.read().decode()[-2000:]
+    out, rng, seen = tmp_path / "killed", np.random.default_rng(15), []
+    for k in range(5):
+        proc = _amortize_process(buf, out, k > 0, steps)
+        before = _committed_step(out)
+        deadline = time.time() + 60
+        while _committed_step(out) == before:  # the run is under way: it has committed a step
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0, 0.3)))  # then a random moment: mid-step, mid-evaluation or mid-write
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        seen.append(_committed_step(out))
+    assert seen == sorted(seen) and seen[-1] < steps, seen  # every kill landed before the end
+    last = _amortize_process(buf, out, True, steps)
+    assert last.wait() == 0, last.stderr.read().decode()[-2000:]
+    for name in ("weights.safetensors", "config.json"):
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    assert _committed_step(out) == steps
+
+
+def test_amortize_resume_refuses_another_runs_state(tmp_path, capsys):
+    buf = tmp_path / "buf.safetensors"
+    dts_buffer(buf, seed=0, iterations=100)
+    args = ["amortize", "--buffer", buf, "--prior", "markov:toy3", "--out", tmp_path / "f", "--steps", "6",
+            "--eval-every", "3", "--no-wandb", "-q"]
+    assert cli(args, capsys)[0] == 0
+    before = (tmp_path / "f" / "weights.safetensors").read_bytes()
+    assert cli(args + ["--resume"], capsys)[0] == 0  # a finished run: nothing left to do, nothing changes
+    assert (tmp_path / "f" / "weights.safetensors").read_bytes() == before
+    code, _, err = cli(args + ["--lr", "0.5", "--resume"], capsys)
+    assert code == 2 and "state of another amortize run" in err and len(err.strip().splitlines()) == 1

@@ -38,18 +38,36 @@ def policy(u: torch.Tensor, logp: torch.Tensor, term, lam: float) -> tuple[torch
     return torch.log_softmax(logp + lam * u, dim=-1), u
 
 
-def flow_loss(net, b: Batch, lam: float, value_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
-    """Mean TB over the batch, plus `value_weight` x mean squared value mismatch. Returns (loss, parts)."""
+def loss_sums(net, b: Batch, lam: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sum of TB over the trajectories, sum of squared value mismatches where the tree knows the
+    value, sum of log Z): the terms `flow_loss` averages, summed, so ranks can share a batch."""
     log_q, u = policy(net(b.x), b.logp, b.term, lam)
     pick = b.actions[:, None]
     per_traj = torch.zeros_like(b.reward)
     log_q_tau = per_traj.index_add(0, b.traj, log_q.gather(1, pick)[:, 0])  # [B] sum_t log q(a_t|s_t)
     log_p_x = per_traj.index_add(0, b.traj, b.logp.gather(1, pick)[:, 0])  # [B] log p(x|c)
     log_z = net.log_z(b.root_x)  # [B]
-    tb = (log_z + log_q_tau - log_p_x - lam * b.reward).pow(2).mean()
-
+    tb = (log_z + log_q_tau - log_p_x - lam * b.reward).pow(2).sum()
     pred = torch.cat([lam * u.gather(1, pick)[:, 0], log_z])
     target = torch.cat([lam * b.next_value, lam * b.root_value])
     known = torch.isfinite(target)
-    value = (pred - target)[known].pow(2).mean() if bool(known.any()) else tb.new_zeros(())
-    return tb + value_weight * value, {"tb": tb.item(), "value": value.item(), "log_z": log_z.mean().item()}
+    return tb, (pred - target)[known].pow(2).sum(), log_z.sum()
+
+
+def known_values(b: Batch) -> int:
+    """How many value targets the tree gives in the batch (the value term's denominator)."""
+    return int(torch.isfinite(b.next_value).sum() + torch.isfinite(b.root_value).sum())
+
+
+def combine(tb_sum, value_sum, n_traj: int, n_known: int, value_weight: float):
+    """Mean TB plus `value_weight` x mean squared value mismatch (0 when no value is known)."""
+    value = value_sum / n_known if n_known else value_sum * 0.0
+    return tb_sum / n_traj + value_weight * value, value
+
+
+def flow_loss(net, b: Batch, lam: float, value_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """Mean TB over the batch, plus `value_weight` x mean squared value mismatch. Returns (loss, parts)."""
+    tb_sum, value_sum, log_z_sum = loss_sums(net, b, lam)
+    n = len(b.reward)
+    loss, value = combine(tb_sum, value_sum, n, known_values(b), value_weight)
+    return loss, {"tb": tb_sum.item() / n, "value": float(value), "log_z": log_z_sum.item() / n}

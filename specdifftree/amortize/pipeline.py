@@ -53,23 +53,34 @@ def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str
 
 def train_flow(buffers: list[str | Path], prior: str | PriorSource, rewards: list[str], out_dir: str | Path,
                lam: Optional[float] = None, cfg=None, progress: bool = False, wandb: bool = False,
-               placement=None) -> dict:
+               placement=None, resume: bool = False) -> dict:
     """Train a flow network on the search buffers (what `sdt amortize` does) into `out_dir`.
 
     `lam` None: the built-in problem's lambda, else 1.0 (as in `sdt search`). Every buffer must come
     from this prior (fingerprint), vocabulary, reward and lambda. Records of the same context are
     pooled; contexts are split into training and held-out validation (`cfg.val_fraction`).
+    `resume`: continue from OUT/state.safetensors (after a kill), to the same checkpoint bytes.
+    Under torchrun each rank computes the loss of its share of every batch (DDP); rank 0 writes.
     Returns the run summary (also in `out_dir/config.json` under "training" and in tracking.jsonl).
     """
-    from dataclasses import asdict
-
-    from specdifftree.amortize.buffer import header_for, read_buffer
-    from specdifftree.amortize.train import AmortizeConfig, fit_flow
-    from specdifftree.tracking import Tracker
+    from specdifftree.amortize.train import AmortizeConfig
+    from specdifftree.train.distributed import process_group
 
     cfg = (cfg or AmortizeConfig()).validate()
     if not buffers:
         raise SDTError("give at least one --buffer FILE (written by `sdt search ... --save-buffer FILE`)")
+    with process_group(placement) as dist:
+        return _train_flow(buffers, prior, rewards, Path(out_dir), lam, cfg, progress, wandb,
+                           dist.placement(placement), resume, dist)
+
+
+def _train_flow(buffers, prior, rewards, out_dir: Path, lam, cfg, progress, wandb, placement, resume, dist) -> dict:
+    from dataclasses import asdict
+
+    from specdifftree.amortize.buffer import header_for, read_buffer
+    from specdifftree.amortize.train import fit_flow
+    from specdifftree.tracking import Tracker
+
     read = [(b, *read_buffer(b)) for b in buffers]
     groups: dict[str, list] = {}
     for _, _, records in read:
@@ -87,8 +98,11 @@ def train_flow(buffers: list[str | Path], prior: str | PriorSource, rewards: lis
     run_config = {"buffers": [str(b) for b in buffers], "prior": prior, "reward": list(rewards), "lam": lam,
                   **asdict(cfg)}
     meta = {"prior": prior, "fingerprint": want.fingerprint, "reward": list(rewards)}
-    with Tracker(out_dir, name=f"amortize-{Path(out_dir).name}", job_type="amortize", config=run_config,
+    if not dist.is_main:  # rank 0 alone writes files and W&B
+        return fit_flow(problems, records, lam, cfg, out_dir, meta, resume=resume, dist=dist)
+    with Tracker(out_dir, name=f"amortize-{out_dir.name}", job_type="amortize", config=run_config,
                  enabled=wandb) as tracker:
-        summary = fit_flow(problems, records, lam, cfg, out_dir, meta, progress=progress, tracker=tracker)
+        summary = fit_flow(problems, records, lam, cfg, out_dir, meta, progress=progress, tracker=tracker,
+                           resume=resume, dist=dist)
         tracker.summary(summary)
     return summary
