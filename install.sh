@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install SpecDiffTree and its dependencies into ./.venv (idempotent; re-running updates it).
 #   bash install.sh          # the package and everything it runs with
-#   bash install.sh --dev    # plus the test tools (pytest, hypothesis)
+#   bash install.sh --dev    # plus the test tools (pytest, hypothesis) and Ray (the [ray] extra)
 # torch is pinned to 2.13.0 (a CPU build where a local wheel is offered; see README).
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -70,15 +70,17 @@ def convert_opentslm(ckpt: Union[str, Path], out_dir: Union[str, Path], backbone
 
 
 def run_experiment(config: Union[str, Path], preset: Optional[str] = None, out_dir: Union[str, Path, None] = None,
-                   prior: Optional[str] = None, wandb: bool = False, progress: bool = True, log=print):
+                   prior: Optional[str] = None, wandb: bool = False, progress: bool = True, log=print,
+                   ray: Optional[str] = None):
     """Run every unfinished cell of an experiment file (what `sdt experiment run` does); returns a
-    RunSummary (out_dir, ran, skipped, unavailable, results rows)."""
+    RunSummary (out_dir, ran, skipped, unavailable, results rows). `ray`: None (here, serially),
+    "local", "auto" or "ray://HOST:PORT" (each cell a Ray task)."""
     from specdifftree.experiments.config import load_experiment
     from specdifftree.experiments.runner import default_out
     from specdifftree.experiments.runner import run_experiment as run_grid
 
     cfg = load_experiment(config, preset, prior=prior)
-    return run_grid(cfg, out_dir or default_out(cfg), wandb=wandb, progress=progress, log=log)
+    return run_grid(cfg, out_dir or default_out(cfg), wandb=wandb, progress=progress, log=log, ray=ray)
 
 
 __all__ = ["AmortizeConfig", "Context", "METHODS", "PriorSource", "Queries", "SearchConfig", "SearchResult",

@@ -352,3 +352,64 @@ def test_provenance_names_weights_versions_and_cpu(tmp_path):
     two = describe_provenance([p, {**p, "cpu": "another CPU"}])
     assert two.startswith("Made with 2 different setups") and "another CPU" in two
     assert "not recorded" in describe_provenance([{"method": "dts"}])
+
+
+# --------------------------------------------------------------------------------------- on Ray
+
+
+def _grid(tiny_prior: Path) -> dict:
+    """The smallest grid through every path of the runner: search methods, a reference forecaster,
+    and sadt-sample on a flow network trained first; 2 seeds, 1 window."""
+    return {"name": "ray", "prior": str(tiny_prior), "reward": "spectral", "budgets": [300], "seeds": [0, 1],
+            "search": {"samples": 2, "batch_size": 2},
+            "datasets": {"d": {"source": "ett", "file": "ett/ETTh1.csv", "horizon": 4, "context_length": 32,
+                               "windows": 1}},
+            "methods": {"greedy": {}, "dts": {}, "naive": {}, "sadt-sample": {"budget_scale": 0.5}},
+            "flow": {"contexts": 2, "search": {"iterations": 6, "batch_size": 2, "samples": 2},
+                     "amortize": {"steps": 4, "eval_every": 2, "batch_size": 4, "hidden": 16, "val_samples": 1}},
+            "data_root": str(DATA), "resources": {"num_cpus": 1, "num_gpus": 0}, "max_retries": 1}
+
+
+def _rows_without_wall_times(path: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in _read_csv(path)]
+
+
+def _run_grid(tmp_path, tiny_prior, capsys, name: str, *ray_args) -> Path:
+    import yaml
+
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(_grid(tiny_prior)))
+    out = tmp_path / name
+    code, _, err = _sdt(["experiment", "run", config, "--out", out, "--no-wandb", *ray_args], capsys)
+    assert code == 0, err
+    return out
+
+
+@needs_data
+@pytest.mark.slow
+def test_ray_grid_writes_the_serial_results(tiny_prior, tmp_path, capsys, monkeypatch, one_thread):
+    """`--ray` (a local Ray instance): the same results.csv rows as a serial run, wall times aside, the
+    flow trained once before the flow cells; a rerun skips every finished cell."""
+    monkeypatch.setenv("SDT_HOME", str(tmp_path / "home"))
+    serial = _run_grid(tmp_path, tiny_prior, capsys, "serial")
+    on_ray = _run_grid(tmp_path, tiny_prior, capsys, "ray", "--ray")
+    rows = _rows_without_wall_times(on_ray / "results.csv")
+    assert len(rows) == 8 and rows == _rows_without_wall_times(serial / "results.csv")
+    assert (on_ray / "flow" / "experiment_flow.json").is_file()
+    assert sorted(p.name for p in (on_ray / "cells").iterdir()) == sorted(p.name for p in (serial / "cells").iterdir())
+    code, stdout, err = _sdt(["experiment", "run", tmp_path / "grid.yaml", "--out", on_ray, "--no-wandb", "--ray"], capsys)
+    assert code == 0 and "0 cell(s) run, 8 already finished" in stdout, err
+
+
+def test_resources_and_retries_are_checked(tmp_path, capsys):
+    from specdifftree.experiments.config import from_dict
+
+    raw = {"name": "x", "prior": "default", "reward": "spectral", "budgets": [10],
+           "datasets": {"d": {"source": "m4", "horizon": 4}}, "methods": {"dts": {}}}
+    cfg = from_dict(raw)
+    assert cfg.resources == {"num_cpus": 1, "num_gpus": 0} and cfg.max_retries == 2
+    assert from_dict({**raw, "resources": {"num_gpus": 0.5}}).resources == {"num_cpus": 1, "num_gpus": 0.5}
+    for bad, message in [({"resources": {"gpus": 1}}, "unknown key 'gpus'"), ({"resources": {"num_cpus": -1}}, ">= 0"),
+                         ({"max_retries": -1}, "max_retries must be")]:
+        with pytest.raises(SDTError, match=message):
+            from_dict({**raw, **bad})

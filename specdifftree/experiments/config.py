@@ -18,6 +18,9 @@
     flow: runs/flow                   # sadt / sadt-sample: a trained flow network DIR, or a mapping
                                       # that trains one first (see experiments/amortization.py)
     threads: 1                        # torch threads (default 1)
+    resources: {num_cpus: 1, num_gpus: 0}   # --ray: what each cell's Ray task reserves (GPU cells pack
+                                      # onto GPU nodes)
+    max_retries: 2                    # --ray: a failed cell is retried this many times
     presets:
       smoke: {seeds: [0], datasets: {ETTh1-OT-h24: {windows: 2}, M4-Hourly-h48: null}}
 
@@ -94,6 +97,9 @@ class MethodSpec:
         self.method = self.method or self.name
 
 
+RESOURCES = {"num_cpus": 1, "num_gpus": 0}  # a cell's Ray task, unless the file says otherwise
+
+
 @dataclass
 class ExperimentConfig:
     name: str
@@ -112,6 +118,8 @@ class ExperimentConfig:
     device: str = "auto"  # where the prior's model runs: auto | cpu | cuda[:N] | mps
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     n_gpu_layers: Optional[int] = None  # gguf priors: layers offloaded to the GPU
+    resources: dict = field(default_factory=lambda: dict(RESOURCES))  # --ray: a cell task's num_cpus, num_gpus
+    max_retries: int = 2  # --ray: retries of a failed cell (a worker lost, or an exception)
     preset: Optional[str] = None
     source: Optional[str] = None  # the YAML file this came from
 
@@ -168,7 +176,19 @@ def from_dict(raw: dict, where: str = "experiment") -> ExperimentConfig:
                             backbone=None if raw.get("backbone") is None else str(raw["backbone"]),
                             wandb_project=str(raw.get("wandb_project", "specdifftree")),
                             threads=_int_list(raw.get("threads", 1), "threads", where)[0],
+                            resources=_resources(raw.get("resources") or {}, where),
+                            max_retries=_int_list(raw.get("max_retries", 2), "max_retries", where, minimum=0)[0],
                             **_placement_keys(raw, where))
+
+
+def _resources(raw: Any, where: str) -> dict:
+    """num_cpus and num_gpus (numbers >= 0) of each cell's Ray task, over the defaults."""
+    raw = _mapping(raw, "resources", where)
+    no_unknown(raw, set(RESOURCES), f"{where}: resources")
+    out = {**RESOURCES, **raw}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in out.values()):
+        raise SDTError(f"{where}: resources: num_cpus and num_gpus must be numbers >= 0")
+    return out
 
 
 def _placement_keys(raw: dict, where: str) -> dict:

@@ -54,6 +54,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -100,21 +101,22 @@ def cells(cfg: ExperimentConfig, methods: list[MethodSpec]) -> list[Cell]:
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, wandb: bool = True, progress: bool = True,
-                   log=print) -> RunSummary:
+                   log=print, ray: Optional[str] = None) -> RunSummary:
     """Run every cell that has no record yet (torch on `cfg.threads` threads); returns what ran,
-    what was skipped, and results.csv's rows."""
+    what was skipped, and results.csv's rows. `ray`: None runs the cells here, one after another;
+    "local" (a Ray instance started here), "auto" (a running cluster) or "ray://HOST:PORT" (Ray
+    Client) runs each cell as a Ray task (experiments/on_ray.py): the same files and rows."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return _run(cfg, Path(out_dir), wandb, progress, log)
+        return _run(cfg, Path(out_dir), wandb, progress, log, ray)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(cfg: ExperimentConfig, out: Path, wandb: bool, progress: bool, log) -> RunSummary:
-    from specdifftree.experiments.amortization import resolve_flow
+def _run(cfg: ExperimentConfig, out: Path, wandb: bool, progress: bool, log, ray: Optional[str]) -> RunSummary:
     from specdifftree.search.registry import METHODS
 
     (out / "cells").mkdir(parents=True, exist_ok=True)
@@ -122,40 +124,98 @@ def _run(cfg: ExperimentConfig, out: Path, wandb: bool, progress: bool, log) -> 
     unavailable = {m.name: f"'{m.method}' is not a search method in this checkout" for m in cfg.methods
                    if m.method not in METHODS}
     methods = [m for m in cfg.methods if m.name not in unavailable]
-    if any(METHODS[m.method].uses_flow for m in methods):
-        flow, why = resolve_flow(cfg, out, wandb=wandb, log=log)
-        if flow is None:
-            unavailable.update({m.name: why for m in methods if METHODS[m.method].uses_flow})
-            methods = [m for m in methods if not METHODS[m.method].uses_flow]
-        else:
-            methods = [_with_flow(m, flow) for m in methods]
-    for name, why in unavailable.items():
-        log(f"skipping method {name}: {why}")
-
     root = data_root(cfg.data_root)
     wins = {d.name: windows(d, root) for d in cfg.datasets}
-    todo = cells(cfg, methods)
-    ran, skipped = [], []
     from tqdm.auto import tqdm
 
-    total = sum(len(wins[c.dataset.name]) for c in todo)
-    queries = None  # the prior, reward and lambda: loaded once, for every cell and window
-    with tqdm(total=total, desc="windows", unit="win", disable=None if progress else True) as bar:
-        for cell in todo:
-            cell_dir = out / "cells" / cell.key
-            if (cell_dir / "record.json").is_file():
-                check_same(cfg, cell, json.loads((cell_dir / "record.json").read_text()), cell_dir)
-                skipped.append(cell.key)
-                bar.update(len(wins[cell.dataset.name]))
-                continue
-            bar.set_postfix_str(cell.key)
-            queries = queries or open_queries(cfg)
-            run_cell(cfg, cell, wins[cell.dataset.name], cell_dir, queries, wandb=wandb,
-                     on_window=lambda: bar.update(1))
-            ran.append(cell.key)
-            write_results(out)
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if ray is not None:
+            from specdifftree.experiments.on_ray import RaySession
+
+            cluster = stack.enter_context(RaySession(ray, cfg.resources, cfg.max_retries))
+        if any(METHODS[m.method].uses_flow for m in methods):  # once, before the cells that need it
+            flow, why = cluster.call(_resolve_flow, cfg, out, wandb) if cluster else _resolve_flow(cfg, out, wandb, log)
+            if flow is None:
+                unavailable.update({m.name: why for m in methods if METHODS[m.method].uses_flow})
+                methods = [m for m in methods if not METHODS[m.method].uses_flow]
+            else:
+                methods = [_with_flow(m, flow) for m in methods]
+        for name, why in unavailable.items():
+            log(f"skipping method {name}: {why}")
+        todo, skipped = [], []
+        for cell in cells(cfg, methods):
+            record = out / "cells" / cell.key / "record.json"
+            if record.is_file():
+                check_same(cfg, cell, json.loads(record.read_text()), record.parent)
+                skipped.append(cell)
+            else:
+                todo.append(cell)
+        total = sum(len(wins[c.dataset.name]) for c in todo + skipped)
+        with tqdm(total=total, desc="windows", unit="win", disable=None if progress else True) as bar:
+            bar.update(sum(len(wins[c.dataset.name]) for c in skipped))
+            if cluster is not None:
+                ran = _run_on_ray(cluster, cfg, todo, wins, out, wandb, bar)
+            else:
+                ran = _run_here(cfg, todo, wins, out, wandb, bar)
     rows = write_results(out)
-    return RunSummary(out, ran, skipped, unavailable, rows)
+    return RunSummary(out, ran, [c.key for c in skipped], unavailable, rows)
+
+
+def _resolve_flow(cfg: ExperimentConfig, out: Path, wandb: bool, log=print):
+    from specdifftree.experiments.amortization import resolve_flow
+
+    return resolve_flow(cfg, out, wandb=wandb, log=log)
+
+
+def _run_on_ray(cluster, cfg: ExperimentConfig, todo: list[Cell], wins: dict, out: Path, wandb: bool, bar) -> list[str]:
+    """Every cell as a Ray task (`cluster`: an on_ray.RaySession); results.csv as each one ends.
+    Cells that fail after their retries are named in one SDTError once the others are done."""
+    def done(i: int) -> None:
+        bar.update(len(wins[todo[i].dataset.name]))
+        bar.set_postfix_str(todo[i].key)
+        finished.add(i)
+        write_results(out)
+
+    finished: set[int] = set()
+    calls = [(cfg, cell, wins[cell.dataset.name], out / "cells" / cell.key, wandb) for cell in todo]
+    failed = cluster.map(_cell_task, calls, done)
+    if failed:
+        i, error = failed[0]
+        raise SDTError(f"{len(failed)} cell(s) failed after {cfg.max_retries} retries, first {todo[i].key}: "
+                       f"{str(error).splitlines()[0] if str(error) else type(error).__name__}; finished cells "
+                       "are kept, a rerun retries the others")
+    return [c.key for i, c in enumerate(todo) if i in finished]
+
+
+_OPENED: dict = {}  # a Ray worker's opened prior, kept for the next cells it runs
+
+
+def _cell_task(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Path, wandb: bool) -> str:
+    """One cell in a Ray worker: torch on cfg.threads threads, the prior opened once per worker."""
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    key = json.dumps([cfg.prior, cfg.reward, cfg.search.get("lam"), cfg.backbone, cfg.device, cfg.dtype,
+                      cfg.n_gpu_layers])
+    if key not in _OPENED:
+        _OPENED.clear()
+        _OPENED[key] = open_queries(cfg)
+    run_cell(cfg, cell, wins, cell_dir, _OPENED[key], wandb=wandb)
+    return cell.key
+
+
+def _run_here(cfg: ExperimentConfig, todo: list[Cell], wins: dict, out: Path, wandb: bool, bar) -> list[str]:
+    """The cells one after another in this process, sharing one opened prior; results.csv after each."""
+    queries, ran = None, []  # the prior, reward and lambda: loaded once, for every cell and window
+    for cell in todo:
+        bar.set_postfix_str(cell.key)
+        queries = queries or open_queries(cfg)
+        run_cell(cfg, cell, wins[cell.dataset.name], out / "cells" / cell.key, queries, wandb=wandb,
+                 on_window=lambda: bar.update(1))
+        ran.append(cell.key)
+        write_results(out)
+    return ran
 
 
 def open_queries(cfg: ExperimentConfig):
