@@ -305,7 +305,7 @@ def amortize(buffers, prior, backbone, rewards, lam, out_dir, resume, wandb, qui
     source = prior if backbone is None else open_prior(prior, placement, backbone)
     summary = train_flow(list(buffers), source, list(rewards), out_dir, lam=lam, cfg=AmortizeConfig(**opts),
                          progress=not quiet, wandb=wandb, placement=placement, resume=resume)
-    if not quiet:
+    if not quiet and summary:  # under torchrun rank 0 reports
         from specdifftree.report import table
 
         click.echo(table([{k: v for k, v in summary.items() if not isinstance(v, (dict, list))}]))
@@ -378,6 +378,7 @@ Examples:
   sdt train-prior --stage stage6_forecast --backbone hf:runs/bb --out runs/p6 --no-wandb
   sdt train-prior --stage all --upstream --out runs/prior-upstream  # the official data (network)
   sdt train-prior --stage all --variant sp --preset smoke --out runs/prior-sp   # OpenTSLM-SP
+  torchrun --nproc-per-node 2 .venv/bin/sdt train-prior --stage stage6_forecast --out runs/p6  # DDP
   sdt search --prior runs/prior --series ETTh1.csv --column OT --horizon 24 --reward spectral
 Stages: stage1_mcq stage2_captioning stage3_cot stage4_sleep_cot stage5_ecg_cot stage6_forecast.
 Writes OUT/<stage>/{checkpoints/best, metrics.csv, *.png, index.html, test_predictions.jsonl},
@@ -421,6 +422,8 @@ def train_prior_cmd(stage, preset, backbone, out_dir, resume, seed, wandb, data_
     summary = train_prior(stages, cfg, backbone, Path(out_dir), seed=seed,
                           resume=resume, wandb=wandb, data_dir=data_dir or default_data_dir(), upstream=upstream,
                           placement=_placement(device, dtype, n_gpu_layers))
+    if not summary:  # a torchrun rank other than 0: rank 0 reports (and installs)
+        return
     keys = ("stage", "test_nll_prior", "test_nll_backbone", "test_accuracy", "test_accuracy_backbone",
             "chance_uniform", "chance_majority", "best_epoch", "wall_s")
     click.echo(table([{k: s.get(k, "") for k in keys} for s in summary.values()]))

@@ -145,3 +145,20 @@ class Tracker:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.finish("finished" if exc_type is None else "failed")
+
+
+class NoTracker:
+    """Tracker's methods, recording nothing: the ranks other than 0 under torchrun."""
+
+    wandb_run = None
+
+    def log(self, *args, **kwargs) -> None:
+        """Nothing."""
+
+    summary = table = image = artifact = finish = log
+
+    def __enter__(self) -> "NoTracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Nothing."""

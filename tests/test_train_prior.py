@@ -431,3 +431,98 @@ def test_help_is_fast_and_has_examples():
     proc = subprocess.run([str(sdt), "train-prior", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "Examples" in proc.stdout and "--resume" in proc.stdout
     assert time.perf_counter() - t0 < 1.5
+
+
+# ------------------------------------------------------------------------------------------ torchrun (DDP)
+
+DDP_RTOL = 1e-5  # DDP vs one process: the same steps up to the order of float32 sums (measured ~1e-9)
+
+
+def _ddp_config():
+    from specdifftree.train.config import TrainConfig
+
+    cfg = TrainConfig.from_name("test")
+    cfg.n_train, cfg.batch_size, cfg.epochs, cfg.patience = 40, 6, 4, 4  # 7 steps an epoch, the last one short
+    return cfg
+
+
+_DDP_SCRIPT = """
+import sys
+from pathlib import Path
+from specdifftree.train.trainer import train_prior
+from tests.test_train_prior import _ddp_config
+train_prior(["stage6_forecast"], _ddp_config(), sys.argv[1], Path(sys.argv[2]), resume=sys.argv[3] == "1",
+            wandb=False, progress=False)
+"""
+
+
+def _torchrun(tmp_path, hf, out, resume: bool, port: int) -> subprocess.Popen:
+    script = tmp_path / "ddp_child.py"
+    script.write_text(_DDP_SCRIPT)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
+                             str(port), str(script), f"hf:{hf}", str(out), "1" if resume else "0"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return sorted(kids)
+
+
+def _stage6_outputs(out: Path) -> dict:
+    d = out / "stage6_forecast"
+    files = {f: (d / f).read_bytes() for f in ("metrics.csv", "checkpoints/best/weights.safetensors",
+                                               "checkpoints/best/config.json", "test_predictions.jsonl")}
+    files["stage.json"] = {k: v for k, v in json.loads((d / "stage.json").read_text()).items() if k != "wall_s"}
+    return files
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_matches_one_process_and_resumes_after_a_rank_is_killed(tiny_hf, tmp_path):
+    """Two DDP ranks (gloo): the test NLLs of one process within DDP_RTOL; only rank 0 writes; a
+    SIGKILL of one rank mid-stage, then --resume, ends with the uninterrupted DDP run's files."""
+    from specdifftree.train.trainer import train_prior
+
+    one, ddp, killed = tmp_path / "one", tmp_path / "ddp", tmp_path / "killed"
+    ref = _torchrun(tmp_path, tiny_hf, ddp, False, _free_port())
+    summary = train_prior(["stage6_forecast"], _ddp_config(), f"hf:{tiny_hf}", one, wandb=False, progress=False)
+    assert ref.wait() == 0, ref.stderr.read().decode()[-3000:]
+    got = json.loads((ddp / "summary.json").read_text())["stage6_forecast"]
+    want = summary["stage6_forecast"]
+    for key in ("test_nll_prior", "test_nll_backbone", "best_val_loss"):
+        assert got[key] == pytest.approx(want[key], rel=DDP_RTOL), key
+    assert got["best_epoch"] == want["best_epoch"] and got["epochs_run"] == want["epochs_run"] == 4
+    assert sorted(p.name for p in (ddp / "stage6_forecast").iterdir()) == \
+        sorted(p.name for p in (one / "stage6_forecast").iterdir())  # rank 0's files, no others
+
+    q = _torchrun(tmp_path, tiny_hf, killed, False, _free_port())
+    metrics = killed / "stage6_forecast" / "metrics.csv"
+    deadline = time.time() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):  # epoch 1 committed
+        assert q.poll() is None and time.time() < deadline, q.stderr.read().decode()[-3000:]
+        time.sleep(0.005)
+    ranks = _children(q.pid)
+    assert len(ranks) == 2
+    os.kill(ranks[1], signal.SIGKILL)  # one rank dies; torchrun ends the other and fails
+    assert q.wait(timeout=120) != 0
+    assert not (killed / "stage6_forecast" / "stage.json").exists()
+    r = _torchrun(tmp_path, tiny_hf, killed, True, _free_port())
+    assert r.wait() == 0, r.stderr.read().decode()[-3000:]
+    assert _stage6_outputs(killed) == _stage6_outputs(ddp)

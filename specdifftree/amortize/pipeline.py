@@ -61,7 +61,8 @@ def train_flow(buffers: list[str | Path], prior: str | PriorSource, rewards: lis
     pooled; contexts are split into training and held-out validation (`cfg.val_fraction`).
     `resume`: continue from OUT/state.safetensors (after a kill), to the same checkpoint bytes.
     Under torchrun each rank computes the loss of its share of every batch (DDP); rank 0 writes.
-    Returns the run summary (also in `out_dir/config.json` under "training" and in tracking.jsonl).
+    Returns the run summary (also in `out_dir/config.json` under "training" and in tracking.jsonl;
+    {} on the ranks other than 0).
     """
     from specdifftree.amortize.train import AmortizeConfig
     from specdifftree.train.distributed import process_group
@@ -98,8 +99,9 @@ def _train_flow(buffers, prior, rewards, out_dir: Path, lam, cfg, progress, wand
     run_config = {"buffers": [str(b) for b in buffers], "prior": prior, "reward": list(rewards), "lam": lam,
                   **asdict(cfg)}
     meta = {"prior": prior, "fingerprint": want.fingerprint, "reward": list(rewards)}
-    if not dist.is_main:  # rank 0 alone writes files and W&B
-        return fit_flow(problems, records, lam, cfg, out_dir, meta, resume=resume, dist=dist)
+    if not dist.is_main:  # rank 0 alone writes files and W&B, and reports
+        fit_flow(problems, records, lam, cfg, out_dir, meta, resume=resume, dist=dist)
+        return {}
     with Tracker(out_dir, name=f"amortize-{out_dir.name}", job_type="amortize", config=run_config,
                  enabled=wandb) as tracker:
         summary = fit_flow(problems, records, lam, cfg, out_dir, meta, progress=progress, tracker=tracker,

@@ -26,6 +26,15 @@ NLL of a batch, the label choice, greedy decoding and the checkpoint format.
 Determinism: epoch e of stage s reseeds torch and the data order from (seed, s, e), and torch
 runs with `cfg.threads` threads, so a run resumed after a kill ends with the same files as an
 uninterrupted one (metrics.csv and checkpoints/best byte for byte).
+
+Under torchrun (`torchrun --nproc-per-node N sdt train-prior ...`, train/distributed.py) rank r
+owns the train and val examples i with i % N == r and caches the backbone logits of those alone.
+Every rank walks the same global batches; each computes the NLL sum of the batch members it owns,
+scaled by N / (the batch's answer tokens), and DDP averages the gradients, so every step is the
+one-process step of the same global batch up to the order of float sums. Validation figures are
+gathered from the ranks' shares. Rank 0 alone writes checkpoints, the resume state, metrics,
+plots, test predictions and W&B; the test split is evaluated there. A kill of any rank stops the
+job (torchrun ends the others); `--resume` continues from the last committed epoch on every rank.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ from specdifftree.prior.checkpoint import read_run_manifest as read_manifest
 from specdifftree.train.state import (STATE, load_state, optimizer_tensors,
                                       restore_optimizer, save_state)
 from specdifftree.files import write_json
+from specdifftree.train.distributed import Dist, process_group, zero_loss
 
 FORECAST_STAGE = "stage6_forecast"
 UPSTREAM_STAGES = tuple(s for s in STAGES if s != FORECAST_STAGE)  # those with an official archive
@@ -76,6 +86,7 @@ class Run:
     progress: bool = True
     upstream: bool = False  # stages 1-5 from the official OpenTSLM data (data/upstream.py)
     variant: object = None  # BiasVariant or soft_prompt.SPVariant, from cfg.variant
+    dist: Dist = field(default_factory=Dist)  # this process's rank under torchrun
 
     def __post_init__(self):
         if self.variant is None:
@@ -93,6 +104,28 @@ class StageState:
     bad_epochs: int = 0  # epochs since the last improvement
     stopped: bool = False  # early stopping fired
     rows: list = field(default_factory=list)
+
+
+@dataclass
+class Shard:
+    """This rank's examples of a split (all of them in one process), and where they sit in it."""
+
+    split: TokenizedSplit  # the examples this rank owns, in order
+    ids: list[int]  # their positions in the whole split
+    full: TokenizedSplit  # the whole split
+
+    @property
+    def local(self) -> dict[int, int]:
+        return {i: k for k, i in enumerate(self.ids)}
+
+
+def shard(split: TokenizedSplit, dist: Dist) -> Shard:
+    if dist.world == 1:
+        return Shard(split, list(range(len(split.examples))), split)
+    ids = dist.owned(len(split.examples))
+    own = TokenizedSplit([split.examples[i] for i in ids], [split.prompt_ids[i] for i in ids],
+                         [split.answer_ids[i] for i in ids])
+    return Shard(own, ids, split)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -174,11 +207,38 @@ def evaluate(run: Run, parts, split: TokenizedSplit, base: bool = False) -> dict
     n_tok = sum(len(a) for a in split.answer_ids)
     example_nll = np.concatenate(sums)
     ev = {"nll": float(example_nll.sum()) / n_tok, "token_accuracy": hits / n_tok, "tokens": n_tok,
-          "example_nll": example_nll}
+          "example_nll": example_nll, "hits": hits}
     if extras[0] is not None:
         ev["bias"] = np.concatenate(extras)
     ev["chosen"] = v.choose(parts, split, ev, base) if split.labelled else None
     return ev
+
+
+def evaluate_shards(run: Run, parts, part: Shard) -> dict:
+    """`evaluate` over the whole split from every rank's share: per-token NLL, token accuracy,
+    tokens, each example's NLL sum and chosen label (in the split's order)."""
+    ev = evaluate(run, parts, part.split)
+    if run.dist.world == 1:
+        return ev
+    n = len(part.full.examples)
+    example_nll, chosen = np.zeros(n), [None] * n
+    shares = run.dist.gather((part.ids, ev["example_nll"], ev["hits"], ev["tokens"], ev["chosen"]))
+    for ids, nll, _, _, picked in shares:
+        example_nll[ids] = nll
+        for i, c in zip(ids, picked or []):
+            chosen[i] = c
+    hits, tokens = sum(s[2] for s in shares), sum(s[3] for s in shares)
+    return {"nll": float(example_nll.sum()) / tokens, "token_accuracy": hits / tokens, "tokens": tokens,
+            "example_nll": example_nll, "hits": hits, "chosen": chosen if part.full.labelled else None}
+
+
+def batch_loss(run: Run, parts, split: TokenizedSplit, idx: list[int], tokens: int):
+    """(loss, NLL sum, answer tokens) of this rank's members `idx` of a global batch of `tokens`
+    answer tokens: the NLL sum scaled by world / tokens (DDP's mean over ranks makes it the batch's mean)."""
+    if not idx:
+        return zero_loss(run.variant.modules(parts)), 0.0, 0
+    nll = run.variant.nll(parts, split, idx)[0]
+    return nll.sum() * (run.dist.world / tokens), float(nll.detach().double().sum()), len(nll)
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -192,20 +252,24 @@ def _epoch_seed(seed: int, stage: str, epoch: int) -> list[int]:
     return [seed, STAGES.index(stage), epoch]
 
 
-def train_epoch(run: Run, parts, opt, split: TokenizedSplit, st: StageState, stage: str, total_steps: int, bar) -> float:
-    """One pass over the train split in the (seed, stage, epoch) order. Returns the per-token train loss."""
+def train_epoch(run: Run, parts, opt, part: Shard, st: StageState, stage: str, total_steps: int, bar,
+                loss_fn) -> float:
+    """One pass over the train split in the (seed, stage, epoch) order, each rank on the members
+    of every batch it owns (`loss_fn`: `batch_loss`, through DDP under torchrun). Returns the
+    per-token train loss."""
     cfg, v = run.cfg, run.variant
     rng = np.random.default_rng(_epoch_seed(run.seed, stage, st.epoch + 1))
     torch.manual_seed(int(rng.integers(2**31)))
-    order = rng.permutation(len(split.examples))
+    order = rng.permutation(len(part.full.examples))
+    local, lengths = part.local, [len(a) for a in part.full.answer_ids]
     v.train(parts)
     params = [p for g in opt.param_groups for p in g["params"]]
     warmup = max(1, round(cfg.warmup_frac * total_steps))
     loss_sum, tokens = 0.0, 0
     for lo in range(0, len(order), cfg.batch_size):
         idx = order[lo: lo + cfg.batch_size].tolist()
-        nll = v.nll(parts, split, idx)[0]
-        loss = nll.mean()
+        batch_tokens = sum(lengths[i] for i in idx)
+        loss, nll_sum, n_tok = loss_fn(part.split, [local[i] for i in idx if i in local], batch_tokens)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * _lr_factor(st.step, warmup, total_steps)
         opt.zero_grad(set_to_none=True)
@@ -213,11 +277,12 @@ def train_epoch(run: Run, parts, opt, split: TokenizedSplit, st: StageState, sta
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         st.step += 1
-        loss_sum += float(nll.detach().double().sum())
-        tokens += len(nll)
+        loss_sum += nll_sum
+        tokens += n_tok
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.set_postfix(loss=f"{loss.item() / run.dist.world:.4f}")
     v.eval(parts)
+    loss_sum, tokens = run.dist.sum([loss_sum, tokens])
     return loss_sum / max(1, tokens)
 
 
@@ -274,9 +339,9 @@ def _restore_state(run: Run, path: Path, parts, opt) -> tuple[StageState, dict]:
     return StageState(**meta), best
 
 
-def fit_stage(run: Run, stage: str, parts: PriorParts, data: dict[str, TokenizedSplit], tracker) -> StageState:
+def fit_stage(run: Run, stage: str, parts: PriorParts, data: dict[str, Shard], tracker) -> StageState:
     """The epochs of one stage (resumed from OUT/<stage>/state.safetensors with --resume), with early
-    stopping; leaves `parts` at the best validation loss."""
+    stopping; leaves `parts` at the best validation loss. `data`: this rank's train and val shares."""
     from tqdm.auto import tqdm
 
     from specdifftree.train.report import write_metrics_csv
@@ -286,15 +351,18 @@ def fit_stage(run: Run, stage: str, parts: PriorParts, data: dict[str, Tokenized
     st, best = StageState(), _parts_tensors(run, parts, "best.")
     if run.resume and (sdir / STATE).is_file():
         st, best = _restore_state(run, sdir / STATE, parts, opt)
-    write_metrics_csv(sdir / "metrics.csv", st.rows)
-    steps, epochs = math.ceil(len(data["train"].examples) / cfg.batch_size), cfg.epochs_for(stage)
-    bar = tqdm(total=epochs * steps, initial=st.epoch * steps, disable=None if run.progress else True,
+    main = run.dist.is_main
+    if main:
+        write_metrics_csv(sdir / "metrics.csv", st.rows)
+    loss_fn = run.dist.wrap(run.variant.modules(parts), lambda *a: batch_loss(run, parts, *a))
+    steps, epochs = math.ceil(len(data["train"].full.examples) / cfg.batch_size), cfg.epochs_for(stage)
+    bar = tqdm(total=epochs * steps, initial=st.epoch * steps, disable=None if run.progress and main else True,
                file=sys.stderr)
     while not st.stopped and st.epoch < epochs:
         bar.set_description(f"{stage} epoch {st.epoch + 1}/{epochs}")
-        train_loss = train_epoch(run, parts, opt, data["train"], st, stage, epochs * steps, bar)
-        ev = evaluate(run, parts, data["val"])
-        acc, recall = accuracy(data["val"], ev)
+        train_loss = train_epoch(run, parts, opt, data["train"], st, stage, epochs * steps, bar, loss_fn)
+        ev = evaluate_shards(run, parts, data["val"])
+        acc, recall = accuracy(data["val"].full, ev)
         st.epoch += 1
         row = {"epoch": st.epoch, "train_loss": train_loss, "val_loss": ev["nll"],
                "val_perplexity": math.exp(ev["nll"]), "val_accuracy": acc, "val_macro_recall": recall}
@@ -305,8 +373,9 @@ def fit_stage(run: Run, stage: str, parts: PriorParts, data: dict[str, Tokenized
         else:
             st.bad_epochs += 1
         st.stopped = st.bad_epochs >= cfg.patience
-        _save_state(run, sdir / STATE, parts, best, opt, st)  # the epoch's commit point
-        write_metrics_csv(sdir / "metrics.csv", st.rows)
+        if main:
+            _save_state(run, sdir / STATE, parts, best, opt, st)  # the epoch's commit point
+            write_metrics_csv(sdir / "metrics.csv", st.rows)
         tracker.log(row, step=st.epoch)
         bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{ev['nll']:.4f}")
     bar.close()
@@ -317,19 +386,23 @@ def fit_stage(run: Run, stage: str, parts: PriorParts, data: dict[str, Tokenized
 def train_stage(run: Run, stage: str, parts: PriorParts, examples: dict[str, list[Example]]) -> dict:
     """Train one stage from `parts` (updated in place to the stage's best) on {split: examples} and
     write its files; returns its test summary."""
-    from specdifftree.tracking import Tracker
+    from specdifftree.tracking import NoTracker, Tracker
     from specdifftree.train.report import plot_curves, write_index
 
     cfg, sdir = run.cfg, run.out / stage
     sdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     data = {s: tokenize_split(examples[s], run.backbone) for s in SPLITS}
-    run.variant.prepare(data["train"], f"{stage} train")
-    run.variant.prepare(data["val"], f"{stage} val")
+    own = {s: shard(data[s], run.dist) for s in ("train", "val")}
+    for s in own:  # each rank: the backbone logits of its own examples
+        run.variant.prepare(own[s].split, f"{stage} {s}")
+    if not run.dist.is_main:
+        fit_stage(run, stage, parts, own, NoTracker())
+        return {}
     with Tracker(sdir, name=f"{run.out.name}/{stage}", group=run.out.name, job_type="train-prior",
                  config={"stage": stage, "backbone": run.backbone_ref, "seed": run.seed, **cfg.to_dict()},
                  enabled=run.wandb) as tracker:
-        st = fit_stage(run, stage, parts, data, tracker)
+        st = fit_stage(run, stage, parts, own, tracker)
         _save_checkpoint_dir(run, parts, sdir / "checkpoints" / "best",
                              {"stage": stage, "epoch": st.best_epoch, "val_loss": st.best_val})
         summary, predictions = test_stage(run, stage, data["test"], parts)
@@ -505,11 +578,12 @@ def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Pat
                 resume: bool = False, wandb: bool = True, data_dir: Optional[Path] = None,
                 dataset_fn: Optional[DatasetFn] = None, progress: bool = True, upstream: bool = False,
                 placement=None) -> dict:
-    """Train `stages` in curriculum order into `out`; returns {stage: test summary} (also OUT/summary.json).
+    """Train `stages` in curriculum order into `out`; returns {stage: test summary} (also OUT/summary.json;
+    {} on the ranks other than 0 under torchrun).
     upstream: stages 1-5 read the official OpenTSLM data (downloaded on first use) instead of the
     offline generators and shared data; stage 6 reads M4 and ETT either way. placement: where the frozen
     backbone runs (a `prior.backbones.base.Placement`; default auto); its logits are cached on the host."""
-    from specdifftree.problem import absolute_spec, open_backbone
+    from specdifftree.problem import absolute_spec
 
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -519,25 +593,42 @@ def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Pat
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        run = Run(out, cfg, backbone_ref, None, seed, resume, wandb, Path(data_dir) if data_dir else None,
-                  dataset_fn, progress, upstream)
-        manifest = _check_out(run, stages)
-        todo = [s for s in stages if not (out / s / "stage.json").is_file()]
-        examples = {s: build_examples(run, s) for s in todo}  # bad data fails here, before any training
-        run.backbone = open_backbone(backbone_ref, placement)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / MANIFEST, manifest)
-        for stage in stages:
-            if stage in examples:
-                parts = _starting_parts(run, stage)
-                train_stage(run, stage, parts, examples.pop(stage))
-                run.variant.finish(parts)
-            manifest["final_checkpoint"] = f"{stage}/checkpoints/best"
-            write_json(out / MANIFEST, manifest)
-            write_json(out / "summary.json", collect_summary(out))
+        with process_group(placement) as dist:
+            run = Run(out, cfg, backbone_ref, None, seed, resume, wandb, Path(data_dir) if data_dir else None,
+                      dataset_fn, progress, upstream, dist=dist)
+            _curriculum(run, stages, dist.placement(placement))
+            if not dist.is_main:
+                return {}
     finally:
         torch.set_num_threads(threads)
     return collect_summary(out)
+
+
+def _curriculum(run: Run, stages: list[str], placement) -> None:
+    """The stages in order; under torchrun every rank trains, rank 0 writes (ranks meet between stages)."""
+    from specdifftree.problem import open_backbone
+
+    out, main = run.out, run.dist.is_main
+    if run.dist.world > 1 and run.cfg.variant != "bias":
+        raise SDTError("torchrun trains the bias variant only; run --variant sp in one process")
+    manifest = _check_out(run, stages)
+    run.dist.barrier()  # every rank has checked --out before rank 0 writes into it
+    todo = [s for s in stages if not (out / s / "stage.json").is_file()]
+    examples = {s: build_examples(run, s) for s in todo}  # bad data fails here, before any training
+    run.backbone = open_backbone(run.backbone_ref, placement)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / MANIFEST, manifest)
+    for stage in stages:
+        if stage in examples:
+            parts = _starting_parts(run, stage)
+            train_stage(run, stage, parts, examples.pop(stage))
+            run.variant.finish(parts)
+        if main:
+            manifest["final_checkpoint"] = f"{stage}/checkpoints/best"
+            write_json(out / MANIFEST, manifest)
+            write_json(out / "summary.json", collect_summary(out))
+        run.dist.barrier()  # the next stage starts from this one's checkpoint, on every rank
 
 
 def _variant(run: Run):
