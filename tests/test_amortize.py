@@ -4,6 +4,7 @@ import json
 import math
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -405,7 +406,6 @@ def test_amortize_killed_at_five_random_points_resumes_to_the_same_bytes(tmp_pat
     """SIGKILL at 5 random moments (before, between and inside commits), `--resume` after each: the
     checkpoint ends byte for byte as an uninterrupted run's."""
     import signal
-    import time
 
     buf, steps = tmp_path / "buf.safetensors", 120
     for seed in range(2):
@@ -443,3 +443,44 @@ def test_amortize_resume_refuses_another_runs_state(tmp_path, capsys):
     assert (tmp_path / "f" / "weights.safetensors").read_bytes() == before
     code, _, err = cli(args + ["--lr", "0.5", "--resume"], capsys)
     assert code == 2 and "state of another amortize run" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_amortize_under_torchrun_matches_one_process_and_resumes(tmp_path):
+    """Two DDP ranks share every batch: the network of one process within 1e-5; a SIGKILLed rank
+    and --resume end with the uninterrupted DDP run's checkpoint bytes."""
+    import signal
+    import subprocess
+
+    from processes import BIN, children, free_port
+    from safetensors.torch import load_file
+
+    buf = tmp_path / "buf.safetensors"
+    dts_buffer(buf, seed=0, iterations=200)
+
+    def run(out: Path, ranks: int, resume: bool = False) -> subprocess.Popen:
+        args = ["amortize", "--buffer", buf, "--prior", "markov:toy3", "--out", out, "--steps", 90, "--eval-every", 30,
+                "--save-every", 3, "--no-wandb", "-q"] + (["--resume"] if resume else [])
+        launch = [BIN / "sdt"] if ranks == 1 else [BIN / "torchrun", "--nproc-per-node", ranks, "--master-addr",
+                                                   "127.0.0.1", "--master-port", free_port(), BIN / "sdt"]
+        return subprocess.Popen([str(a) for a in launch + args], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    one, ddp = run(tmp_path / "one", 1), run(tmp_path / "ddp", 2)
+    for p in (one, ddp):
+        assert p.wait() == 0, p.stderr.read().decode()[-3000:]
+    a, b = load_file(tmp_path / "one" / "weights.safetensors"), load_file(tmp_path / "ddp" / "weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-5) for k in a)
+    assert (tmp_path / "ddp" / "tracking.jsonl").read_text().count('"event": "start"') == 1  # rank 0 alone
+
+    killed = tmp_path / "killed"
+    q = run(killed, 2)
+    while _committed_step(killed) < 30:
+        assert q.poll() is None, q.stderr.read().decode()[-3000:]
+        time.sleep(0.01)
+    os.kill(children(q.pid)[0], signal.SIGKILL)
+    assert q.wait(timeout=120) != 0 and _committed_step(killed) < 90
+    r = run(killed, 2, resume=True)
+    assert r.wait() == 0, r.stderr.read().decode()[-3000:]
+    for name in ("weights.safetensors", "config.json"):
+        assert (killed / name).read_bytes() == (tmp_path / "ddp" / name).read_bytes(), name

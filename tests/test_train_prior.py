@@ -18,6 +18,7 @@ from specdifftree.cli import main
 from specdifftree.data.example import STAGES, Example
 from specdifftree.data.stages import MCQ_CHOICES, OPTIONS
 from specdifftree.errors import SDTError
+from processes import BIN, children, free_port
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -382,7 +383,7 @@ train_prior(stages, cfg, sys.argv[1], Path(sys.argv[2]), resume=sys.argv[3] == "
 
 def _child_process(hf, out, resume: bool, setup: str) -> subprocess.Popen:
     """A train_prior run in its own process; `setup` (Python) defines `cfg` and `stages`."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
     return subprocess.Popen([sys.executable, "-c", _CHILD.format(setup=setup), f"hf:{hf}", str(out),
                              "1" if resume else "0"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -459,23 +460,10 @@ train_prior(["stage6_forecast"], _ddp_config(), sys.argv[1], Path(sys.argv[2]), 
 def _torchrun(tmp_path, hf, out, resume: bool, port: int) -> subprocess.Popen:
     script = tmp_path / "ddp_child.py"
     script.write_text(_DDP_SCRIPT)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([str(BIN / "torchrun"), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port",
                              str(port), str(script), f"hf:{hf}", str(out), "1" if resume else "0"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return sorted(kids)
 
 
 def _stage6_outputs(out: Path) -> dict:
@@ -486,14 +474,6 @@ def _stage6_outputs(out: Path) -> dict:
     return files
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_matches_one_process_and_resumes_after_a_rank_is_killed(tiny_hf, tmp_path):
     """Two DDP ranks (gloo): the test NLLs of one process within DDP_RTOL; only rank 0 writes; a
@@ -501,7 +481,7 @@ def test_torchrun_matches_one_process_and_resumes_after_a_rank_is_killed(tiny_hf
     from specdifftree.train.trainer import train_prior
 
     one, ddp, killed = tmp_path / "one", tmp_path / "ddp", tmp_path / "killed"
-    ref = _torchrun(tmp_path, tiny_hf, ddp, False, _free_port())
+    ref = _torchrun(tmp_path, tiny_hf, ddp, False, free_port())
     summary = train_prior(["stage6_forecast"], _ddp_config(), f"hf:{tiny_hf}", one, wandb=False, progress=False)
     assert ref.wait() == 0, ref.stderr.read().decode()[-3000:]
     got = json.loads((ddp / "summary.json").read_text())["stage6_forecast"]
@@ -512,17 +492,17 @@ def test_torchrun_matches_one_process_and_resumes_after_a_rank_is_killed(tiny_hf
     assert sorted(p.name for p in (ddp / "stage6_forecast").iterdir()) == \
         sorted(p.name for p in (one / "stage6_forecast").iterdir())  # rank 0's files, no others
 
-    q = _torchrun(tmp_path, tiny_hf, killed, False, _free_port())
+    q = _torchrun(tmp_path, tiny_hf, killed, False, free_port())
     metrics = killed / "stage6_forecast" / "metrics.csv"
     deadline = time.time() + 120
     while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):  # epoch 1 committed
         assert q.poll() is None and time.time() < deadline, q.stderr.read().decode()[-3000:]
         time.sleep(0.005)
-    ranks = _children(q.pid)
+    ranks = children(q.pid)
     assert len(ranks) == 2
     os.kill(ranks[1], signal.SIGKILL)  # one rank dies; torchrun ends the other and fails
     assert q.wait(timeout=120) != 0
     assert not (killed / "stage6_forecast" / "stage.json").exists()
-    r = _torchrun(tmp_path, tiny_hf, killed, True, _free_port())
+    r = _torchrun(tmp_path, tiny_hf, killed, True, free_port())
     assert r.wait() == 0, r.stderr.read().decode()[-3000:]
     assert _stage6_outputs(killed) == _stage6_outputs(ddp)
