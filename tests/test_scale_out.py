@@ -1,0 +1,118 @@
+"""The multi-node dry run on one machine: a Ray cluster of a head and a worker started as two
+processes (`ray start --head`, `ray start --address`), and two torchrun nodes on localhost
+(`--nnodes 2 --node-rank 0|1`), each running the smallest configuration of the tests."""
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from processes import BIN, free_port
+from test_experiments import DATA, _rows_without_wall_times, _run_grid, needs_data
+from test_train_prior import DDP_RTOL
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """(transformers dir, prior checkpoint DIR) of a tiny random Llama with the byte tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from specdifftree.prior.model import PriorParts
+    from specdifftree.prior.tokenizer import build_hf_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                                         tie_word_embeddings=False, eos_token_id=256, bos_token_id=256))
+    model.save_pretrained(root / "hf")
+    build_hf_tokenizer().save_pretrained(root / "hf")
+    PriorParts.fresh(258, f"hf:{root / 'hf'}").save(root / "ckpt")
+    return root / "hf", root / "ckpt"
+
+
+def _node(*args: str) -> subprocess.Popen:
+    """`ray start ... --block` in its own process group (stopped with it, not with `ray stop`,
+    which would stop every Ray on the machine)."""
+    return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+                             "--object-store-memory", str(80 * 2**20), *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _stop(node: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(node.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            node.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _wait_for_nodes(address: str, n: int, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while True:
+        status = subprocess.run([str(BIN / "ray"), "status", "--address", address], capture_output=True, text=True)
+        if status.returncode == 0 and status.stdout.count("node_") >= n:
+            return
+        assert time.time() < deadline, status.stdout + status.stderr
+        time.sleep(1)
+
+
+@needs_data
+def test_a_two_process_ray_cluster_writes_the_serial_results(tiny, tmp_path, capsys, monkeypatch):
+    import secrets
+
+    monkeypatch.setenv("SDT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # Ray 2.60's token authentication, with a token of this
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))  # test's own for nodes, `ray status`, driver
+    serial = _run_grid(tmp_path, tiny[1], capsys, "serial")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    temp = tempfile.mkdtemp(prefix="sdtray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    head = _node("--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", temp)
+    worker = None
+    try:
+        _wait_for_nodes(address, 1)
+        worker = _node("--address", address)
+        _wait_for_nodes(address, 2)
+        on_ray = _run_grid(tmp_path, tiny[1], capsys, "cluster", "--ray", address)
+    finally:
+        for node in (worker, head):
+            if node is not None:
+                _stop(node)
+    assert _rows_without_wall_times(on_ray / "results.csv") == _rows_without_wall_times(serial / "results.csv")
+
+
+def test_two_torchrun_nodes_on_localhost_match_one_process(tiny, tmp_path):
+    """`torchrun --nnodes 2 --node-rank 0|1` (one rank each) of `sdt train-prior --preset test`: the
+    test NLLs of one process within DDP_RTOL."""
+    data = DATA if (DATA / "ett").is_dir() else tmp_path
+
+    def train(out: Path, launch: list) -> subprocess.Popen:
+        args = ["train-prior", "--stage", "stage6_forecast", "--preset", "test", "--backbone", f"hf:{tiny[0]}",
+                "--out", out, "--no-wandb", "--data-dir", data]
+        return subprocess.Popen([str(a) for a in launch + [BIN / "sdt"] + args], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    port = free_port()
+    nodes = [train(tmp_path / "two", [BIN / "torchrun", "--nnodes", 2, "--node-rank", rank, "--nproc-per-node", 1,
+                                      "--master-addr", "127.0.0.1", "--master-port", port]) for rank in (0, 1)]
+    one = train(tmp_path / "one", [])
+    for p in [one, *nodes]:
+        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-3000:]
+    got = json.loads((tmp_path / "two" / "summary.json").read_text())["stage6_forecast"]
+    want = json.loads((tmp_path / "one" / "summary.json").read_text())["stage6_forecast"]
+    for key in ("test_nll_prior", "test_nll_backbone", "best_val_loss"):
+        assert got[key] == pytest.approx(want[key], rel=DDP_RTOL), key
