@@ -413,3 +413,28 @@ def test_resources_and_retries_are_checked(tmp_path, capsys):
                          ({"max_retries": -1}, "max_retries must be")]:
         with pytest.raises(SDTError, match=message):
             from_dict({**raw, **bad})
+
+
+@pytest.mark.slow
+def test_ray_tasks_are_retried_and_failures_reported(tmp_path):
+    """A task that fails once is retried (max_retries); one that always fails comes back as its error."""
+    from specdifftree.experiments.on_ray import RaySession
+
+    def flaky(marker: str, i: int) -> int:
+        import os
+
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("first attempt fails")
+        return i
+
+    def broken() -> None:
+        raise SDTError("always fails")
+
+    done = []
+    with RaySession("local", {"num_cpus": 1, "num_gpus": 0}, max_retries=1) as session:
+        assert session.call(flaky, str(tmp_path / "m1"), 7) == 7
+        failed = session.map(lambda k: flaky(str(tmp_path / f"n{k}"), k) if k < 2 else broken(), [(0,), (1,), (2,)],
+                             done.append)
+    assert sorted(done) == [0, 1] and len(failed) == 1 and failed[0][0] == 2
+    assert isinstance(failed[0][1], SDTError) and "always fails" in str(failed[0][1])

@@ -13,30 +13,16 @@ from pathlib import Path
 import pytest
 
 from processes import BIN, free_port
-from test_experiments import DATA, _rows_without_wall_times, _run_grid, needs_data
+from test_experiments import DATA, _rows_without_wall_times, _run_grid, needs_data, tiny_prior  # noqa: F401
 from test_train_prior import DDP_RTOL
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    """(transformers dir, prior checkpoint DIR) of a tiny random Llama with the byte tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from specdifftree.prior.model import PriorParts
-    from specdifftree.prior.tokenizer import build_hf_tokenizer
-
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                                         tie_word_embeddings=False, eos_token_id=256, bos_token_id=256))
-    model.save_pretrained(root / "hf")
-    build_hf_tokenizer().save_pretrained(root / "hf")
-    PriorParts.fresh(258, f"hf:{root / 'hf'}").save(root / "ckpt")
-    return root / "hf", root / "ckpt"
+def tiny(tiny_prior) -> tuple[Path, Path]:
+    """(transformers dir, prior checkpoint DIR) of test_experiments' tiny random Llama."""
+    return tiny_prior.parent / "hf", tiny_prior
 
 
 def _node(*args: str) -> subprocess.Popen:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
-from typing import Callable, Optional
+from typing import Callable
 
 from specdifftree.paths import torchrun_env
 
@@ -71,8 +71,9 @@ class Dist:
             td.barrier()
 
     def placement(self, placement):
-        """A CUDA placement pinned to this rank's local GPU (cuda:LOCAL_RANK); others as they are."""
-        if self.world == 1 or placement is None or not placement.device.startswith(("auto", "cuda")):
+        """An "auto" or "cuda" placement pinned to this rank's GPU (cuda:LOCAL_RANK) where CUDA is
+        available; any other as it is."""
+        if self.world == 1 or placement is None or placement.device not in ("auto", "cuda"):
             return placement
         import torch
 
@@ -125,7 +126,3 @@ def process_group(placement=None):
     finally:
         if owned:
             td.destroy_process_group()
-
-
-def main_only(dist: Optional[Dist]) -> bool:
-    return dist is None or dist.is_main
