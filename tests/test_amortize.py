@@ -441,8 +441,9 @@ def test_amortize_resume_refuses_another_runs_state(tmp_path, capsys):
     before = (tmp_path / "f" / "weights.safetensors").read_bytes()
     assert cli(args + ["--resume"], capsys)[0] == 0  # a finished run: nothing left to do, nothing changes
     assert (tmp_path / "f" / "weights.safetensors").read_bytes() == before
-    code, _, err = cli(args + ["--lr", "0.5", "--resume"], capsys)
-    assert code == 2 and "state of another amortize run" in err and len(err.strip().splitlines()) == 1
+    for change in (["--lr", "0.5"], ["--buffer", buf]):  # other options; the buffer twice: other inputs
+        code, _, err = cli(args + change + ["--resume"], capsys)
+        assert code == 2 and "state of another amortize run" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

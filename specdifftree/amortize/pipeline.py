@@ -80,6 +80,7 @@ def _train_flow(buffers, prior, rewards, out_dir: Path, lam, cfg, progress, wand
 
     from specdifftree.amortize.buffer import header_for, read_buffer
     from specdifftree.amortize.train import fit_flow
+    from specdifftree.files import file_sha256
     from specdifftree.tracking import Tracker
 
     read = [(b, *read_buffer(b)) for b in buffers]
@@ -99,12 +100,13 @@ def _train_flow(buffers, prior, rewards, out_dir: Path, lam, cfg, progress, wand
     run_config = {"buffers": [str(b) for b in buffers], "prior": prior, "reward": list(rewards), "lam": lam,
                   **asdict(cfg)}
     meta = {"prior": prior, "fingerprint": want.fingerprint, "reward": list(rewards)}
+    inputs = {"buffers_sha256": [file_sha256(b) for b in buffers]}  # --resume: the same buffers
     if not dist.is_main:  # rank 0 alone writes files and W&B, and reports
-        fit_flow(problems, records, lam, cfg, out_dir, meta, resume=resume, dist=dist)
+        fit_flow(problems, records, lam, cfg, out_dir, meta, resume=resume, dist=dist, inputs=inputs)
         return {}
     with Tracker(out_dir, name=f"amortize-{out_dir.name}", job_type="amortize", config=run_config,
                  enabled=wandb) as tracker:
         summary = fit_flow(problems, records, lam, cfg, out_dir, meta, progress=progress, tracker=tracker,
-                           resume=resume, dist=dist)
+                           resume=resume, dist=dist, inputs=inputs)
         tracker.summary(summary)
     return summary

@@ -86,11 +86,13 @@ class Loop:
 
 
 def fit_flow(problems: list, records: list[list], lam: float, cfg: AmortizeConfig, out_dir: str | Path, meta: dict,
-             progress: bool = False, tracker=None, resume: bool = False, dist=None) -> dict:
+             progress: bool = False, tracker=None, resume: bool = False, dist=None, inputs: dict | None = None) -> dict:
     """Train a flow network on `problems` (one per context) and their buffer `records`; save the best
     (by validation trajectory balance) in `out_dir`. `meta`: prior, fingerprint, reward (for FlowMeta).
     Every `cfg.save_every` steps the whole loop is committed to OUT/state.safetensors (one atomic
-    file, train/state.py); `resume` continues from it, to the same bytes as an uninterrupted run.
+    file, train/state.py); `resume` continues from it, to the same bytes as an uninterrupted run,
+    when it was written by the same run (options, prior, reward, lambda and `inputs`, e.g. the
+    buffers' sha256).
     `dist` (train/distributed.py): under torchrun each rank computes the loss of its share of every
     batch; rank 0 alone writes. Returns the summary of the run."""
     import torch
@@ -122,7 +124,8 @@ def fit_flow(problems: list, records: list[list], lam: float, cfg: AmortizeConfi
                             {"params": net.log_z_head.parameters(), "lr": cfg.lr_log_z}])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * s / cfg.steps)))
     state = Path(out_dir) / STATE
-    run_id = {"config": asdict(cfg), "lam": float(lam), **meta, "contexts": len(problems), "trajectories": len(train)}
+    run_id = {"config": asdict(cfg), "lam": float(lam), **meta, "contexts": len(problems), "trajectories": len(train),
+              "inputs": inputs or {}}
     loop = Loop()
     if resume and state.is_file():
         loop = restore_loop(state, run_id, net, opt, sched, rng)
