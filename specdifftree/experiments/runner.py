@@ -14,6 +14,11 @@ A cell is finished when its record.json exists; it is written atomically and las
 run resumes where it stopped and a rerun skips what is done. results.csv is rebuilt from the
 records after every cell.
 
+With `ray` ("local", "auto" or "ray://HOST:PORT"; experiments/on_ray.py) every unfinished cell is
+a Ray task that writes its own cell directory as above, with the file's `resources` and
+`max_retries`; each worker opens the prior once for the cells it runs. The flow network is
+trained by one task first. Same files and rows as a serial run; only wall times differ.
+
 Budgets. A cell's cap is budget * (the dataset's budget_scale) * (the method's budget_scale)
 forward tokens, prompt prefill included, passed as SearchConfig.budget. Methods whose own
 parameters set their cost get them sized to the cap from the first window's problem, with P
