@@ -147,6 +147,18 @@ class PriorParts:
             return embeds[0].float().cpu().numpy()
 
 
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax in float32, in place.  [B, V] -> [B, V] (-inf entries stay -inf)."""
+    x -= x.max(axis=-1, keepdims=True)
+    x -= np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return x
+
+
+def _on_host(rows) -> np.ndarray:
+    """numpy rows as they are, torch rows copied to the host.  [..., V] -> [..., V]"""
+    return rows if isinstance(rows, np.ndarray) else rows.cpu().numpy()
+
+
 def _one_series(history: np.ndarray, device=None):
     """[L] -> a float32 torch batch [1, L] on `device`."""
     import torch
@@ -213,8 +225,14 @@ class TSLMPrior(Prior):
         raise SDTError("a TSLMPrior already has its own meter: build one per context (TSLMPrior.for_forecast)")
 
     def _logp(self, logits, states: list):
-        """[B, V] float32 logits (torch, on the model's device) -> [B, V] log-probs there, with the bias
-        (and the grammar mask) applied: nothing [V]-wide crosses to the host."""
+        """[B, V] float32 logits where the backbone keeps them (numpy on the host, or torch on the
+        model's device) -> [B, V] log-probs there, with the bias (and the grammar mask) applied:
+        nothing [V]-wide crosses between host and device."""
+        if isinstance(logits, np.ndarray):
+            x = logits + self.bias
+            if self.grammar is not None:
+                x += np.stack([self.grammar.mask(s) for s in states])
+            return _log_softmax(x)
         import torch
 
         x = logits + self._on_device("bias", self.bias, logits.device)
@@ -231,7 +249,7 @@ class TSLMPrior(Prior):
         return self._device_rows[key]
 
     def start_rows(self):
-        """(root handle, log-probs [V] float32 torch on the model's device)."""
+        """(root handle, log-probs [V] float32 where the backbone keeps logits: numpy, or torch on its device)."""
         if self.segments is not None:  # OpenTSLM-SP's layout: text and series patches interleaved, one prefill
             handle, logits = self._metered(self.backbone.start_segments_logits, self.segments)
         else:
@@ -241,7 +259,7 @@ class TSLMPrior(Prior):
         return handle, self._logp(logits[None], [state])[0]
 
     def advance_rows(self, handles: np.ndarray, tokens: np.ndarray):
-        """(kids [B], log-probs [B, V] float32 torch on the model's device)."""
+        """(kids [B], log-probs [B, V] float32 where the backbone keeps logits: numpy, or torch on its device)."""
         handles, tokens = np.asarray(handles), np.asarray(tokens)
         kids, logits = self._metered(self.backbone.advance_logits, handles, tokens)
         states = [None] * len(kids)
@@ -252,11 +270,11 @@ class TSLMPrior(Prior):
 
     def start(self) -> tuple[int, np.ndarray]:
         handle, logp = self.start_rows()
-        return handle, logp.cpu().numpy()
+        return handle, _on_host(logp)
 
     def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kids, logp = self.advance_rows(handles, tokens)
-        return kids, logp.cpu().numpy()
+        return kids, _on_host(logp)
 
     def release(self, handles: np.ndarray) -> None:
         for h in np.asarray(handles).tolist():

@@ -143,18 +143,14 @@ class Backbone(ABC):
         """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32)."""
 
     def start_logits(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None):
-        """`start` with the logits as a float32 torch tensor [V] on the model's device (here: the host)."""
-        import torch
-
-        handle, logits = self.start(prompt_ids, soft_prompt)
-        return handle, torch.from_numpy(np.asarray(logits, np.float32))
+        """`start` with the logits [V] float32 where the model keeps them: here the host (numpy);
+        a torch backbone returns a tensor on its device. Host logits stay numpy: small torch ops
+        on the host cost more than the work (thread start-up, and on busy cores thread waits)."""
+        return self.start(prompt_ids, soft_prompt)
 
     def advance_logits(self, handles: np.ndarray, tokens: np.ndarray):
-        """`advance` with the logits as a float32 torch tensor [B, V] on the model's device (here: the host)."""
-        import torch
-
-        kids, logits = self.advance(handles, tokens)
-        return kids, torch.from_numpy(np.asarray(logits, np.float32))
+        """`advance` with the logits [B, V] float32 where the model keeps them (see `start_logits`)."""
+        return self.advance(handles, tokens)
 
     def release(self, handles: np.ndarray) -> None:
         """Free the memory of prefixes that will not be advanced again (optional)."""
