@@ -25,17 +25,29 @@ needs_etth1 = pytest.mark.skipif(not (DATA / "ett" / "ETTh1.csv").is_file(),
                                  reason="needs ../shared/data/ett/ETTh1.csv beside the checkout")
 ETTH1 = DatasetSpec(name="ETTh1-OT-h24", source="ett", file="ett/ETTh1.csv", column="OT", horizon=24,
                     context_length=96, windows=12)
-# Of the table's 12 evaluation windows: first, middle, last. On the last (end=17396, history in
-# [3.66, 12.38]) today's default prior (default-v2, untrained parts) greedily writes -1.0 twenty-two
-# times and ends in -10.0: a known failure of the prior (issue 14, a stronger default), marked
-# strict so that the marker must go once the prior passes.
-WINDOWS = (0, 5, pytest.param(11, marks=pytest.mark.xfail(
-    strict=True, reason="default-v2 greedily writes -1.0 ... -10.0 on end=17396 (issue 14: a stronger default prior)")))
+# Of the table's 12 evaluation windows: first, middle, last. The default backbone is built on
+# first use, and its bits depend on the machine (tests/test_sources.py: two corpus hashes seen).
+# The build of 2026-12-03 (model.safetensors sha256 below, corpus 1dc4f8f7...) passes all three.
+# The build of 2026-12-02's machine (corpus e1884761...) greedily wrote -1.0 twenty-two times and
+# ended in -10.0 on the last window (end=17396, history in [3.66, 12.38]): on any build other than
+# the known-good one, that window is an expected failure (issue 14: a stronger default prior).
+WINDOWS = (0, 5, 11)
+GOOD_BUILDS = {"666c1d565fa2db4e5f66c23640c317aa444e98721cbc6ea1118a590ea0209695"}
+LAST = 11
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @needs_etth1
 @pytest.mark.parametrize("index", WINDOWS)
-def test_greedy_stays_within_the_history_range(index, default_backbone):
+def test_greedy_stays_within_the_history_range(index, default_backbone, request):
+    if index == LAST and _sha256(Path(default_backbone) / "model.safetensors") not in GOOD_BUILDS:
+        request.applymarker(pytest.mark.xfail(reason="another build of default-v2: on end=17396 the "
+                                              "2026-12-02 build wrote -1.0 ... -10.0 (issue 14)"))
     w = windows(ETTH1, DATA)[index]
     context = w.context(ETTH1)
     problem, _ = build_problem("default", ["spectral"], context)

@@ -25,10 +25,19 @@ def tiny(tiny_prior) -> tuple[Path, Path]:
     return tiny_prior.parent / "hf", tiny_prior
 
 
-def _node(*args: str) -> subprocess.Popen:
+def _node_ip() -> str:
+    """The address Ray gives this machine. Ray rewrites a 127.0.0.1 bootstrap address to it
+    (`resolve_ip_for_localhost`), so nodes bound to 127.0.0.1 alone are unreachable for the driver
+    on a machine with a routable address."""
+    import ray.util
+
+    return ray.util.get_node_ip_address()
+
+
+def _node(ip: str, *args: str) -> subprocess.Popen:
     """`ray start ... --block` in its own process group (stopped with it, not with `ray stop`,
     which would stop every Ray on the machine)."""
-    return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+    return subprocess.Popen([str(BIN / "ray"), "start", "--block", "--num-cpus", "1", "--node-ip-address", ip,
                              "--object-store-memory", str(80 * 2**20), *args], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -65,13 +74,14 @@ def test_a_two_process_ray_cluster_writes_the_serial_results(tiny, tmp_path, cap
     monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))  # test's own for nodes, `ray status`, driver
     serial = _run_grid(tmp_path, tiny[1], capsys, "serial")
     port = free_port()
-    address = f"127.0.0.1:{port}"
+    ip = _node_ip()
+    address = f"{ip}:{port}"
     temp = tempfile.mkdtemp(prefix="sdtray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    head = _node("--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", temp)
+    head = _node(ip, "--head", "--port", str(port), "--include-dashboard", "false", "--temp-dir", temp)
     worker = None
     try:
         _wait_for_nodes(address, 1)
-        worker = _node("--address", address)
+        worker = _node(ip, "--address", address)
         _wait_for_nodes(address, 2)
         on_ray = _run_grid(tmp_path, tiny[1], capsys, "cluster", "--ray", address)
     finally:

@@ -184,11 +184,18 @@ def test_read_accelerometer_real():
 
 def test_default_corpus_unchanged():
     """The generators moved from prior/default.py into data/; the corpus (and so the cached
-    default backbone) must not change. Update this hash only together with DEFAULT_BACKBONE."""
+    default backbone) must not change. Update these hashes only together with DEFAULT_BACKBONE.
+
+    The same code gives one of two hashes depending on the machine, cause not yet found (not
+    numpy's SIMD dispatch: NPY_DISABLE_CPU_FEATURES for every AVX-512 feature changes nothing):
+    1dc4f8f7... on the machines of 2026-11 and 2026-12-03 (AMD EPYC with AVX-512), e1884761...
+    on the machine of 2026-12-02 (Python 3.11 and 3.12, numpy 1.26 to 2.4, scipy 1.13 to 1.17
+    there). A change to the generators gives neither."""
     from specdifftree.prior.default import generate_corpus
 
     h = hashlib.sha256("".join(generate_corpus(40, seed=0, data=None)).encode()).hexdigest()
-    assert h == "e1884761bf673588481fc6b98048e02d3f842667a25937a61147398f0d255042"
+    assert h in {"1dc4f8f70f45739ba6435711a1256ef2e1d3ba9779049d4a7c8fb4fccec2015a",
+                 "e1884761bf673588481fc6b98048e02d3f842667a25937a61147398f0d255042"}
 
 
 def test_generators_are_seeded():
