@@ -152,7 +152,9 @@ def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capf
         return out_dir
 
     monkeypatch.setattr(bb, "pretrain_backbone", fake_build)
-    stale = tmp_path / "backbones" / "default-v2.tmp-99999"
+    monkeypatch.setattr(bb, "PACKAGED", tmp_path / "not-installed")  # as if the install left it out
+    name = bb.DEFAULT_BACKBONE
+    stale = tmp_path / "backbones" / f"{name}.tmp-99999"
     stale.mkdir(parents=True)
     results = []
     threads = [threading.Thread(target=lambda: results.append(ensure_default_backbone(progress=False)))
@@ -162,7 +164,7 @@ def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capf
     for t in threads:
         t.join()
     assert calls == ["default"]
-    assert results == [tmp_path / "backbones" / "default-v2"] * 2
+    assert results == [tmp_path / "backbones" / name] * 2
     assert not stale.exists()
     assert "building the default backbone (first use, about" in capfd.readouterr().err
     assert ensure_default_backbone() == results[0] and calls == ["default"]
@@ -181,3 +183,46 @@ def test_captions_preset_corpus_has_hierarchical_captions_and_default_keeps_the_
     caps = [d for d in rich if "\nCaption: " in d]
     assert caps and all(any(ASK[v] in d for v in UNLABELLED_VARIANTS) for d in caps)
     assert not any("; it ranges from " in d for d in caps)
+
+
+# --------------------------------------------------------------------------- the packaged backbone
+
+
+def test_the_packaged_backbone_is_the_default_and_records_its_build():
+    from dataclasses import asdict
+
+    from specdifftree.experiments.provenance import cpu_name
+
+    path = bb.packaged_backbone()
+    assert path is not None and path.name == bb.DEFAULT_BACKBONE and ensure_default_backbone() == path
+    assert sum(f.stat().st_size for f in path.iterdir()) <= 25 * 2**20
+    record = json.loads((path / "sdt_backbone.json").read_text())
+    assert record["command"] == "sdt pretrain-backbone --preset default --seed 0 --out DIR"
+    assert record["preset"] == asdict(BackbonePreset.from_name("default")) and record["seed"] == 0
+    assert record["prefix"]["steps"] == bb.PREFIX_STEPS and record["cpu"] and record["torch"]
+    assert record["corpus"]["real_series"] > 0  # built with shared/data present
+    model, _ = load_hf_dir(path)
+    assert model.config.num_hidden_layers == record["preset"]["num_layers"]
+    assert cpu_name()  # what the prefix check below compares
+
+
+@pytest.mark.slow
+def test_rebuilding_the_packaged_backbone_starts_bit_for_bit_as_recorded():
+    """`sdt pretrain-backbone --preset default` rebuilds the packaged weights: its first steps, on
+    the same data, give the recorded hashes of the token ids trained on and of the weights. Bit for
+    bit on a machine like the one that built it (same CPU model and torch); elsewhere floats may
+    differ in their last bits (test_sources.py::test_default_corpus_unchanged), so there the losses
+    of those steps must agree to 1e-4 relative."""
+    import torch
+
+    from specdifftree.experiments.provenance import cpu_name
+
+    record = json.loads((bb.packaged_backbone() / "sdt_backbone.json").read_text())
+    if bb.real_series(bb.data_dir()) == () or record["corpus"]["real_series"] != len(bb.real_series(bb.data_dir())):
+        pytest.fail("shared/data must be present as it was for the build (see sdt_backbone.json, corpus)")
+    got = bb.prefix_record("default", seed=record["seed"])
+    want = record["prefix"]
+    if (cpu_name(), torch.__version__) == (record["cpu"], record["torch"]):
+        assert got == want
+    else:
+        assert got["losses"] == pytest.approx(want["losses"], rel=1e-4)

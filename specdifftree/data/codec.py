@@ -6,6 +6,11 @@ chosen from the context (`fit`), so typical values print with a few digits:
     text field = format((x - offset) / scale, f".{precision}f")
     "12.34,5.00,-3.10"
 
+With `width` > 0 the digits before the point are zero-padded to at least `width` ("095,112,-007"
+at width 3): values of one series then take the same number of characters, so the value k steps
+back is always the same number of tokens back (what a small model needs to copy a level or a
+season), and no value reads as a shorter one with a digit dropped.
+
 Parsing is total: `decode` never raises on any string, because its input is model output.
 Grammar of a field (ASCII digits only; whitespace is anything `str.strip()` removes):
 
@@ -68,9 +73,11 @@ class NumberCodec:
     sep: str = ","
     scale: float = 1.0
     offset: float = 0.0
+    width: int = 0  # zero-pad the digits before the point to at least this many (0: no padding)
 
     def __post_init__(self) -> None:
         checks = [
+            (isinstance(self.width, (int, np.integer)) and self.width >= 0, "width must be an integer >= 0"),
             (isinstance(self.precision, (int, np.integer)) and self.precision >= 0, "precision must be an integer >= 0"),
             (len(self.sep) > 0 and not re.search(r"[0-9.\-]", self.sep),
              "the separator must be non-empty and hold no digit, '.' or '-'"),
@@ -82,7 +89,7 @@ class NumberCodec:
                 raise SDTError(f"number codec: {msg} (got {self!r})")
 
     @classmethod
-    def fit(cls, series, precision: int = 2, sep: str = ",", digits: int = 3) -> "NumberCodec":
+    def fit(cls, series, precision: int = 2, sep: str = ",", digits: int = 3, width: int = 0) -> "NumberCodec":
         """A codec for forecasts continuing `series` [L].
 
         Rule: offset = 0 and scale = 10**(e + 1 - digits), where e = floor(log10(q)) and q is the
@@ -90,6 +97,7 @@ class NumberCodec:
         values print with `digits` digits before the point. A scale that is a power of ten keeps
         the text an exact decimal shift of the values. When q == 0 (an all-zero series, or one
         that is mostly zeros) the scale is 1. Negative values are handled by the |.|.
+        width: see the module docstring (`digits` pads typical values to their own width).
         """
         x = np.asarray(series, dtype=np.float64).ravel()
         if x.size == 0 or not np.all(np.isfinite(x)):
@@ -98,7 +106,7 @@ class NumberCodec:
             raise SDTError(f"cannot fit a number codec: digits must be an integer >= 1 (got {digits!r})")
         q = float(np.percentile(np.abs(x), 90))
         scale = 1.0 if q == 0 else 10.0 ** (_decade(q) + 1 - digits)
-        return cls(precision=precision, sep=sep, scale=scale, offset=0.0)
+        return cls(precision=precision, sep=sep, scale=scale, offset=0.0, width=width)
 
     def encode(self, values) -> str:
         """Text of `values` [H]. Raises SDTError on NaN/inf (user input, not model output)."""
@@ -106,7 +114,13 @@ class NumberCodec:
         if not np.all(np.isfinite(x)):
             raise SDTError("cannot write NaN or inf values as text; clean the series first")
         z = np.round((x - self.offset) / self.scale, self.precision) + 0.0  # + 0.0: no "-0.00"
-        return self.sep.join(f"{v:.{self.precision}f}" for v in z)
+        return self.sep.join(map(self._field, z))
+
+    def _field(self, v: float) -> str:
+        """One value's text: sign, digits before the point zero-padded to `width`, decimals."""
+        body = f"{abs(v):.{self.precision}f}"
+        body = body.zfill(self.width + len(body) - len(body.split(".")[0]))
+        return "-" + body if v < 0 else body
 
     def decode(self, text: str) -> Parsed:
         """Parse model text by the grammar in the module docstring. Never raises."""

@@ -9,8 +9,9 @@ from specdifftree.data.codec import NumberCodec
 
 
 def forecast_codec(history: np.ndarray) -> NumberCodec:
-    """Integers of about three digits (LLMTime style): short answers, one token per digit."""
-    return NumberCodec.fit(history, precision=0, sep=",", digits=3)
+    """Integers of about three digits (LLMTime style), zero-padded to three ("095,112"): short
+    answers, one token per digit, and every typical value four tokens long with its separator."""
+    return NumberCodec.fit(history, precision=0, sep=",", digits=3, width=3)
 
 
 def describe(x: np.ndarray, name: str = "The series") -> str:

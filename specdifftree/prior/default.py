@@ -1,10 +1,13 @@
 """The embedded default backbone: a small Llama trained from scratch on text made from series.
 
-No model hub is reachable on a fresh machine, so the package builds its own causal LM the first
-time one is needed (`ensure_default_backbone`) and caches it under `sdt_home()`. Real users pass
-a hub id, a local transformers directory or a GGUF file instead.
+No model hub is reachable on a fresh machine, so the package ships its own causal LM, built by
+`sdt pretrain-backbone --preset default` from this module and committed under
+specdifftree/assets/backbones/ (`packaged_backbone`): first use is instant and every machine
+searches the same weights. Without the packaged copy (other presets, or an install that left it
+out) `ensure_default_backbone` builds it on first use and caches it under `sdt_home()`. Real users
+pass a hub id, a local transformers directory or a GGUF file instead.
 
-    path = ensure_default_backbone()        # ~/.cache/specdifftree/backbones/default-v2
+    path = ensure_default_backbone()        # specdifftree/assets/backbones/default-v3
     model, tok = load_hf_dir(path)          # plain transformers objects, eval mode, float32
 
 Tokenizer: `specdifftree.prior.tokenizer` (byte level: id == byte value for 0..255, EOS 256,
@@ -31,7 +34,8 @@ right-padded with PAD, loss on non-pad tokens. Deterministic: the corpus comes f
 weights from torch.manual_seed(seed), and torch runs with a fixed thread count
 (`BackbonePreset.threads`, 2) because the thread count changes the order of float reductions.
 Two builds with the same seed on the same machine give bit-identical safetensors; a different CPU
-or torch build may differ in the last bits.
+or torch build may differ in the last bits. The record of a build (sdt_backbone.json) holds hashes
+of its first PREFIX_STEPS steps (`prefix_record`), which tests/test_default_backbone.py rebuilds.
 """
 
 from __future__ import annotations
@@ -67,7 +71,10 @@ if TYPE_CHECKING:
 EOS_ID = vocab()[EOS_TOKEN]  # 256
 PAD_ID = vocab()[PAD_TOKEN]  # 257
 VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # 258
-DEFAULT_BACKBONE = "default-v2"  # bump the suffix when the preset or corpus changes
+DEFAULT_BACKBONE = "default-v3"  # bump the suffix when the preset or corpus changes
+# the default backbone as `sdt pretrain-backbone --preset default` built it, committed so that first
+# use is instant and every machine searches the same weights (its sdt_backbone.json: how it was built)
+PACKAGED = Path(__file__).resolve().parent.parent / "assets" / "backbones"
 ETT_TRAIN_FRACTION = ETT_FRACTIONS["prior"][1]  # share of each ETT file / M4 train row the corpus may read
 MIX = {"forecast": 0.8, "caption": 0.1, "qa": 0.1}
 _AUTO = "auto"
@@ -87,17 +94,19 @@ class BackbonePreset:
     head_dim: int = 32
     intermediate_size: int = 384
     max_position_embeddings: int = 2048
-    steps: int = 700  # about 1.7M training tokens
-    batch_size: int = 2  # rows per step
+    steps: int = 1200  # about 7M training tokens
+    batch_size: int = 4  # rows per step
     seq_len: int = 1536  # tokens per row; every document fits in one row
     lr: float = 2e-3
-    warmup: int = 35  # linear warm-up steps, then cosine decay to lr * min_lr_ratio
+    warmup: int = 60  # linear warm-up steps, then cosine decay to lr * min_lr_ratio
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
     seed: int = 0
-    threads: int = 2  # torch threads while training (fixed: reduction order depends on it)
-    minutes: float = 3.0  # rough build time on 2 idle cores (~10k tokens/s), for the first-use message
+    threads: int = 1  # torch threads while training (fixed: reduction order depends on it; one
+                      # thread keeps its speed on a busy machine, where two slowed a build 3.5x)
+    minutes: float = 25.0  # rough build time on 2 cores (~5k tokens/s), for the first-use message
     captions: str = "sentence"  # caption documents: "sentence" (data/features.caption) or "hierarchical"
+    real_share: float = 0.6  # share of the corpus's series windows taken from real series (when present)
 
     @classmethod
     def from_name(cls, name: str) -> "BackbonePreset":
@@ -171,10 +180,10 @@ def _question(rng, x: np.ndarray, codec: NumberCodec) -> tuple[str, str]:
     return "at which position (counting from 1) is the maximum?", str(int(np.argmax(x)) + 1)
 
 
-def _window(rng, real, n: int) -> np.ndarray:
-    """n points of a series: a random real window when real series are given (40% of the time),
-    else synthetic."""
-    if real and rng.random() < 0.4:
+def _window(rng, real, n: int, real_share: float = 0.6) -> np.ndarray:
+    """n points of a series: a random real window when real series are given (a `real_share` of
+    the time), else synthetic."""
+    if real and rng.random() < real_share:
         for _ in range(8):
             _, values = real[rng.integers(len(real))]
             stride = 1 if rng.random() < 0.8 else int(rng.integers(2, 5))
@@ -184,14 +193,16 @@ def _window(rng, real, n: int) -> np.ndarray:
     return synthetic_series(rng, n)
 
 
-def make_document(rng: np.random.Generator, real=(), max_tokens: int = 1536, captions: str = "sentence") -> str:
+def make_document(rng: np.random.Generator, real=(), max_tokens: int = 1536, captions: str = "sentence",
+                  real_share: float = 0.6) -> str:
     """One document (ASCII text ending in EOS) of at most max_tokens tokens (bytes + EOS).
-    captions: "sentence" (one templated sentence) or "hierarchical" (`_hierarchical_caption`)."""
+    captions: "sentence" (one templated sentence) or "hierarchical" (`_hierarchical_caption`).
+    real_share: see `_window`."""
     kind = rng.choice(list(MIX), p=list(MIX.values()))
     length = int(np.exp(rng.uniform(np.log(24), np.log(193))))
     horizon = int(rng.integers(8, 97)) if kind == "forecast" else 0
     for _ in range(12):
-        x = _window(rng, real, length + horizon)
+        x = _window(rng, real, length + horizon, real_share)
         history, future = x[:length], x[length:]
         codec = forecast_codec(history)
         if kind == "forecast":
@@ -218,14 +229,14 @@ def _hierarchical_caption(rng: np.random.Generator, x: np.ndarray) -> str:
 
 
 def iter_documents(seed: int = 0, data: Union[str, Path, None] = _AUTO, max_tokens: int = 1536,
-                   captions: str = "sentence") -> Iterator[str]:
+                   captions: str = "sentence", real_share: float = 0.6) -> Iterator[str]:
     """The endless, deterministic corpus stream. data: "auto" (see `data_dir`), a folder, or None
-    for synthetic series only. captions: see `make_document`."""
+    for synthetic series only. captions, real_share: see `make_document`."""
     root = data_dir() if data == _AUTO else (Path(data) if data is not None else None)
     real = real_series(root)
     rng = np.random.default_rng([seed, 20251])
     while True:
-        yield make_document(rng, real, max_tokens, captions)
+        yield make_document(rng, real, max_tokens, captions, real_share)
 
 
 def generate_corpus(n_docs: int, seed: int = 0, data: Union[str, Path, None] = _AUTO,
@@ -260,21 +271,73 @@ def _batches(docs: Iterator[str], batch_size: int, seq_len: int) -> Iterator[tor
 # --------------------------------------------------------------------------- training
 
 
+PREFIX_STEPS = 4  # the build's first steps, hashed into its record (`prefix_record`)
+
+
 def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePreset] = "default",
                       seed: Optional[int] = None, progress: bool = True) -> Path:
     """Train the backbone from scratch and write a transformers directory at out_dir (atomically:
     built in out_dir.tmp-<pid>, then renamed; an existing out_dir is replaced). seed None = the
-    preset's seed. Returns out_dir."""
+    preset's seed. Returns out_dir. The directory's sdt_backbone.json records the command, preset,
+    seed, corpus, loss curve, versions, CPU and `prefix_record` of the first PREFIX_STEPS steps."""
     import torch
-    from tqdm.auto import tqdm
-    from transformers import LlamaForCausalLM
 
+    from specdifftree.experiments.provenance import cpu_name
     from specdifftree.prior.tokenizer import build_hf_tokenizer
 
     p = BackbonePreset.from_name(preset) if isinstance(preset, str) else preset
     seed = p.seed if seed is None else int(seed)
     out_dir = Path(out_dir)
     start = time.time()
+    model, run = _train(p, seed, p.steps, progress)
+    losses = run["losses"]
+    tail = losses[-max(1, len(losses) // 10):]
+    every = max(1, len(losses) // 50)
+    record = {
+        "command": f"sdt pretrain-backbone --preset {p.name} --seed {seed} --out DIR",
+        "preset": asdict(p), "seed": seed, "steps": p.steps, "train_tokens": run["tokens"],
+        "initial_loss": losses[0], "final_loss": float(np.mean(tail)), "uniform_loss": math.log(VOCAB_SIZE),
+        "loss_curve": {str(i): round(v, 4) for i, v in enumerate(losses) if i % every == 0 or i == len(losses) - 1},
+        "prefix": run["prefix"], "corpus": _corpus_description(p.real_share),
+        "wall_time_s": None, "torch": torch.__version__, "transformers": _transformers_version(), "cpu": cpu_name(),
+    }
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        model.generation_config.eos_token_id = EOS_ID
+        model.generation_config.pad_token_id = PAD_ID
+        model.generation_config.bos_token_id = EOS_ID
+        _save_quietly(model, tmp, progress)
+        tok = build_hf_tokenizer()
+        tok.model_max_length = p.max_position_embeddings
+        tok.save_pretrained(tmp)
+        record["wall_time_s"] = round(time.time() - start, 1)
+        (tmp / "sdt_backbone.json").write_text(json.dumps(record, indent=2) + "\n")
+        replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def prefix_record(preset: Union[str, BackbonePreset] = "default", seed: Optional[int] = None) -> dict:
+    """The first PREFIX_STEPS steps of the preset's build (same schedule, stopped early), as the
+    build records them: {"steps", "batches_sha256" (the token ids trained on), "weights_sha256"
+    (every parameter's float32 bytes, by name), "losses"}. Seconds to compute; a test compares it
+    with the committed backbone's record."""
+    p = BackbonePreset.from_name(preset) if isinstance(preset, str) else preset
+    return _train(p, p.seed if seed is None else int(seed), PREFIX_STEPS, progress=False)[1]["prefix"]
+
+
+def _train(p: BackbonePreset, seed: int, steps: int, progress: bool):
+    """The first `steps` steps of the preset's training (its schedule runs over p.steps).
+    -> (model in eval mode, {"losses", "tokens", "prefix"})"""
+    import hashlib
+
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import LlamaForCausalLM
+
     old_threads = torch.get_num_threads()
     torch.set_num_threads(p.threads)
     try:
@@ -286,10 +349,11 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=p.lr, betas=(0.9, 0.95))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, p))
-        batches = _batches(iter_documents(seed, max_tokens=p.seq_len, captions=p.captions), p.batch_size, p.seq_len)
-        losses, tokens = [], 0
-        bar = tqdm(range(p.steps), desc=f"pretraining {p.name} backbone", disable=not progress, file=sys.stderr)
-        for _ in bar:
+        docs = iter_documents(seed, max_tokens=p.seq_len, captions=p.captions, real_share=p.real_share)
+        batches = _batches(docs, p.batch_size, p.seq_len)
+        losses, tokens, seen, prefix = [], 0, hashlib.sha256(), None
+        bar = tqdm(range(steps), desc=f"pretraining {p.name} backbone", disable=not progress, file=sys.stderr)
+        for step in bar:
             ids = next(batches)
             labels = ids.masked_fill(ids == PAD_ID, -100)
             loss = model(input_ids=ids, labels=labels).loss
@@ -300,37 +364,26 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
             sched.step()
             losses.append(float(loss.detach()))
             tokens += int((ids != PAD_ID).sum())
+            seen.update(ids.numpy().tobytes())
+            if step + 1 == min(PREFIX_STEPS, steps):
+                prefix = {"steps": step + 1, "batches_sha256": seen.hexdigest(),
+                          "weights_sha256": _weights_sha256(model), "losses": list(losses)}
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         bar.close()
         model.eval()
-        tail = losses[-max(1, len(losses) // 10):]
-        every = max(1, len(losses) // 50)
-        record = {
-            "preset": asdict(p), "seed": seed, "steps": p.steps, "train_tokens": tokens,
-            "initial_loss": losses[0], "final_loss": float(np.mean(tail)), "uniform_loss": math.log(VOCAB_SIZE),
-            "loss_curve": {str(i): round(v, 4) for i, v in enumerate(losses) if i % every == 0 or i == len(losses) - 1},
-            "corpus": _corpus_description(),
-            "wall_time_s": None, "torch": torch.__version__, "transformers": _transformers_version(),
-        }
-        tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            tmp.mkdir(parents=True)
-            model.generation_config.eos_token_id = EOS_ID
-            model.generation_config.pad_token_id = PAD_ID
-            model.generation_config.bos_token_id = EOS_ID
-            _save_quietly(model, tmp, progress)
-            tok = build_hf_tokenizer()
-            tok.model_max_length = p.max_position_embeddings
-            tok.save_pretrained(tmp)
-            record["wall_time_s"] = round(time.time() - start, 1)
-            (tmp / "sdt_backbone.json").write_text(json.dumps(record, indent=2) + "\n")
-            replace_dir(tmp, out_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     finally:
         torch.set_num_threads(old_threads)
-    return out_dir
+    return model, {"losses": losses, "tokens": tokens, "prefix": prefix}
+
+
+def _weights_sha256(model) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, w in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(w.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _save_quietly(model, path: Path, progress: bool) -> None:
@@ -354,7 +407,7 @@ def _lr_factor(step: int, p: BackbonePreset) -> float:
     return p.min_lr_ratio + (1 - p.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
 
-def _corpus_description() -> dict:
+def _corpus_description(real_share: float) -> dict:
     root = data_dir()
     real = real_series(root)
     return {
@@ -365,7 +418,7 @@ def _corpus_description() -> dict:
         "real_series": len(real),
         "real_sources": sorted({name.split(":")[0] for name, _ in real}),
         "real_fraction_read": ETT_TRAIN_FRACTION,
-        "real_share_of_windows": 0.4 if real else 0.0,
+        "real_share_of_windows": real_share if real else 0.0,
     }
 
 
@@ -383,9 +436,19 @@ def _is_built(path: Path) -> bool:
     return all((path / f).is_file() for f in files)
 
 
+def packaged_backbone() -> Optional[Path]:
+    """The default backbone shipped in the package (PACKAGED/DEFAULT_BACKBONE), or None when the
+    install left it out."""
+    path = PACKAGED / DEFAULT_BACKBONE
+    return path if _is_built(path) else None
+
+
 def ensure_default_backbone(progress: bool = True, preset: str = "default") -> Path:
-    """sdt_home()/backbones/<preset>-v1, built on first use. A file lock makes concurrent callers
-    wait for one build; the directory appears only complete (atomic rename)."""
+    """The packaged default backbone when preset is "default" and it is installed; otherwise
+    sdt_home()/backbones/<name>, built on first use. A file lock makes concurrent callers wait for
+    one build; the directory appears only complete (atomic rename)."""
+    if preset == "default" and packaged_backbone() is not None:
+        return packaged_backbone()
     root = sdt_home() / "backbones"
     name = DEFAULT_BACKBONE if preset == "default" else f"{preset}-v1"
     target = root / name

@@ -65,11 +65,13 @@ def export_gguf(hf_dir: str | Path, out_path: str | Path, dtype: str = "f32") ->
 
 
 def default_gguf(dtype: str = "f32") -> Path:
-    """The embedded default backbone as GGUF, exported once beside its cached directory."""
+    """The embedded default backbone as GGUF, exported once into sdt_home()/backbones."""
+    from specdifftree.paths import sdt_home
     from specdifftree.prior.default import ensure_default_backbone
 
     src = ensure_default_backbone()
-    out = src.parent / f"{src.name}-{dtype}.gguf"
+    out = sdt_home() / "backbones" / f"{src.name}-{dtype}.gguf"
+    out.parent.mkdir(parents=True, exist_ok=True)
     return out if out.is_file() else export_gguf(src, out, dtype)
 
 
