@@ -37,10 +37,10 @@ def test_sadt_table_and_its_presets_load():
     table = load_experiment(TABLE)
     assert [m.name for m in table.methods] == REQUIRED_METHODS + REFERENCE_METHODS
     assert {m.name: m.method for m in table.methods}["auto-ets"] == "stats:auto-ets"
-    for preset in ("smoke", "etth2", "m4", "reference", "full", "val", "tiny"):  # every table has the reference rows
+    for preset in ("smoke", "etth2", "m4", "reference", "prior", "full", "val", "tiny"):  # every table has the reference rows
         assert set(REFERENCE_METHODS) <= {m.name for m in load_experiment(TABLE, preset).methods}, preset
     scale = {m.name: m.budget_scale for m in table.methods}
-    assert scale["sadt"] <= 0.1 and scale["dts"] == 1.0  # the S-ADT claim: <= 10% of DTS's tokens
+    assert scale["sadt"] <= 0.05 and scale["dts"] == 1.0  # the S-ADT claim: <= 5% of DTS's tokens
     assert [d.name for d in table.datasets] == ["ETTh1-OT-h24"]
     full = load_experiment(TABLE, "full")
     assert {d.name for d in full.datasets} == {"ETTh1-OT-h24", "ETTh2-OT-h24", "M4-Hourly-h48"}
