@@ -191,7 +191,7 @@ def test_captions_preset_corpus_has_hierarchical_captions_and_default_keeps_the_
 def test_the_packaged_backbone_is_the_default_and_records_its_build():
     from dataclasses import asdict
 
-    from specdifftree.experiments.provenance import cpu_name
+    from specdifftree.machine import cpu_name
 
     path = bb.packaged_backbone()
     assert path is not None and path.name == bb.DEFAULT_BACKBONE and ensure_default_backbone() == path
@@ -215,7 +215,7 @@ def test_rebuilding_the_packaged_backbone_starts_bit_for_bit_as_recorded():
     of those steps must agree to 1e-4 relative."""
     import torch
 
-    from specdifftree.experiments.provenance import cpu_name
+    from specdifftree.machine import cpu_name
 
     record = json.loads((bb.packaged_backbone() / "sdt_backbone.json").read_text())
     if bb.real_series(bb.data_dir()) == () or record["corpus"]["real_series"] != len(bb.real_series(bb.data_dir())):

@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import platform
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
 from specdifftree.files import file_sha256
+from specdifftree.machine import cpu_name, version
 
 PROVENANCE_KEYS = ("backbone_sha256", "prior_sha256", "torch", "transformers", "llama_cpp_python", "statsforecast",
                    "numpy", "specdifftree", "cpu", "cpu_count", "platform", "python")
@@ -37,25 +37,6 @@ def provenance(prior_spec: str) -> dict:
             **{key: version(dist) for key, dist in DISTRIBUTIONS.items()}, "specdifftree": __version__,
             "cpu": cpu_name(), "cpu_count": os.cpu_count() or 0, "platform": platform.platform(),
             "python": platform.python_version()}
-
-
-def version(distribution: str) -> str:
-    """The installed version of a distribution, or "not installed" (its module is not imported)."""
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _sha(path: Optional[Path]) -> str:

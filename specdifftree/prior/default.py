@@ -282,7 +282,7 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
     seed, corpus, loss curve, versions, CPU and `prefix_record` of the first PREFIX_STEPS steps."""
     import torch
 
-    from specdifftree.experiments.provenance import cpu_name
+    from specdifftree.machine import cpu_name, version
     from specdifftree.prior.tokenizer import build_hf_tokenizer
 
     p = BackbonePreset.from_name(preset) if isinstance(preset, str) else preset
@@ -299,7 +299,7 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
         "initial_loss": losses[0], "final_loss": float(np.mean(tail)), "uniform_loss": math.log(VOCAB_SIZE),
         "loss_curve": {str(i): round(v, 4) for i, v in enumerate(losses) if i % every == 0 or i == len(losses) - 1},
         "prefix": run["prefix"], "corpus": _corpus_description(p.real_share),
-        "wall_time_s": None, "torch": torch.__version__, "transformers": _transformers_version(), "cpu": cpu_name(),
+        "wall_time_s": None, "torch": torch.__version__, "transformers": version("transformers"), "cpu": cpu_name(),
     }
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -420,12 +420,6 @@ def _corpus_description(real_share: float) -> dict:
         "real_fraction_read": ETT_TRAIN_FRACTION,
         "real_share_of_windows": real_share if real else 0.0,
     }
-
-
-def _transformers_version() -> str:
-    import transformers
-
-    return transformers.__version__
 
 
 # --------------------------------------------------------------------------- cache and loading
