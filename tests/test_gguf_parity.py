@@ -167,6 +167,62 @@ def test_many_handles_few_sequences_exact(model):
     assert bb.live_handles() <= 4
 
 
+def cells_on_paths(bb, handles) -> int:
+    """KV cells the paths of `handles` hold, counted from scratch (for bb._lru: what `bb._cells` tracks)."""
+    nodes = set()
+    for h in handles:
+        while h >= 0 and h not in nodes:
+            nodes.add(h)
+            h = bb._nodes[h].parent
+    return sum(len(bb._nodes[n].tokens) for n in nodes)
+
+
+def test_a_chain_of_single_forks_extends_one_sequence_id(model):
+    """A rollout (each new handle advanced once) hands its id down: one live handle, no copies."""
+    hf, tok = model[:2]
+    bb = LlamaCppBackbone(model[2], n_seq_max=4)
+    prompt = tok.encode("2, 7, 1")
+    root, _ = bb.start(prompt)
+    (h,), _ = bb.advance(np.array([root]), np.array([44]))  # the root keeps its id (it is no fork's only parent)
+    paths = {root: prompt, int(h): prompt + [44]}
+    for t in (50, 51, 52, 53, 54, 55, 56):
+        (kid,), logits = bb.advance(np.array([h]), np.array([t]))
+        paths[int(kid)], h = paths[int(h)] + [t], int(kid)
+        check_rows(hf, paths, [kid], logits)
+    assert bb.live_handles() == 2  # the root and the chain's end, not one id per token
+    assert bb.cost.forward_tokens == len(prompt) + 8
+    kids, logits = bb.advance(np.array([root, h, int(list(paths)[3])]), np.array([60, 61, 62]))  # a mid-chain handle
+    assert bb.cost.forward_tokens == len(prompt) + 8 + 3  # ... is held by the chain's end: copied, not re-decoded
+    for k, p, t in zip(kids, [root, h, int(list(paths)[3])], [60, 61, 62]):
+        paths[int(k)] = paths[p] + [t]
+    check_rows(hf, paths, kids, logits)
+    assert bb._cells == cells_on_paths(bb, bb._lru)
+
+
+@pytest.mark.parametrize("budget", [0, 12, None])
+def test_the_cell_budget_evicts_old_prefixes_and_stays_exact(model, budget):
+    """Random branching with a cell budget: the tracked cell count is the live paths' true count, it
+    stays within the budget whenever the call's own paths allow, and every row is still exact."""
+    hf, tok = model[:2]
+    bb = LlamaCppBackbone(model[2], n_seq_max=8, cell_budget=budget)
+    rng = np.random.default_rng(1)
+    prompt = tok.encode("9, 8, 7")
+    root, _ = bb.start(prompt)
+    paths, handles = {root: prompt}, [root]
+    for _ in range(8):
+        par, toks = rng.choice(handles, size=4), rng.integers(40, 60, size=4)
+        kids, logits = bb.advance(par, toks)
+        for k, p, t in zip(kids, par, toks):
+            paths[int(k)] = paths[int(p)] + [int(t)]
+        check_rows(hf, paths, kids, logits)
+        handles += [int(k) for k in kids]
+        assert bb._cells == cells_on_paths(bb, bb._lru)
+        own = cells_on_paths(bb, kids.tolist())  # what this call's rows need (their parents' paths included)
+        assert bb._cells <= max(own, bb.cell_budget + len(kids))
+    if budget is not None:
+        assert bb.cost.forward_tokens > len(prompt) + 32  # evicted prefixes were re-decoded, and counted
+
+
 def test_plain_batched_sampling_matches_hf(model, bb):
     hf, tok = model[:2]
     prompt, rng, seen = tok.encode("4, 5, "), np.random.default_rng(0), []
