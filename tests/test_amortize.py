@@ -401,10 +401,21 @@ def _committed_step(out: Path) -> int:
     return 0 if state is None else state[1]["step"]
 
 
+def _next_commit(proc, out: Path, before: int) -> float:
+    """Wait until the run in `proc` commits a step past `before`; the time it was seen."""
+    deadline = time.time() + 60
+    while _committed_step(out) == before:
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.005)
+    return time.time()
+
+
 @pytest.mark.slow
 def test_amortize_killed_at_five_random_points_resumes_to_the_same_bytes(tmp_path):
     """SIGKILL at 5 random moments (before, between and inside commits), `--resume` after each: the
-    checkpoint ends byte for byte as an uninterrupted run's."""
+    checkpoint ends byte for byte as an uninterrupted run's. The moment is drawn within two commits' time
+    as measured on this machine, so a fast machine cannot run to the end before the kill (CI once did:
+    a fixed 0.3 s let the fifth run finish)."""
     import signal
 
     buf, steps = tmp_path / "buf.safetensors", 120
@@ -415,12 +426,10 @@ def test_amortize_killed_at_five_random_points_resumes_to_the_same_bytes(tmp_pat
     out, rng, seen = tmp_path / "killed", np.random.default_rng(15), []
     for k in range(5):
         proc = _amortize_process(buf, out, k > 0, steps)
-        before = _committed_step(out)
-        deadline = time.time() + 60
-        while _committed_step(out) == before:  # the run is under way: it has committed a step
-            assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
-            time.sleep(0.01)
-        time.sleep(float(rng.uniform(0, 0.3)))  # then a random moment: mid-step, mid-evaluation or mid-write
+        commits = [_next_commit(proc, out, _committed_step(out))]  # the run is under way: it has committed
+        commits.append(_next_commit(proc, out, _committed_step(out)))  # twice: time one commit on this machine
+        gap = commits[1] - commits[0]
+        time.sleep(float(rng.uniform(0, 2 * gap)))  # then a random moment: mid-step, mid-evaluation or mid-write
         proc.send_signal(signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL
         seen.append(_committed_step(out))
