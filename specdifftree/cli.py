@@ -114,7 +114,7 @@ Examples:
 
 \b
 Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
-                 "stats": {"forward_tokens", "model_calls", "wall_s", "tree_nodes"}, ...}""")
+                 "stats": {"forward_tokens", "model_calls", "wall_s", "tree_nodes", "host_kv_bytes"}, ...}""")
 @click.option("--config", type=click.Path(dir_okay=False), callback=_load_yaml_defaults, is_eager=True,
               expose_value=False, help="YAML file of option defaults (command line wins).")
 @click.option("--preset", type=click.Choice(_presets("search")), callback=_load_search_preset, is_eager=True,
@@ -582,14 +582,18 @@ Examples:
               help="Timed runs of each workload, alternating (medians and ranges are reported).")
 @click.option("--long-prompt", type=int, default=0, show_default=True,
               help="Also measure at a forecast prompt of about this many tokens (e.g. 2000; 0: no).")
+@click.option("--node-memory/--no-node-memory", default=True, show_default=True,
+              help="Also run `sdt search --method dts` at budgets 1,000 and 6,000 in child processes and "
+                   "report how much their peak RSS grows per extra tree node (bound: 16 KiB).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @placement_options
-def speed(backbone, shape, layers, backend, series, column, context_length, horizon, as_json, device, dtype,
-          n_gpu_layers, **opts):
+def speed(backbone, shape, layers, backend, series, column, context_length, horizon, node_memory, as_json, device,
+          dtype, n_gpu_layers, **opts):
     """DTS token throughput vs plain batched sampling on the same model, forward tokens per new token, memory."""
-    from specdifftree.bench.speed import (SpeedConfig, add_long_prompt, bench_context, bench_spec,
+    from specdifftree.bench.speed import (SpeedConfig, add_long_prompt, bench_spec, bench_window,
                                           context_for_prompt, speed_report, summary)
+    from specdifftree.problem import build_context
     from specdifftree.problem import Queries
 
     cfg = SpeedConfig(**opts)
@@ -599,14 +603,22 @@ def speed(backbone, shape, layers, backend, series, column, context_length, hori
         backbone = f"hf:{shape_dir(shape, layers)}"
     elif layers is not None:
         raise SDTError("--layers cuts a --shape; give --shape NAME")
-    queries = Queries.open(bench_spec(backbone, backend), ["spectral"], placement=_placement(device, dtype, n_gpu_layers))
-    problem = queries.problem(bench_context(series, column, context_length, horizon))
+    spec = bench_spec(backbone, backend)
+    window = bench_window(series, column, context_length, horizon)
+    queries = Queries.open(spec, ["spectral"], placement=_placement(device, dtype, n_gpu_layers))
+    problem = queries.problem(build_context(window.series, window.column, horizon, context_length, window.end))
     report = speed_report(problem, cfg)
     if shape is not None:
         report["shape"], report["layers"] = shape, layers
     if cfg.long_prompt:  # the same backbone, loaded once, on a longer prompt
         ctx = context_for_prompt(problem.prior.backbone, series, column, horizon, cfg.long_prompt)
         add_long_prompt(report, queries.problem(ctx), cfg)
+    if node_memory:  # whole searches in child processes: their peak RSS is theirs alone
+        from specdifftree.bench.memory import node_memory as measure
+
+        placement = ("--device", device, "--dtype", dtype,
+                     *(("--n-gpu-layers", str(n_gpu_layers)) if n_gpu_layers is not None else ()))
+        report["node_memory"] = measure(spec, window, placement)
     click.echo(json.dumps(report, indent=1) if as_json else summary(report))
 
 

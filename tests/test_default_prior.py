@@ -130,16 +130,25 @@ def test_search_forecasts_an_etth1_eval_window(kind, default_backbone, default_g
 @needs_etth1
 @pytest.mark.parametrize("kind", ["hf", "gguf"])
 def test_bench_speed_reports_both_ratios(kind, default_gguf, capsys):
+    """Both ratios on either backend; the node-memory searches (child processes) on llama.cpp only,
+    where they take seconds."""
     backbone = "default" if kind == "hf" else f"gguf:{default_gguf}"
     with pytest.raises(SystemExit) as e:
         main(["bench", "speed", "--backbone", backbone, "--context-length", "32", "--horizon", "4",
-              "--iterations", "8", "--batch", "4", "--repeats", "1", "--json"])
+              "--iterations", "8", "--batch", "4", "--repeats", "1", "--json",
+              "--node-memory" if kind == "gguf" else "--no-node-memory"])
     out = capsys.readouterr().out
     assert e.value.code == 0
     r = json.loads(out)
     assert r["backend"] == ("transformers" if kind == "hf" else "llama.cpp")
     assert r["dts_new_tokens"] > 0 and r["sampled_tokens"] >= r["dts_new_tokens"]
     assert r["throughput_ratio"] > 0 and 1.0 <= r["forward_per_new"] < 1 + (r["prompt_tokens"] + 1) / r["dts_new_tokens"]
+    if kind == "gguf":
+        m = r["node_memory"]
+        assert m["tree_nodes"][1] > m["tree_nodes"][0] > 0 and m["warnings"] == 0
+        assert m["bytes_per_node"] <= m["bound_bytes"], m
+    else:
+        assert "node_memory" not in r
 
 
 def test_bench_backend_must_fit_the_backbone():

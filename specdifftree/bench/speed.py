@@ -74,13 +74,13 @@ def bench_spec(backbone: str, backend: str | None = None) -> str:
     return backbone
 
 
-def bench_context(series: str | None, column: str | None, context_length: int, horizon: int):
-    """The Context of the first evaluation window (`data/splits.py`) of `series`, by default the
-    shared ETTh1 file's OT column."""
+def bench_window(series: str | None, column: str | None, context_length: int, horizon: int):
+    """The first evaluation window (`data/splits.py`) of `series` (by default the shared ETTh1
+    file's OT column) as a `bench.memory.SearchWindow`."""
+    from specdifftree.bench.memory import SearchWindow
     from specdifftree.data.series import read_csv_column
-    from specdifftree.paths import default_data_dir
     from specdifftree.data.splits import ett_range
-    from specdifftree.problem import build_context
+    from specdifftree.paths import default_data_dir
 
     if series is None:
         root = default_data_dir()
@@ -88,7 +88,15 @@ def bench_context(series: str | None, column: str | None, context_length: int, h
             raise SDTError("no --series given and shared/data was not found beside the checkout; pass --series FILE.csv")
         series, column = str(root / "ett" / "ETTh1.csv"), column or "OT"
     end = ett_range(len(read_csv_column(series, column)), "eval")[0] + context_length
-    return build_context(series, column, horizon, context_length, end)
+    return SearchWindow(str(series), column, end, context_length, horizon)
+
+
+def bench_context(series: str | None, column: str | None, context_length: int, horizon: int):
+    """The Context of `bench_window`'s window."""
+    from specdifftree.problem import build_context
+
+    w = bench_window(series, column, context_length, horizon)
+    return build_context(w.series, w.column, w.horizon, w.context_length, w.end)
 
 
 def context_for_prompt(backbone, series: str | None, column: str | None, horizon: int, tokens: int):
@@ -202,25 +210,35 @@ def spread(values: list[float]) -> dict:
     return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values))}
 
 
-def speed_report(problem, cfg: SpeedConfig) -> dict:
+def speed_report(problem, cfg: SpeedConfig, progress: bool = True) -> dict:
     """Tokens/s of DTS and of batched sampling of as many tokens on the problem's backbone, in
     `cfg.repeats` alternating pairs after an untimed warm-up of each: the median and spread of each
     rate and of the per-pair ratio; forward tokens per new token; peak host memory, the host memory
-    the tree holds per node, and (CUDA) peak device memory. Prints nothing."""
+    the tree holds per node, and (CUDA) peak device memory. Prints only a progress bar (stderr, on a
+    terminal, when `progress`)."""
     prior = problem.prior
     backbone, prompt_ids = prior.backbone, prior.prompt_ids
     if _is_hf(backbone) and backbone.device.type == "cuda":
         import torch
 
         torch.cuda.reset_peak_memory_stats(backbone.device)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=2 * cfg.repeats + 2, desc=f"bench speed ({len(prompt_ids)}-token prompt)", unit="run",
+               disable=None if progress else True, leave=False)
     dts_run(problem, cfg, cfg.iterations)  # warm-up (the backbone's KV pool grows to what the tree needs)
     sampling_run(backbone, prompt_ids, 4, cfg.batch, cfg.seed)
+    bar.update()
     runs, sampled_runs = [], []
     for r in range(cfg.repeats):
         runs.append(dts_run(problem, cfg, cfg.iterations))  # same seed: the same tree every time
+        bar.update()
         sampled_runs.append(sampling_run(backbone, prompt_ids, math.ceil(runs[-1]["new"] / cfg.batch),
                                          cfg.batch, cfg.seed + r))
+        bar.update()
     small = dts_run(problem, cfg, max(1, cfg.iterations // 4))  # the small tree for memory per node
+    bar.update()
+    bar.close()
     new, forward, sampled = runs[-1]["new"], runs[-1]["forward"], sampled_runs[-1][0]
     dts_rates = [run["new"] / run["seconds"] for run in runs]
     sampling_rates = [n / s for n, s in sampled_runs]
@@ -308,6 +326,10 @@ def summary(report: dict) -> str:
         f"{r['row_reloads']} rows recomputed)"
         + (f"; peak device {r['peak_device_bytes'] / mib:.0f} MiB" if "peak_device_bytes" in r else ""),
     ]
+    if "node_memory" in r:
+        from specdifftree.bench.memory import describe
+
+        lines.append(describe(r["node_memory"]))
     if "at_long_prompt" in r:
         lp = r["at_long_prompt"]
         lines.append(

@@ -99,6 +99,11 @@ class Prior(ABC):
         """Release every handle this prior still holds (a shared backbone gets their KV memory back).
         Call it when a problem is done; the prior must not be used after."""
 
+    def host_kv_bytes(self) -> int:
+        """Host bytes of the KV storage that grows with the search tree (see `Backbone.host_kv_bytes`;
+        0 for priors without one)."""
+        return 0
+
     def metered(self) -> "Prior":
         """This prior with a cost meter of its own (the model shared): one per search problem."""
         view = copy.copy(self)

@@ -281,6 +281,9 @@ class TSLMPrior(Prior):
             self._state.pop(int(h), None)
         self._metered(self.backbone.release, np.asarray(handles))
 
+    def host_kv_bytes(self) -> int:
+        return self.backbone.host_kv_bytes()
+
     def close(self) -> None:
         if self._state:
             self.release(np.fromiter(self._state, dtype=np.int64))

@@ -165,6 +165,7 @@ class SearchResult:
     wall_s: float
     tree_nodes: int = 0
     tree: object = None  # search.tree.Tree, for --save-tree
+    host_kv_bytes: int = 0  # the prior's on-demand KV storage on the host at the end (Prior.host_kv_bytes)
 
     def stats(self) -> dict:
         return {
@@ -172,6 +173,7 @@ class SearchResult:
             "model_calls": int(self.model_calls),
             "wall_s": float(self.wall_s),
             "tree_nodes": int(self.tree_nodes),
+            "host_kv_bytes": int(self.host_kv_bytes),
         }
 
     def to_dict(self) -> dict:
@@ -196,6 +198,7 @@ class Stopwatch:
             wall_s=time.perf_counter() - self.t0,
             tree_nodes=0 if tree is None else tree.size,
             tree=tree,
+            host_kv_bytes=self.problem.prior.host_kv_bytes(),
         )
 
 

@@ -155,6 +155,12 @@ class Backbone(ABC):
     def release(self, handles: np.ndarray) -> None:
         """Free the memory of prefixes that will not be advanced again (optional)."""
 
+    def host_kv_bytes(self) -> int:
+        """Host bytes of KV storage grown on demand: the model's own keys and values per prefix
+        position (its size per position is the model's, not the vocabulary's). 0 where the cache lives
+        on a device or is allocated once up front (llama.cpp: n_ctx cells at context creation)."""
+        return 0
+
     def hidden(self, handles: np.ndarray) -> np.ndarray:
         """Last-layer hidden state at each prefix, [B, D] (for flow networks; optional)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose hidden states")

@@ -443,6 +443,12 @@ class HFBackbone(Backbone):
         last = [int(self._live_path(h)[-1]) for h in np.asarray(handles, dtype=np.int64).reshape(-1).tolist()]
         return self.pool.hidden[torch.tensor(last, dtype=torch.long, device=self.device)].float().cpu().numpy()
 
+    def host_kv_bytes(self) -> int:
+        """Bytes of the slot pool (keys, values and last hidden state per slot) when it is on the host."""
+        if self.pool is None or self.pool.hidden.device.type != "cpu":
+            return 0
+        return sum(t.nbytes for t in (*self.pool.keys, *self.pool.values, self.pool.hidden))
+
     def depth(self, handle: int) -> int:
         """Positions in the handle's prefix (prompt included)."""
         return len(self._live_path(int(handle)))
