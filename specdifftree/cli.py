@@ -114,7 +114,8 @@ Examples:
 
 \b
 Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
-                 "stats": {"forward_tokens", "model_calls", "wall_s", "tree_nodes", "host_kv_bytes"}, ...}""")
+                 "stats": {"forward_tokens", "model_calls", "wall_s", "tree_nodes", "host_kv_bytes",
+                           "row_pool_bytes"}, ...}""")
 @click.option("--config", type=click.Path(dir_okay=False), callback=_load_yaml_defaults, is_eager=True,
               expose_value=False, help="YAML file of option defaults (command line wins).")
 @click.option("--preset", type=click.Choice(_presets("search")), callback=_load_search_preset, is_eager=True,

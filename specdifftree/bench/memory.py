@@ -77,23 +77,28 @@ _LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], std
 
 def node_memory(prior: str, window: SearchWindow, placement: tuple[str, ...] = (),
                 budgets: tuple[int, int] = BUDGETS) -> dict:
-    """Peak RSS of DTS at the two budgets and its growth per extra tree node (bytes), split into the
-    model's own KV cache on the host (`host_kv_bytes` of the searches' stats: keys and values per
-    position, fixed by the model's layers and heads) and the rest (`beyond_kv_per_node`: the tree,
-    row pool and bookkeeping, which must not grow with the vocabulary). `warnings` counts the lines
-    of either search's stderr that name a warning (a default search prints none)."""
+    """Peak RSS of DTS at the two budgets and its growth per extra tree node (bytes), split into
+      kv_bytes_per_node    the model's own KV cache on the host (`host_kv_bytes` of the searches'
+                           stats: keys and values per position, fixed by the model's layers and heads);
+      rows_bytes_per_node  the tree's row pool filling up towards its fixed cap (`row_pool_bytes`:
+                           bounded, so it stops growing once full, however large the tree);
+      beyond_kv_per_node   the rest: the tree's arrays and bookkeeping, which the bound is about.
+    `warnings` counts the lines of either search's stderr that name a warning (a default search
+    prints none)."""
     small, large = (search_peak_rss(prior, b, window, placement) for b in budgets)
     nodes = [small[1]["tree_nodes"], large[1]["tree_nodes"]]
-    kv = [small[1].get("host_kv_bytes", 0), large[1].get("host_kv_bytes", 0)]
+    kv = [small[1]["host_kv_bytes"], large[1]["host_kv_bytes"]]
+    rows = [small[1]["row_pool_bytes"], large[1]["row_pool_bytes"]]
     extra_nodes = nodes[1] - nodes[0]
     if extra_nodes <= 0:
         raise SDTError(f"the {budgets[1]}-token search grew no larger a tree than the {budgets[0]}-token one")
     per_node = (large[0] - small[0]) / extra_nodes
-    kv_per_node = (kv[1] - kv[0]) / extra_nodes
+    kv_per_node, rows_per_node = (kv[1] - kv[0]) / extra_nodes, (rows[1] - rows[0]) / extra_nodes
     return {
         "budgets": list(budgets), "peak_rss_bytes": [small[0], large[0]], "tree_nodes": nodes,
-        "host_kv_bytes": kv, "bytes_per_node": per_node, "kv_bytes_per_node": kv_per_node,
-        "beyond_kv_per_node": per_node - kv_per_node, "bound_bytes": BOUND_BYTES,
+        "host_kv_bytes": kv, "row_pool_bytes": rows, "bytes_per_node": per_node,
+        "kv_bytes_per_node": kv_per_node, "rows_bytes_per_node": rows_per_node,
+        "beyond_kv_per_node": per_node - kv_per_node - rows_per_node, "bound_bytes": BOUND_BYTES,
         "warnings": sum("Warning" in line for run in (small, large) for line in run[2].splitlines()),
     }
 
@@ -109,5 +114,7 @@ def describe(m: dict) -> str:
     return (f"host memory per extra tree node, whole `sdt search --method dts` process: "
             f"{m['bytes_per_node'] / kib:.2f} KiB ({verdict(m['bytes_per_node'])}; peak RSS {r0 / mib:.0f} MiB "
             f"at {n0} nodes, budget {b0}; {r1 / mib:.0f} MiB at {n1} nodes, budget {b1}); of which the model's "
-            f"KV cache on the host {m['kv_bytes_per_node'] / kib:.2f} KiB and the rest "
-            f"{m['beyond_kv_per_node'] / kib:.2f} KiB ({verdict(m['beyond_kv_per_node'])})")
+            f"KV cache on the host {m['kv_bytes_per_node'] / kib:.2f} KiB, the row pool filling towards its "
+            f"cap {m['rows_bytes_per_node'] / kib:.2f} KiB ({m['row_pool_bytes'][0] / mib:.0f} -> "
+            f"{m['row_pool_bytes'][1] / mib:.0f} MiB), and the rest {m['beyond_kv_per_node'] / kib:.2f} KiB "
+            f"({verdict(m['beyond_kv_per_node'])})")

@@ -166,6 +166,7 @@ class SearchResult:
     tree_nodes: int = 0
     tree: object = None  # search.tree.Tree, for --save-tree
     host_kv_bytes: int = 0  # the prior's on-demand KV storage on the host at the end (Prior.host_kv_bytes)
+    row_pool_bytes: int = 0  # the tree's next-token row pool at the end (search.rows, bounded)
 
     def stats(self) -> dict:
         return {
@@ -174,6 +175,7 @@ class SearchResult:
             "wall_s": float(self.wall_s),
             "tree_nodes": int(self.tree_nodes),
             "host_kv_bytes": int(self.host_kv_bytes),
+            "row_pool_bytes": int(self.row_pool_bytes),
         }
 
     def to_dict(self) -> dict:
@@ -199,6 +201,7 @@ class Stopwatch:
             tree_nodes=0 if tree is None else tree.size,
             tree=tree,
             host_kv_bytes=self.problem.prior.host_kv_bytes(),
+            row_pool_bytes=0 if tree is None else tree.rows.nbytes,
         )
 
 

@@ -92,9 +92,14 @@ class KVPool:
             torch.index_select(self.values[layer], 0, idx_t, out=v_out)
 
     def _grow(self) -> None:
+        """Double every buffer, one at a time: each old buffer is freed as soon as its copy exists,
+        so growing costs one buffer's worth on top, not the whole pool again (measured on a 2-layer
+        Qwen3 shape: the pool at 80 -> 160 MiB made the search's peak 80 MiB higher than its end)."""
         old = self.capacity
-        self.keys = [_doubled(t) for t in self.keys]
-        self.values = [_doubled(t) for t in self.values]
+        self._np_keys = self._np_values = None  # numpy views would keep the old buffers alive
+        for bufs in (self.keys, self.values):
+            for i in range(len(bufs)):
+                bufs[i] = _doubled(bufs[i])
         self.hidden = _doubled(self.hidden)
         free = np.empty(2 * old, dtype=np.int64)
         free[:old] = np.arange(2 * old - 1, old - 1, -1)       # new slots at the bottom of the stack
@@ -116,7 +121,9 @@ def _as_numpy(t: torch.Tensor) -> np.ndarray:
 
 def _doubled(t: torch.Tensor) -> torch.Tensor:
     """[S, ...] -> [2S, ...], the new rows zero."""
-    return torch.cat([t, torch.zeros_like(t)])
+    out = t.new_zeros((2 * t.shape[0], *t.shape[1:]))
+    out[: t.shape[0]] = t
+    return out
 
 
 class _Step:
