@@ -234,7 +234,7 @@ def _print_summary(result) -> None:
     rewards = [s.reward for s in result.samples]
     row = {"method": result.method, "samples": len(rewards),
            "mean reward": sum(rewards) / max(len(rewards), 1), "best reward": max(rewards, default=float("nan")),
-           **{k.replace("_", " "): v for k, v in result.stats().items()}}
+           **{k.replace("_", " "): v for k, v in result.stats().items() if not k.endswith("_bytes")}}  # memory: --out
     click.echo(table([row]))
     counts = collections.Counter(s.text for s in result.samples)
     reward_of = {s.text: s.reward for s in result.samples}
