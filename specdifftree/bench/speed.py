@@ -122,6 +122,9 @@ def add_long_prompt(report: dict, long_problem, cfg: SpeedConfig) -> dict:
         "throughput_ratio_spread": long["throughput_ratio_spread"], "forward_per_new": long["forward_per_new"],
         "dts_kept": long["dts_tok_s"] / report["dts_tok_s"],
         "sampling_kept": long["sampling_tok_s"] / report["sampling_tok_s"],
+        # how the cost of a new token grows with the prompt: added milliseconds per token
+        "dts_ms_added": 1e3 * (1 / long["dts_tok_s"] - 1 / report["dts_tok_s"]),
+        "sampling_ms_added": 1e3 * (1 / long["sampling_tok_s"] - 1 / report["sampling_tok_s"]),
     }
     report["peak_host_bytes"] = long["peak_host_bytes"]
     if "peak_device_bytes" in long:
@@ -335,7 +338,9 @@ def summary(report: dict) -> str:
         lines.append(
             f"at a {lp['prompt_tokens']}-token prompt: DTS {lp['dts_tok_s']:.0f} vs sampling "
             f"{lp['sampling_tok_s']:.0f} tokens/s (ratio {lp['throughput_ratio']:.2f}); from the short prompt "
-            f"DTS keeps {lp['dts_kept']:.2f} of its rate, sampling {lp['sampling_kept']:.2f}")
+            f"DTS keeps {lp['dts_kept']:.2f} of its rate, sampling {lp['sampling_kept']:.2f}; the longer prompt "
+            f"adds {lp['dts_ms_added']:.2f} ms per new token to DTS and {lp['sampling_ms_added']:.2f} ms to sampling "
+            f"({'no more' if lp['dts_ms_added'] <= lp['sampling_ms_added'] else 'MORE'} for DTS)")
     v = r["versions"]
     lines.append(
         f"How: {r['backend']} backend (torch {v['torch']}, transformers {v['transformers']}, llama-cpp-python "
