@@ -594,7 +594,6 @@ def speed(backbone, shape, layers, backend, series, column, context_length, hori
     """DTS token throughput vs plain batched sampling on the same model, forward tokens per new token, memory."""
     from specdifftree.bench.speed import (SpeedConfig, add_long_prompt, bench_spec, bench_window,
                                           context_for_prompt, speed_report, summary)
-    from specdifftree.problem import build_context
     from specdifftree.problem import Queries
 
     cfg = SpeedConfig(**opts)
@@ -607,7 +606,7 @@ def speed(backbone, shape, layers, backend, series, column, context_length, hori
     spec = bench_spec(backbone, backend)
     window = bench_window(series, column, context_length, horizon)
     queries = Queries.open(spec, ["spectral"], placement=_placement(device, dtype, n_gpu_layers))
-    problem = queries.problem(build_context(window.series, window.column, horizon, context_length, window.end))
+    problem = queries.problem(window.context())
     report = speed_report(problem, cfg)
     if shape is not None:
         report["shape"], report["layers"] = shape, layers

@@ -38,6 +38,12 @@ class SearchWindow:
     context_length: int = 96
     horizon: int = 24
 
+    def context(self):
+        """The search's `Context` (history, horizon, codec, truth where the file has it)."""
+        from specdifftree.problem import build_context
+
+        return build_context(self.series, self.column, self.horizon, self.context_length, self.end)
+
 
 def search_peak_rss(prior: str, budget: int, window: SearchWindow, placement: tuple[str, ...] = (),
                     batch: int = 16) -> tuple[int, dict, str]:

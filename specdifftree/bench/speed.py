@@ -93,10 +93,7 @@ def bench_window(series: str | None, column: str | None, context_length: int, ho
 
 def bench_context(series: str | None, column: str | None, context_length: int, horizon: int):
     """The Context of `bench_window`'s window."""
-    from specdifftree.problem import build_context
-
-    w = bench_window(series, column, context_length, horizon)
-    return build_context(w.series, w.column, w.horizon, w.context_length, w.end)
+    return bench_window(series, column, context_length, horizon).context()
 
 
 def context_for_prompt(backbone, series: str | None, column: str | None, horizon: int, tokens: int):
