@@ -138,6 +138,38 @@ def test_presets():
         BackbonePreset.from_name("huge")
 
 
+def test_preset_corpus_options_change_the_documents_only_when_set():
+    from specdifftree.prior.default import CorpusMix
+
+    base = generate_corpus(60, seed=0, data=None)
+    assert generate_corpus(60, seed=0, data=None, mix=CorpusMix(periodic_share=0.0)) == base
+    long = generate_corpus(60, seed=0, data=None, mix=CorpusMix(history=(200, 256), horizon=(16, 16),
+                                                                periodic_share=0.5))
+    forecasts = [d for d in long if "\nNext " in d]
+    assert forecasts and all("Next 16 values: " in d for d in forecasts)
+    assert all(int(d.split(" points")[0].rsplit(" ", 1)[1]) >= 140 for d in forecasts)  # 200+, or shortened to fit
+    with pytest.raises(SDTError, match="history must be"):
+        BackbonePreset(history=(50, 20))
+
+
+def test_init_starts_from_a_committed_backbone():
+    """A preset's `init` copies a committed backbone's weights before the first step; a name that is
+    not committed, or another architecture, is a clear error."""
+    from safetensors.torch import load_file
+
+    from specdifftree.prior.default import _train
+
+    path = bb.packaged_backbone()
+    model, _ = _train(BackbonePreset(init=path.name), seed=0, steps=0, progress=False)
+    want = load_file(path / "model.safetensors")
+    assert all(np.array_equal(w.numpy(), want[k].numpy()) for k, w in model.state_dict().items())
+    with pytest.raises(SDTError, match="names no committed backbone"):
+        _train(BackbonePreset(init="nope"), seed=0, steps=0, progress=False)
+    with pytest.raises(SDTError, match="another architecture"):
+        _train(BackbonePreset.from_name("tiny").__class__(**{**vars(BackbonePreset.from_name("tiny")),
+                                                             "init": path.name}), 0, 0, False)
+
+
 def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capfd):
     """Two concurrent callers: one build, the other waits; later calls reuse the cache."""
     monkeypatch.setenv("SDT_HOME", str(tmp_path))
@@ -173,12 +205,12 @@ def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capf
 
 def test_captions_preset_corpus_has_hierarchical_captions_and_default_keeps_the_sentence():
     from specdifftree.data.captions import ASK, UNLABELLED_VARIANTS
-    from specdifftree.prior.default import BackbonePreset, generate_corpus
+    from specdifftree.prior.default import BackbonePreset, CorpusMix, generate_corpus
 
     assert BackbonePreset.from_name("default").captions == "sentence"
     assert BackbonePreset.from_name("captions").captions == "hierarchical"
     plain = generate_corpus(150, seed=0, data=None)
-    rich = generate_corpus(150, seed=0, data=None, captions="hierarchical")
+    rich = generate_corpus(150, seed=0, data=None, mix=CorpusMix(captions="hierarchical"))
     assert all("; it ranges from " in d for d in plain if "\nCaption: " in d)
     caps = [d for d in rich if "\nCaption: " in d]
     assert caps and all(any(ASK[v] in d for v in UNLABELLED_VARIANTS) for d in caps)
@@ -189,8 +221,6 @@ def test_captions_preset_corpus_has_hierarchical_captions_and_default_keeps_the_
 
 
 def test_the_packaged_backbone_is_the_default_and_records_its_build():
-    from dataclasses import asdict
-
     from specdifftree.machine import cpu_name
 
     path = bb.packaged_backbone()
@@ -198,7 +228,8 @@ def test_the_packaged_backbone_is_the_default_and_records_its_build():
     assert sum(f.stat().st_size for f in path.iterdir()) <= 25 * 2**20
     record = json.loads((path / "sdt_backbone.json").read_text())
     assert record["command"] == "sdt pretrain-backbone --preset default --seed 0 --out DIR"
-    assert record["preset"] == asdict(BackbonePreset.from_name("default")) and record["seed"] == 0
+    # fields added since the build default to what the build did
+    assert BackbonePreset(**record["preset"]) == BackbonePreset.from_name("default") and record["seed"] == 0
     assert record["prefix"]["steps"] == bb.PREFIX_STEPS and record["cpu"] and record["torch"]
     assert record["corpus"]["real_series"] > 0  # built with shared/data present
     model, _ = load_hf_dir(path)

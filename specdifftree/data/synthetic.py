@@ -86,8 +86,30 @@ def synthetic_series(rng: np.random.Generator, n: int) -> np.ndarray:
             x[hits] += rng.choice([-1.0, 1.0], hits.sum()) * rng.uniform(2.0, 6.0, hits.sum())
         x += ar_noise(rng, n, phi=rng.uniform(0.95, 0.995) if kind == "ar" else rng.uniform(0.0, 0.9),
                       sigma=rng.uniform(0.05, 0.3) if kind != "ar" else 0.3)
+    return _placed(rng, x)
+
+
+def periodic_series(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A repeated, non-sinusoidal pattern (M4-Hourly-like daily cycles): a random template of period
+    4-48 made of its first 1-5 harmonics, repeated with a slowly drifting amplitude, plus AR(1)
+    noise. A sine can be continued by local extrapolation; this shape is best continued by copying
+    the value one period back (unless the noise drowns it), which is what seasonal forecasting needs.  -> [n]"""
+    t = np.arange(n, dtype=np.float64)
+    period = int(rng.choice([24, 24, 12, 7, 24])) if rng.random() < 0.5 else int(rng.integers(4, 49))
+    x = np.zeros(n)
+    for k in range(1, int(rng.integers(1, 6)) + 1):
+        x += rng.uniform(0.1, 1.0) / k * np.sin(2 * np.pi * k * t / period + rng.uniform(0, 2 * np.pi))
+    x *= 1.0 + rng.uniform(0.0, 0.3) * np.sin(2 * np.pi * t / rng.uniform(2 * n, 6 * n) + rng.uniform(0, 2 * np.pi))
+    x /= x.std() + 1e-9
+    x += ar_noise(rng, n, phi=rng.uniform(0.0, 0.9), sigma=rng.uniform(0.02, 0.3))
+    return _placed(rng, x)
+
+
+def _placed(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """x [n] with a random trend (40%), standardised, then on a random scale and level.  -> [n]"""
+    n = len(x)
     if rng.random() < 0.4:  # trend
-        x += rng.normal(0, 2.0) * t / n
+        x = x + rng.normal(0, 2.0) * np.arange(n, dtype=np.float64) / n
     x = (x - x.mean()) / (x.std() + 1e-9)
     scale = 10.0 ** rng.uniform(-1.5, 3.5)
     level = 0.0 if rng.random() < 0.3 else scale * rng.uniform(0.0, 8.0) * rng.choice([1.0, 1.0, 1.0, -1.0])

@@ -26,7 +26,13 @@ Corpus (`iter_documents`): an endless, seeded stream of ASCII documents, each en
                     a variant drawn from statistics / structure / both, asked for as stage 2 asks.
     qa       (10%): description + values + "Question: ... Answer: ..." (max, min, first, last,
                     length, trend, period, argmax).
-Every document fits in the preset's sequence length (long histories are shortened).
+Every document fits in the preset's sequence length (long histories are shortened). A preset's
+corpus fields (`CorpusMix`: history and horizon ranges, the share of real windows, the share of
+synthetic windows that are repeated shapes, `periodic_series`) change the stream; at their
+defaults it is the stream default-v3 was built from.
+
+A preset may start from a committed backbone's weights (`init: default-v3`) instead of random
+ones: training on, reproducibly, since the committed weights are fixed and their sha256 recorded.
 
 Training (`pretrain_backbone`): AdamW, linear warm-up then cosine decay to 10%, gradient clip
 1.0, rows packed greedily with whole documents (each row starts with a document at position 0),
@@ -59,7 +65,7 @@ from specdifftree.data.features import caption, dominant_period, trend_word
 from specdifftree.data.prompts import describe, forecast_answer, forecast_codec, forecast_prompt
 from specdifftree.paths import default_data_dir as data_dir
 from specdifftree.paths import sdt_home
-from specdifftree.data.synthetic import synthetic_series
+from specdifftree.data.synthetic import periodic_series, synthetic_series
 from specdifftree.data.splits import ETT_FRACTIONS, m4_is_eval
 from specdifftree.errors import SDTError
 from specdifftree.files import replace_dir
@@ -107,6 +113,17 @@ class BackbonePreset:
     minutes: float = 25.0  # rough build time on 2 cores (~5k tokens/s), for the first-use message
     captions: str = "sentence"  # caption documents: "sentence" (data/features.caption) or "hierarchical"
     real_share: float = 0.6  # share of the corpus's series windows taken from real series (when present)
+    history: tuple = (24, 192)  # history lengths of a document, log-uniform in [lo, hi]
+    horizon: tuple = (8, 96)  # forecast lengths of a forecast document, uniform in [lo, hi]
+    periodic_share: float = 0.0  # share of synthetic windows that are `periodic_series` (repeated shapes)
+    init: str = ""  # start from these weights instead of random ones: a backbone directory name under
+                    # specdifftree/assets/backbones (its model.safetensors' sha256 goes in the record)
+
+    def __post_init__(self) -> None:
+        self.history, self.horizon = tuple(self.history), tuple(self.horizon)
+        for key, (lo, hi) in (("history", self.history), ("horizon", self.horizon)):
+            if not 1 <= lo <= hi:
+                raise SDTError(f"backbone preset '{self.name}': {key} must be [lo, hi] with 1 <= lo <= hi")
 
     @classmethod
     def from_name(cls, name: str) -> "BackbonePreset":
@@ -180,9 +197,9 @@ def _question(rng, x: np.ndarray, codec: NumberCodec) -> tuple[str, str]:
     return "at which position (counting from 1) is the maximum?", str(int(np.argmax(x)) + 1)
 
 
-def _window(rng, real, n: int, real_share: float = 0.6) -> np.ndarray:
+def _window(rng, real, n: int, real_share: float = 0.6, periodic_share: float = 0.0) -> np.ndarray:
     """n points of a series: a random real window when real series are given (a `real_share` of
-    the time), else synthetic."""
+    the time), else synthetic (`periodic_series` a `periodic_share` of those times)."""
     if real and rng.random() < real_share:
         for _ in range(8):
             _, values = real[rng.integers(len(real))]
@@ -190,19 +207,34 @@ def _window(rng, real, n: int, real_share: float = 0.6) -> np.ndarray:
             if len(values) >= n * stride:
                 start = rng.integers(len(values) - n * stride + 1)
                 return values[start : start + n * stride : stride].copy()
+    if periodic_share > 0 and rng.random() < periodic_share:  # no draw at 0: older corpora unchanged
+        return periodic_series(rng, n)
     return synthetic_series(rng, n)
 
 
-def make_document(rng: np.random.Generator, real=(), max_tokens: int = 1536, captions: str = "sentence",
-                  real_share: float = 0.6) -> str:
-    """One document (ASCII text ending in EOS) of at most max_tokens tokens (bytes + EOS).
-    captions: "sentence" (one templated sentence) or "hierarchical" (`_hierarchical_caption`).
-    real_share: see `_window`."""
+@dataclass(frozen=True)
+class CorpusMix:
+    """What a corpus document is drawn from (the corpus fields of `BackbonePreset`)."""
+
+    captions: str = "sentence"  # "sentence" (one templated sentence) or "hierarchical"
+    real_share: float = 0.6  # see `_window`
+    history: tuple = (24, 192)  # history lengths, log-uniform in [lo, hi]
+    horizon: tuple = (8, 96)  # forecast lengths, uniform in [lo, hi]
+    periodic_share: float = 0.0  # see `_window`
+
+    @classmethod
+    def of(cls, p: "BackbonePreset") -> "CorpusMix":
+        return cls(p.captions, p.real_share, tuple(p.history), tuple(p.horizon), p.periodic_share)
+
+
+def make_document(rng: np.random.Generator, real=(), max_tokens: int = 1536, mix: CorpusMix = CorpusMix()) -> str:
+    """One document (ASCII text ending in EOS) of at most max_tokens tokens (bytes + EOS)."""
     kind = rng.choice(list(MIX), p=list(MIX.values()))
-    length = int(np.exp(rng.uniform(np.log(24), np.log(193))))
-    horizon = int(rng.integers(8, 97)) if kind == "forecast" else 0
+    length = int(np.exp(rng.uniform(np.log(mix.history[0]), np.log(mix.history[1] + 1))))
+    horizon = int(rng.integers(mix.horizon[0], mix.horizon[1] + 1)) if kind == "forecast" else 0
+    captions = mix.captions
     for _ in range(12):
-        x = _window(rng, real, length + horizon, real_share)
+        x = _window(rng, real, length + horizon, mix.real_share, mix.periodic_share)
         history, future = x[:length], x[length:]
         codec = forecast_codec(history)
         if kind == "forecast":
@@ -229,20 +261,20 @@ def _hierarchical_caption(rng: np.random.Generator, x: np.ndarray) -> str:
 
 
 def iter_documents(seed: int = 0, data: Union[str, Path, None] = _AUTO, max_tokens: int = 1536,
-                   captions: str = "sentence", real_share: float = 0.6) -> Iterator[str]:
+                   mix: CorpusMix = CorpusMix()) -> Iterator[str]:
     """The endless, deterministic corpus stream. data: "auto" (see `data_dir`), a folder, or None
-    for synthetic series only. captions, real_share: see `make_document`."""
+    for synthetic series only."""
     root = data_dir() if data == _AUTO else (Path(data) if data is not None else None)
     real = real_series(root)
     rng = np.random.default_rng([seed, 20251])
     while True:
-        yield make_document(rng, real, max_tokens, captions, real_share)
+        yield make_document(rng, real, max_tokens, mix)
 
 
 def generate_corpus(n_docs: int, seed: int = 0, data: Union[str, Path, None] = _AUTO,
-                    max_tokens: int = 1536, captions: str = "sentence") -> list[str]:
-    """The first n_docs documents of `iter_documents(seed, data, max_tokens, captions)`."""
-    return list(islice(iter_documents(seed, data, max_tokens, captions), n_docs))
+                    max_tokens: int = 1536, mix: CorpusMix = CorpusMix()) -> list[str]:
+    """The first n_docs documents of `iter_documents(seed, data, max_tokens, mix)`."""
+    return list(islice(iter_documents(seed, data, max_tokens, mix), n_docs))
 
 
 def encode_document(doc: str) -> list[int]:
@@ -298,7 +330,7 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
         "preset": asdict(p), "seed": seed, "steps": p.steps, "train_tokens": run["tokens"],
         "initial_loss": losses[0], "final_loss": float(np.mean(tail)), "uniform_loss": math.log(VOCAB_SIZE),
         "loss_curve": {str(i): round(v, 4) for i, v in enumerate(losses) if i % every == 0 or i == len(losses) - 1},
-        "prefix": run["prefix"], "corpus": _corpus_description(p.real_share),
+        "prefix": run["prefix"], "corpus": _corpus_description(p),
         "wall_time_s": None, "torch": torch.__version__, "transformers": version("transformers"), "cpu": cpu_name(),
     }
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
@@ -349,7 +381,9 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool):
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=p.lr, betas=(0.9, 0.95))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, p))
-        docs = iter_documents(seed, max_tokens=p.seq_len, captions=p.captions, real_share=p.real_share)
+        if p.init:
+            _load_init(model, p.init)
+        docs = iter_documents(seed, max_tokens=p.seq_len, mix=CorpusMix.of(p))
         batches = _batches(docs, p.batch_size, p.seq_len)
         losses, tokens, seen, prefix = [], 0, hashlib.sha256(), None
         bar = tqdm(range(steps), desc=f"pretraining {p.name} backbone", disable=not progress, file=sys.stderr)
@@ -374,6 +408,25 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool):
     finally:
         torch.set_num_threads(old_threads)
     return model, {"losses": losses, "tokens": tokens, "prefix": prefix}
+
+
+def init_weights(name: str) -> Path:
+    """The weights file a preset's `init` names (a committed backbone under PACKAGED)."""
+    path = PACKAGED / name / "model.safetensors"
+    if not path.is_file():
+        raise SDTError(f"backbone preset: init '{name}' names no committed backbone ({path} is missing)")
+    return path
+
+
+def _load_init(model, name: str) -> None:
+    """Copy the committed backbone `name`'s weights into model (same architecture, strict)."""
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(init_weights(name)), strict=True)
+    except RuntimeError as e:
+        raise SDTError(f"backbone preset: init '{name}' has another architecture than the preset: "
+                       f"{str(e).splitlines()[0]}") from None
 
 
 def _weights_sha256(model) -> str:
@@ -407,13 +460,19 @@ def _lr_factor(step: int, p: BackbonePreset) -> float:
     return p.min_lr_ratio + (1 - p.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
 
-def _corpus_description(real_share: float) -> dict:
+def _corpus_description(p: BackbonePreset) -> dict:
+    import hashlib
+
     root = data_dir()
     real = real_series(root)
+    real_share = p.real_share
+    init = {"init": p.init, "init_sha256": hashlib.sha256(init_weights(p.init).read_bytes()).hexdigest()} if p.init else {}
     return {
+        **init,
         "mix": MIX,
-        "synthetic": "sines, trends, AR(1), regime shifts, spikes, ECG-like, accelerometer-like",
-        "lengths": "history 24-192, horizon 8-96 (shortened to fit seq_len)",
+        "synthetic": "sines, trends, AR(1), regime shifts, spikes, ECG-like, accelerometer-like"
+                     + (f"; {p.periodic_share:.0%} repeated shapes (periodic_series)" if p.periodic_share else ""),
+        "lengths": f"history {p.history[0]}-{p.history[1]}, horizon {p.horizon[0]}-{p.horizon[1]} (shortened to fit seq_len)",
         "real_data_dir": str(root) if root else None,
         "real_series": len(real),
         "real_sources": sorted({name.split(":")[0] for name, _ in real}),
