@@ -155,6 +155,8 @@ def test_preset_corpus_options_change_the_documents_only_when_set():
 def test_init_starts_from_a_committed_backbone():
     """A preset's `init` copies a committed backbone's weights before the first step; a name that is
     not committed, or another architecture, is a clear error."""
+    from dataclasses import replace
+
     from safetensors.torch import load_file
 
     from specdifftree.prior.default import _train
@@ -166,8 +168,7 @@ def test_init_starts_from_a_committed_backbone():
     with pytest.raises(SDTError, match="names no committed backbone"):
         _train(BackbonePreset(init="nope"), seed=0, steps=0, progress=False)
     with pytest.raises(SDTError, match="another architecture"):
-        _train(BackbonePreset.from_name("tiny").__class__(**{**vars(BackbonePreset.from_name("tiny")),
-                                                             "init": path.name}), 0, 0, False)
+        _train(replace(BackbonePreset.from_name("tiny"), init=path.name), seed=0, steps=0, progress=False)
 
 
 def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capfd):

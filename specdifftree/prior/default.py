@@ -89,6 +89,21 @@ _AUTO = "auto"
 # --------------------------------------------------------------------------- presets
 
 
+@dataclass(frozen=True)
+class CorpusMix:
+    """What a corpus document is drawn from (the corpus fields of `BackbonePreset`)."""
+
+    captions: str = "sentence"  # "sentence" (one templated sentence) or "hierarchical"
+    real_share: float = 0.6  # see `_window`
+    history: tuple = (24, 192)  # history lengths, log-uniform in [lo, hi]
+    horizon: tuple = (8, 96)  # forecast lengths, uniform in [lo, hi]
+    periodic_share: float = 0.0  # see `_window`
+
+    @classmethod
+    def of(cls, p: "BackbonePreset") -> "CorpusMix":
+        return cls(p.captions, p.real_share, p.history, p.horizon, p.periodic_share)
+
+
 @dataclass
 class BackbonePreset:
     """Architecture (a Llama) and pretraining recipe of the embedded backbone."""
@@ -111,11 +126,12 @@ class BackbonePreset:
     threads: int = 1  # torch threads while training (fixed: reduction order depends on it; one
                       # thread keeps its speed on a busy machine, where two slowed a build 3.5x)
     minutes: float = 25.0  # rough build time on 2 cores (~5k tokens/s), for the first-use message
-    captions: str = "sentence"  # caption documents: "sentence" (data/features.caption) or "hierarchical"
-    real_share: float = 0.6  # share of the corpus's series windows taken from real series (when present)
-    history: tuple = (24, 192)  # history lengths of a document, log-uniform in [lo, hi]
-    horizon: tuple = (8, 96)  # forecast lengths of a forecast document, uniform in [lo, hi]
-    periodic_share: float = 0.0  # share of synthetic windows that are `periodic_series` (repeated shapes)
+    # the corpus (`CorpusMix`, whose defaults are default-v3's)
+    captions: str = CorpusMix.captions  # caption documents: "sentence" or "hierarchical"
+    real_share: float = CorpusMix.real_share  # share of series windows taken from real series (when present)
+    history: tuple = CorpusMix.history  # history lengths of a document, log-uniform in [lo, hi]
+    horizon: tuple = CorpusMix.horizon  # forecast lengths of a forecast document, uniform in [lo, hi]
+    periodic_share: float = CorpusMix.periodic_share  # share of synthetic windows that are repeated shapes
     init: str = ""  # start from these weights instead of random ones: a backbone directory name under
                     # specdifftree/assets/backbones (its model.safetensors' sha256 goes in the record)
 
@@ -210,21 +226,6 @@ def _window(rng, real, n: int, real_share: float = 0.6, periodic_share: float = 
     if periodic_share > 0 and rng.random() < periodic_share:  # no draw at 0: older corpora unchanged
         return periodic_series(rng, n)
     return synthetic_series(rng, n)
-
-
-@dataclass(frozen=True)
-class CorpusMix:
-    """What a corpus document is drawn from (the corpus fields of `BackbonePreset`)."""
-
-    captions: str = "sentence"  # "sentence" (one templated sentence) or "hierarchical"
-    real_share: float = 0.6  # see `_window`
-    history: tuple = (24, 192)  # history lengths, log-uniform in [lo, hi]
-    horizon: tuple = (8, 96)  # forecast lengths, uniform in [lo, hi]
-    periodic_share: float = 0.0  # see `_window`
-
-    @classmethod
-    def of(cls, p: "BackbonePreset") -> "CorpusMix":
-        return cls(p.captions, p.real_share, tuple(p.history), tuple(p.horizon), p.periodic_share)
 
 
 def make_document(rng: np.random.Generator, real=(), max_tokens: int = 1536, mix: CorpusMix = CorpusMix()) -> str:
@@ -465,7 +466,6 @@ def _corpus_description(p: BackbonePreset) -> dict:
 
     root = data_dir()
     real = real_series(root)
-    real_share = p.real_share
     init = {"init": p.init, "init_sha256": hashlib.sha256(init_weights(p.init).read_bytes()).hexdigest()} if p.init else {}
     return {
         **init,
@@ -477,7 +477,7 @@ def _corpus_description(p: BackbonePreset) -> dict:
         "real_series": len(real),
         "real_sources": sorted({name.split(":")[0] for name, _ in real}),
         "real_fraction_read": ETT_TRAIN_FRACTION,
-        "real_share_of_windows": real_share if real else 0.0,
+        "real_share_of_windows": p.real_share if real else 0.0,
     }
 
 
