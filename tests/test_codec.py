@@ -94,6 +94,32 @@ def test_fit_rejects_bad_series():
             NumberCodec.fit(bad)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9), min_size=1, max_size=40))
+def test_anchored_history_prints_around_500(values):
+    """The last value prints as 500, the whole history as three digits in 100..900, and the
+    scale is the smallest power of ten that fits it; decoding is off by at most half a step."""
+    x = np.asarray(values)
+    c = NumberCodec.anchored(x)
+    fields = c.encode(x).split(",")
+    assert fields[-1] == "500"
+    assert all(len(f) == 3 and f.isdigit() and 100 <= int(f) <= 900 for f in fields)
+    d = np.max(np.abs(x - x[-1])) or abs(x[-1]) or 1.0
+    assert d / 400 <= c.scale * (1 + 1e-12) and c.scale < 10 * d / 400 * (1 + 1e-12)
+    assert np.log10(c.scale) == pytest.approx(round(np.log10(c.scale)), abs=1e-9)
+    back = c.decode(c.encode(x)).values
+    np.testing.assert_allclose(back, x, rtol=0, atol=0.5 * c.scale * (1 + 1e-6) + 1e-6 * np.max(np.abs(x)))
+
+
+def test_anchored_known_cases():
+    c = NumberCodec.anchored([3.8, 3.6, 4.3, 2.3, 10.4])  # d = 8.1 -> scale 0.1
+    assert c.scale == pytest.approx(0.1) and c.encode([3.8, 3.6, 4.3, 2.3, 10.4]) == "434,432,439,419,500"
+    assert NumberCodec.anchored([10.4] * 5).encode([10.4, 10.5]) == "500,501"  # constant: d = |last|
+    assert NumberCodec.anchored([0.0, 0.0]).scale == pytest.approx(0.01)  # all zeros: d = 1
+    with pytest.raises(SDTError):
+        NumberCodec.anchored([1.0, np.inf])
+
+
 def test_codec_for_context():
     assert codec_for(Context()) == NumberCodec()
     c = NumberCodec(precision=3)

@@ -1,7 +1,7 @@
 """SMC's partial-decode potential on forecasts (issue 14: SMC's forecasts started near zero).
 
 Read raw, a partial forecast favoured short and truncated numbers: at equal length, a particle
-in the middle of a number ("401,401,401,4": a 4 where the model writes 401) or one writing
+in the middle of a number ("500,500,500,5": a 5 where the model writes 500) or one writing
 two-digit numbers (it reaches the spectral reward's four values sooner) scored far above one
 writing the level's three digits. `Problem.potential` now scores the finished numbers, completed
 to the horizon, so prefixes that differ only in those ways score the same.
@@ -33,7 +33,7 @@ def digits_problem(history: np.ndarray, horizon: int = 24) -> Problem:
 
 
 def history() -> np.ndarray:
-    """A level near 4 with daily swings: the codec writes it as three-digit integers (scale 0.01)."""
+    """A level near 4 with daily swings: the codec writes it as three-digit integers around 500 (scale 0.01)."""
     t = np.arange(96)
     return 4.0 + 0.6 * np.sin(2 * np.pi * t / 24) + 0.2 * np.cos(2 * np.pi * t / 7)
 
@@ -48,18 +48,18 @@ def test_the_raw_partial_decode_favoured_short_and_truncated_numbers():
     assert p.context.codec.scale == 0.01
     raw = lambda text: p.reward(text, p.context)  # noqa: E731
     # the same 13 tokens: the level's three digits, mid-number, vs a truncated fourth number
-    assert raw("401,401,401,4") > raw("401,401,401,401") + 3  # -2.54 vs -6.85
+    assert raw("500,500,500,5") > raw("500,500,500,500") + 3  # -2.76 vs -6.85
     # the same 12 tokens: three-digit numbers (3 finished) vs two-digit ones (4 finished)
-    assert raw("40,40,40,40,") > raw("401,401,401,") + 3  # -6.85 vs -10 (under 4 values: invalid)
+    assert raw("50,50,50,50,") > raw("500,500,500,") + 3  # -6.85 vs -10 (under 4 values: invalid)
 
 
 def test_the_potential_reads_finished_numbers_completed_to_the_horizon():
     p = digits_problem(history())
     phi = lambda text: p.potential(tokens(p, text))  # noqa: E731
-    assert phi("401,401,401,4") == phi("401,401,401,") == phi("401,401,401,401,")  # the unfinished 4 is not read
-    assert phi("40,40,40,40,") == pytest.approx(phi("401,401,401,"))  # flat either way: no prize for short numbers
+    assert phi("500,500,500,5") == phi("500,500,500,") == phi("500,500,500,500,")  # the unfinished 5 is not read
+    assert phi("50,50,50,50,") == pytest.approx(phi("500,500,500,"))  # flat either way: no prize for short numbers
     assert phi("") == pytest.approx(p.reward(p.context.codec.encode(np.full(24, history()[-1])), p.context))
-    assert phi("401,380,420,400,") > phi("401,401,401,401,")  # finished numbers still steer
+    assert phi("500,480,520,400,") > phi("500,500,500,500,")  # finished numbers still steer
 
 
 def test_completed_forecast():

@@ -6,6 +6,9 @@ chosen from the context (`fit`), so typical values print with a few digits:
     text field = format((x - offset) / scale, f".{precision}f")
     "12.34,5.00,-3.10"
 
+Forecast prompts use the anchored form (`anchored`): integers with the last history value at 500,
+so a forecast is written as its change from the last value ("480,512,500" -> "503,497,...").
+
 With `width` > 0 the digits before the point are zero-padded to at least `width` ("095,112,-007"
 at width 3): values of one series then take the same number of characters, so the value k steps
 back is always the same number of tokens back (what a small model needs to copy a level or a
@@ -99,14 +102,31 @@ class NumberCodec:
         that is mostly zeros) the scale is 1. Negative values are handled by the |.|.
         width: see the module docstring (`digits` pads typical values to their own width).
         """
-        x = np.asarray(series, dtype=np.float64).ravel()
-        if x.size == 0 or not np.all(np.isfinite(x)):
-            raise SDTError("cannot fit a number codec: the series is empty or holds NaN/inf values")
+        x = _fittable(series)
         if not (isinstance(digits, int) and digits >= 1):
             raise SDTError(f"cannot fit a number codec: digits must be an integer >= 1 (got {digits!r})")
         q = float(np.percentile(np.abs(x), 90))
         scale = 1.0 if q == 0 else 10.0 ** (_decade(q) + 1 - digits)
         return cls(precision=precision, sep=sep, scale=scale, offset=0.0, width=width)
+
+    @classmethod
+    def anchored(cls, series, sep: str = ",", centre: int = 500, span: int = 400, width: int = 3) -> "NumberCodec":
+        """Integers around `centre` for the last value of `series` [L]: text = round((x - last) / scale) + centre.
+
+        Rule: d = max |series - last|, and scale is the smallest power of ten with d <= span * scale,
+        so the whole history prints in [centre - span, centre + span] (three digits at the defaults)
+        and the last value as exactly `centre`: a forecast that repeats the last value is
+        "500,500,...", the same text for every series, and the model learns the change from the
+        last value rather than the level. When the series is constant, d is |last| (1 when that is 0).
+        """
+        x = _fittable(series)
+        if not (isinstance(span, int) and 1 <= span <= centre):
+            raise SDTError(f"cannot fit a number codec: span must be an integer in [1, centre] (got {span!r})")
+        last = float(x[-1])
+        d = float(np.max(np.abs(x - last))) or abs(last) or 1.0
+        e = _decade(d / span)
+        scale = 10.0 ** (e if 10.0 ** e >= d / span else e + 1)
+        return cls(precision=0, sep=sep, scale=scale, offset=last - centre * scale, width=width)
 
     def encode(self, values) -> str:
         """Text of `values` [H]. Raises SDTError on NaN/inf (user input, not model output)."""
@@ -157,6 +177,14 @@ def codec_for(context: Any) -> NumberCodec:
     """The codec of a reward `Context`, or the default `NumberCodec()` when it has none."""
     codec = getattr(context, "codec", None)
     return codec if codec is not None else NumberCodec()
+
+
+def _fittable(series) -> np.ndarray:
+    """`series` as a flat float64 array [L], or an SDTError when it is empty or not finite."""
+    x = np.asarray(series, dtype=np.float64).ravel()
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        raise SDTError("cannot fit a number codec: the series is empty or holds NaN/inf values")
+    return x
 
 
 def _split(text: str, sep: str) -> tuple[list[str], bool]:

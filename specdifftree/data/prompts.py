@@ -9,9 +9,10 @@ from specdifftree.data.codec import NumberCodec
 
 
 def forecast_codec(history: np.ndarray) -> NumberCodec:
-    """Integers of about three digits (LLMTime style), zero-padded to three ("095,112"): short
-    answers, one token per digit, and every typical value four tokens long with its separator."""
-    return NumberCodec.fit(history, precision=0, sep=",", digits=3, width=3)
+    """Three-digit integers anchored at the last value (`NumberCodec.anchored`): the last value
+    prints as 500 and the history within 100..900 ("480,512,500"), so the answer is written as
+    the change from the last value; one token per digit, every typical value four tokens long."""
+    return NumberCodec.anchored(history, sep=",")
 
 
 def describe(x: np.ndarray, name: str = "The series") -> str:
