@@ -93,7 +93,8 @@ class NumberCodec:
 
     @classmethod
     def fit(cls, series, precision: int = 2, sep: str = ",", digits: int = 3, width: int = 0) -> "NumberCodec":
-        """A codec for forecasts continuing `series` [L].
+        """A codec for forecasts continuing `series` [L], in absolute values (LLMTime style; the
+        format default-v3 was trained with; forecast prompts now use `anchored`).
 
         Rule: offset = 0 and scale = 10**(e + 1 - digits), where e = floor(log10(q)) and q is the
         90th percentile of |series|. Then q / scale lies in [10**(digits-1), 10**digits): typical
@@ -124,8 +125,8 @@ class NumberCodec:
             raise SDTError(f"cannot fit a number codec: span must be an integer in [1, centre] (got {span!r})")
         last = float(x[-1])
         d = float(np.max(np.abs(x - last))) or abs(last) or 1.0
-        e = _decade(d / span)
-        scale = 10.0 ** (e if 10.0 ** e >= d / span else e + 1)
+        e = _decade(d / span)  # 10**e <= d / span < 10**(e + 1)
+        scale = 10.0 ** e if 10.0 ** e == d / span else 10.0 ** (e + 1)  # the smallest power of ten >= d / span
         return cls(precision=0, sep=sep, scale=scale, offset=last - centre * scale, width=width)
 
     def encode(self, values) -> str:
