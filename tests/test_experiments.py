@@ -37,7 +37,7 @@ def test_sadt_table_and_its_presets_load():
     table = load_experiment(TABLE)
     assert [m.name for m in table.methods] == REQUIRED_METHODS + REFERENCE_METHODS
     assert {m.name: m.method for m in table.methods}["auto-ets"] == "stats:auto-ets"
-    for preset in ("smoke", "etth2", "m4", "reference", "prior", "full", "val", "tiny"):  # every table has the reference rows
+    for preset in ("smoke", "etth2", "m4", "reference", "prior", "target", "full", "val", "tiny"):  # every table has the reference rows
         assert set(REFERENCE_METHODS) <= {m.name for m in load_experiment(TABLE, preset).methods}, preset
     scale = {m.name: m.budget_scale for m in table.methods}
     assert scale["sadt"] <= 0.05 and scale["dts"] == 1.0  # the S-ADT claim: <= 5% of DTS's tokens
@@ -53,6 +53,11 @@ def test_sadt_table_and_its_presets_load():
     variants = [m for m in val.methods if m.name.startswith("sadt-") and m.name != "sadt-sample"]
     assert variants and all(m.method == "sadt" and m.budget_scale == scale["sadt"] for m in variants)
     assert [d.name for d in load_experiment(TABLE, "etth2").datasets] == ["ETTh2-OT-h24"]
+    target = load_experiment(TABLE, "target")  # issue 14's MASE target: the tables' own DTS cells
+    tables = {d.name: d for p in (None, "etth2", "m4") for d in load_experiment(TABLE, p).datasets}
+    assert target.seeds == table.seeds and {d.name: d for d in target.datasets} == tables
+    methods = {m.method for m in target.methods}
+    assert {"greedy", "sample", "dts"} <= methods and not methods & {"sadt", "sadt-sample"}  # no flow network
     for preset in ("full", "h96", "tiny", "etth2"):
         assert load_experiment(TABLE, preset).preset == preset
     assert load_experiment(TABLE, "tiny", prior="markov:toy3").prior == "markov:toy3"
