@@ -102,10 +102,11 @@ class CorpusMix:
     history: tuple = (24, 192)  # history lengths, log-uniform in [lo, hi]
     horizon: tuple = (8, 96)  # forecast lengths, uniform in [lo, hi]
     periodic_share: float = 0.0  # see `_window`
+    ett_share: float = 0.0  # see `_window`
 
     @classmethod
     def of(cls, p: "BackbonePreset") -> "CorpusMix":
-        return cls(p.captions, p.real_share, p.history, p.horizon, p.periodic_share)
+        return cls(p.captions, p.real_share, p.history, p.horizon, p.periodic_share, p.ett_share)
 
 
 @dataclass
@@ -136,6 +137,7 @@ class BackbonePreset:
     history: tuple = CorpusMix.history  # history lengths of a document, log-uniform in [lo, hi]
     horizon: tuple = CorpusMix.horizon  # forecast lengths of a forecast document, uniform in [lo, hi]
     periodic_share: float = CorpusMix.periodic_share  # share of synthetic windows that are repeated shapes
+    ett_share: float = CorpusMix.ett_share  # share of real windows from the ETT columns (0: series drawn uniformly)
     init: str = ""  # start from these weights instead of random ones: a backbone directory name under
                     # specdifftree/assets/backbones (its model.safetensors' sha256 goes in the record)
 
@@ -217,12 +219,19 @@ def _question(rng, x: np.ndarray, codec: NumberCodec) -> tuple[str, str]:
     return "at which position (counting from 1) is the maximum?", str(int(np.argmax(x)) + 1)
 
 
-def _window(rng, real, n: int, real_share: float = 0.6, periodic_share: float = 0.0) -> np.ndarray:
+def _window(rng, real, n: int, real_share: float = 0.6, periodic_share: float = 0.0,
+            ett_share: float = 0.0) -> np.ndarray:
     """n points of a series: a random real window when real series are given (a `real_share` of
-    the time), else synthetic (`periodic_series` a `periodic_share` of those times)."""
+    the time), else synthetic (`periodic_series` a `periodic_share` of those times). A real window
+    comes from a series drawn uniformly, or, with `ett_share` > 0, from the ETT columns that share
+    of the time and from the other series otherwise (uniformly there: M4 holds ~400 rows, ETT 14)."""
     if real and rng.random() < real_share:
+        pool = real
+        if ett_share > 0:  # no draw at 0: older corpora unchanged
+            ett = rng.random() < ett_share
+            pool = [s for s in real if s[0].startswith("ETT") == ett] or real
         for _ in range(8):
-            _, values = real[rng.integers(len(real))]
+            _, values = pool[rng.integers(len(pool))]
             stride = 1 if rng.random() < 0.8 else int(rng.integers(2, 5))
             if len(values) >= n * stride:
                 start = rng.integers(len(values) - n * stride + 1)
@@ -239,7 +248,7 @@ def make_document(rng: np.random.Generator, real=(), max_tokens: int = 1536, mix
     horizon = int(rng.integers(mix.horizon[0], mix.horizon[1] + 1)) if kind == "forecast" else 0
     captions = mix.captions
     for _ in range(12):
-        x = _window(rng, real, length + horizon, mix.real_share, mix.periodic_share)
+        x = _window(rng, real, length + horizon, mix.real_share, mix.periodic_share, mix.ett_share)
         history, future = x[:length], x[length:]
         codec = forecast_codec(history)
         if kind == "forecast":
@@ -482,6 +491,7 @@ def _corpus_description(p: BackbonePreset) -> dict:
         "real_sources": sorted({name.split(":")[0] for name, _ in real}),
         "real_fraction_read": ETT_TRAIN_FRACTION,
         "real_share_of_windows": p.real_share if real else 0.0,
+        **({"ett_share_of_real_windows": p.ett_share} if p.ett_share else {}),
     }
 
 
