@@ -148,12 +148,15 @@ def test_preset_corpus_options_change_the_documents_only_when_set():
     forecasts = [d for d in long if "\nNext " in d]
     assert forecasts and all("Next 16 values: " in d for d in forecasts)
     assert all(int(d.split(" points")[0].rsplit(" ", 1)[1]) >= 140 for d in forecasts)  # 200+, or shortened to fit
+    with pytest.raises(SDTError, match="history must be"):
+        BackbonePreset(history=(50, 20))
 
 
 def test_ett_share_draws_real_windows_from_the_ett_columns():
     from specdifftree.prior.default import _window
 
     real = [("ETTh1:OT", np.arange(500.0)), ("M4:H1", 10_000 + np.arange(500.0)), ("M4:H2", 20_000 + np.arange(500.0))]
+
     def sources(ett_share):
         rng = np.random.default_rng(0)
         return [int(_window(rng, real, 16, real_share=1.0, ett_share=ett_share)[0] // 10_000) for _ in range(300)]
@@ -162,8 +165,6 @@ def test_ett_share_draws_real_windows_from_the_ett_columns():
     assert 0.7 < share < 0.9  # drawn uniformly over the series it would be 1/3 of the time
     a, b = np.random.default_rng(1), np.random.default_rng(1)  # at 0 no draw: older corpora unchanged
     assert all(np.array_equal(_window(a, real, 16), _window(b, real, 16, ett_share=0.0)) for _ in range(50))
-    with pytest.raises(SDTError, match="history must be"):
-        BackbonePreset(history=(50, 20))
 
 
 def test_init_starts_from_a_committed_backbone():
