@@ -37,7 +37,7 @@ def test_sadt_table_and_its_presets_load():
     table = load_experiment(TABLE)
     assert [m.name for m in table.methods] == REQUIRED_METHODS + REFERENCE_METHODS
     assert {m.name: m.method for m in table.methods}["auto-ets"] == "stats:auto-ets"
-    for preset in ("smoke", "etth2", "m4", "reference", "prior", "target", "full", "val", "tiny"):  # every table has the reference rows
+    for preset in ("smoke", "etth2", "m4", "reference", "prior", "target", "full", "val", "temperature", "tiny"):  # every table has the reference rows
         assert set(REFERENCE_METHODS) <= {m.name for m in load_experiment(TABLE, preset).methods}, preset
     scale = {m.name: m.budget_scale for m in table.methods}
     assert scale["sadt"] <= 0.05 and scale["dts"] == 1.0  # the S-ADT claim: <= 5% of DTS's tokens
@@ -58,6 +58,9 @@ def test_sadt_table_and_its_presets_load():
     assert target.seeds == table.seeds and {d.name: d for d in target.datasets} == tables
     methods = {m.method for m in target.methods}
     assert {"greedy", "sample", "dts"} <= methods and not methods & {"sadt", "sadt-sample"}  # no flow network
+    temperature = load_experiment(TABLE, "temperature")  # tuning presets read validation windows alone
+    assert {d.part for d in temperature.datasets} == {"val"} and {d.name for d in temperature.datasets} == set(tables)
+    assert {m.params.get("temperature", 1.0) for m in temperature.methods if m.method == "sample"} >= {1.0, 0.5}
     for preset in ("full", "h96", "tiny", "etth2"):
         assert load_experiment(TABLE, preset).preset == preset
     assert load_experiment(TABLE, "tiny", prior="markov:toy3").prior == "markov:toy3"
