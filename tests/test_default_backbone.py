@@ -1,5 +1,6 @@
 """The embedded default backbone: corpus, pretraining (tiny preset), cache and loading."""
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -136,6 +137,13 @@ def test_presets():
     assert BackbonePreset.from_name("tiny").hidden_size == 32
     with pytest.raises(SDTError, match="unknown backbone preset"):
         BackbonePreset.from_name("huge")
+    # the size ablations (S-ADT.md, "A larger backbone"): the from-scratch recipe, only the shape changed
+    base = dataclasses.asdict(BackbonePreset())
+    shape = {"hidden_size", "num_layers", "num_heads", "intermediate_size", "minutes", "name"}
+    for name, changed in (("deep8", {"num_layers": 8}), ("wide192", {"hidden_size": 192, "num_heads": 6})):
+        preset = dataclasses.asdict(BackbonePreset.from_name(name))
+        assert {k: v for k, v in preset.items() if k not in shape} == {k: v for k, v in base.items() if k not in shape}
+        assert all(preset[k] == v for k, v in changed.items()) and preset["num_heads"] * preset["head_dim"] == preset["hidden_size"]
 
 
 def test_preset_corpus_options_change_the_documents_only_when_set():
