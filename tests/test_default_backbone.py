@@ -194,6 +194,37 @@ def test_init_starts_from_a_committed_backbone():
         _train(replace(BackbonePreset.from_name("tiny"), init=path.name), seed=0, steps=0, progress=False)
 
 
+@pytest.mark.parametrize("deeper", [3, 4])
+def test_expand_layers_keeps_the_function(deeper):
+    """Block expansion: the deeper model computes the same logits (new layers' output projections
+    are zero), its new layers are copies, and a depth that does not split the old layers evenly is
+    refused."""
+    import torch
+    from dataclasses import replace
+
+    from transformers import LlamaForCausalLM
+
+    from specdifftree.prior.default import expand_layers
+
+    p = BackbonePreset.from_name("tiny")  # 2 layers
+    torch.manual_seed(0)
+    small = LlamaForCausalLM(p.llama_config()).eval()
+    for w in small.parameters():  # make every weight matter (norms are ones at init)
+        w.data.normal_(0, 0.2)
+    state = expand_layers(small.state_dict(), deeper)
+    big = LlamaForCausalLM(replace(p, num_layers=deeper).llama_config()).eval()
+    big.load_state_dict(state, strict=True)
+    ids = torch.randint(0, 256, (2, 20))
+    with torch.no_grad():
+        assert torch.allclose(small(ids).logits, big(ids).logits, atol=1e-5)
+    last = f"model.layers.{deeper - 1}."
+    assert torch.equal(state[last + "mlp.up_proj.weight"], small.state_dict()["model.layers.1.mlp.up_proj.weight"])
+    assert not state[last + "mlp.down_proj.weight"].any() and not state[last + "self_attn.o_proj.weight"].any()
+    assert small.state_dict()["model.layers.1.mlp.down_proj.weight"].any()  # the input is not modified
+    with pytest.raises(SDTError, match="equal groups"):
+        expand_layers(small.state_dict(), 5)  # 2 layers cannot be split into 3 groups
+
+
 def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capfd):
     """Two concurrent callers: one build, the other waits; later calls reuse the cache."""
     monkeypatch.setenv("SDT_HOME", str(tmp_path))

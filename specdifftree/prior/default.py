@@ -139,7 +139,8 @@ class BackbonePreset:
     periodic_share: float = CorpusMix.periodic_share  # share of synthetic windows that are repeated shapes
     ett_share: float = CorpusMix.ett_share  # share of real windows from the ETT columns (0: series drawn uniformly)
     init: str = ""  # start from these weights instead of random ones: a backbone directory name under
-                    # specdifftree/assets/backbones (its model.safetensors' sha256 goes in the record)
+                    # specdifftree/assets/backbones (its model.safetensors' sha256 goes in the record);
+                    # a preset with more layers than it gets them by `expand_layers`
 
     def __post_init__(self) -> None:
         self.history, self.horizon = tuple(self.history), tuple(self.horizon)
@@ -433,14 +434,51 @@ def init_weights(name: str) -> Path:
 
 
 def _load_init(model, name: str) -> None:
-    """Copy the committed backbone `name`'s weights into model (same architecture, strict)."""
+    """Copy the committed backbone `name`'s weights into model (same architecture, strict; a model
+    with more layers gets them by `expand_layers`)."""
     from safetensors.torch import load_file
 
+    state = load_file(init_weights(name))
+    have, want = _num_layers(state), model.config.num_hidden_layers
     try:
-        model.load_state_dict(load_file(init_weights(name)), strict=True)
-    except RuntimeError as e:
+        if want > have:
+            state = expand_layers(state, want)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, SDTError) as e:
         raise SDTError(f"backbone preset: init '{name}' has another architecture than the preset: "
                        f"{str(e).splitlines()[0]}") from None
+
+
+def _num_layers(state: dict) -> int:
+    return len({k.split(".")[2] for k in state if k.startswith("model.layers.")})
+
+
+def expand_layers(state: dict, num_layers: int) -> dict:
+    """Deepen a Llama state dict without changing its function (block expansion, LLaMA Pro, Wu et
+    al. 2024): the n layers are split into `num_layers - n` equal groups, and after each group goes
+    a copy of the group's last layer whose two output projections (self_attn.o_proj, mlp.down_proj)
+    are zero, so the new layer adds nothing to the residual stream until training moves them.
+    8 -> 12 layers: A B B' C D D' ...; 8 -> 16: A A' B B' ...  state: name -> tensor (not modified)."""
+    n = _num_layers(state)
+    extra = num_layers - n
+    if extra <= 0 or n % extra:
+        raise SDTError(f"cannot expand {n} layers to {num_layers}: the new layers must split the old ones "
+                       f"into equal groups ({n} must be a multiple of {num_layers} - {n})")
+    group, out, new = n // extra, {}, 0
+    layer = lambda i, k: k.startswith(f"model.layers.{i}.")  # noqa: E731
+    for k, w in state.items():
+        if not k.startswith("model.layers."):
+            out[k] = w
+    for i in range(n):
+        copies = [False] + ([True] if (i + 1) % group == 0 else [])
+        for zeroed in copies:
+            for k, w in state.items():
+                if layer(i, k):
+                    name = f"model.layers.{new}." + k.split(".", 3)[3]
+                    zero = zeroed and k.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight"))
+                    out[name] = w.clone().zero_() if zero else w.clone()
+            new += 1
+    return out
 
 
 def _weights_sha256(model) -> str:
