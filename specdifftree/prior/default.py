@@ -34,6 +34,8 @@ written by the anchored codec, `data.prompts.forecast_codec`).
 
 A preset may start from a committed backbone's weights (`init: default-v3`) instead of random
 ones: training on, reproducibly, since the committed weights are fixed and their sha256 recorded.
+A preset with more layers than its init starts from a deepened copy (`expand_layers`, block
+expansion): the same function, with room to learn more.
 The `default` preset (configs/backbone/default.yaml) does: default-v4 is default-v3 (built from
 scratch with the `BackbonePreset` defaults when forecasts were written as plain three-digit
 integers, commit 57ab2c0) trained 1,500 more steps on the anchored corpus.
