@@ -188,10 +188,37 @@ def test_init_starts_from_a_committed_backbone():
     model, _ = _train(BackbonePreset(init=path.name), seed=0, steps=0, progress=False)
     want = load_file(path / "model.safetensors")
     assert all(np.array_equal(w.numpy(), want[k].numpy()) for k, w in model.state_dict().items())
-    with pytest.raises(SDTError, match="names no committed backbone"):
+    with pytest.raises(SDTError, match="names no committed backbone .* and no backbone preset"):
         _train(BackbonePreset(init="nope"), seed=0, steps=0, progress=False)
     with pytest.raises(SDTError, match="another architecture"):
         _train(replace(BackbonePreset.from_name("tiny"), init=path.name), seed=0, steps=0, progress=False)
+
+
+def test_init_names_a_preset_that_is_built_first_and_deepened(tiny_build, tmp_path, monkeypatch):
+    """`init` naming an uncommitted preset builds that preset first (cached under SDT_HOME, the same
+    bits as building it alone), records its sha256, and a deeper preset starts from its expansion."""
+    import hashlib
+
+    import yaml
+
+    from specdifftree import config
+
+    configs = tmp_path / "configs"
+    (configs / "backbone").mkdir(parents=True)
+    shutil.copy(config.preset_path("backbone", "tiny"), configs / "backbone" / "tiny.yaml")
+    tiny = yaml.safe_load(open(configs / "backbone" / "tiny.yaml"))
+    (configs / "backbone" / "tiny4.yaml").write_text(yaml.safe_dump({**tiny, "num_layers": 4, "init": "tiny",
+                                                                      "steps": 2, "warmup": 1}))
+    monkeypatch.setattr(config, "configs_dir", lambda: configs)
+    monkeypatch.setenv("SDT_HOME", str(tmp_path / "home"))
+    out = pretrain_backbone(tmp_path / "tiny4", "tiny4", progress=False)
+    built = tmp_path / "home" / "backbones" / "tiny-v1" / "model.safetensors"
+    assert built.read_bytes() == (tiny_build[0] / "model.safetensors").read_bytes()  # seed 0 both
+    record = json.loads((out / "sdt_backbone.json").read_text())
+    assert record["corpus"]["init"] == "tiny"
+    assert record["corpus"]["init_sha256"] == hashlib.sha256(built.read_bytes()).hexdigest()
+    model, _ = load_hf_dir(out)
+    assert model.config.num_hidden_layers == 4
 
 
 @pytest.mark.parametrize("deeper", [3, 4])

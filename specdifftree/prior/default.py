@@ -141,7 +141,8 @@ class BackbonePreset:
     periodic_share: float = CorpusMix.periodic_share  # share of synthetic windows that are repeated shapes
     ett_share: float = CorpusMix.ett_share  # share of real windows from the ETT columns (0: series drawn uniformly)
     init: str = ""  # start from these weights instead of random ones: a backbone directory name under
-                    # specdifftree/assets/backbones (its model.safetensors' sha256 goes in the record);
+                    # specdifftree/assets/backbones, or else a backbone preset (built first, cached);
+                    # its model.safetensors' sha256 goes in the record;
                     # a preset with more layers than it gets them by `expand_layers`
 
     def __post_init__(self) -> None:
@@ -428,11 +429,18 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool):
 
 
 def init_weights(name: str) -> Path:
-    """The weights file a preset's `init` names (a committed backbone under PACKAGED)."""
+    """The weights file a preset's `init` names: a committed backbone under PACKAGED, or else the
+    backbone preset of that name, built on first use into sdt_home() (`ensure_default_backbone`),
+    so a chain of presets rebuilds from its first link without committing every link."""
+    from specdifftree.config import preset_names
+
     path = PACKAGED / name / "model.safetensors"
-    if not path.is_file():
-        raise SDTError(f"backbone preset: init '{name}' names no committed backbone ({path} is missing)")
-    return path
+    if path.is_file():
+        return path
+    if name != "default" and name in preset_names("backbone"):
+        return ensure_default_backbone(preset=name) / "model.safetensors"
+    raise SDTError(f"backbone preset: init '{name}' names no committed backbone ({path} is missing) "
+                   "and no backbone preset")
 
 
 def _load_init(model, name: str) -> None:
