@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from specdifftree.data.codec import NumberCodec, codec_for
@@ -96,6 +96,7 @@ def test_fit_rejects_bad_series():
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9), min_size=1, max_size=40))
+@example([5e-324])  # d / span underflowed to 0 and log10 raised (found by hypothesis)
 def test_anchored_history_prints_around_500(values):
     """The last value prints as 500, the whole history as three digits in 100..900, and the
     scale is the smallest power of ten that fits it; decoding is off by at most half a step."""
@@ -105,6 +106,7 @@ def test_anchored_history_prints_around_500(values):
     assert fields[-1] == "500"
     assert all(len(f) == 3 and f.isdigit() and 100 <= int(f) <= 900 for f in fields)
     d = np.max(np.abs(x - x[-1])) or abs(x[-1]) or 1.0
+    d = 1.0 if d / 400 < np.finfo(float).tiny else d  # subnormal histories print as zeros
     assert d / 400 <= c.scale * (1 + 1e-12) and c.scale < 10 * d / 400 * (1 + 1e-12)
     assert np.log10(c.scale) == pytest.approx(round(np.log10(c.scale)), abs=1e-9)
     back = c.decode(c.encode(x)).values

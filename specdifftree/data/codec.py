@@ -118,13 +118,16 @@ class NumberCodec:
         so the whole history prints in [centre - span, centre + span] (three digits at the defaults)
         and the last value as exactly `centre`: a forecast that repeats the last value is
         "500,500,...", the same text for every series, and the model learns the change from the
-        last value rather than the level. When the series is constant, d is |last| (1 when that is 0).
+        last value rather than the level. When the series is constant, d is |last| (1 when that is 0,
+        or when d / span would underflow).
         """
         x = _fittable(series)
         if not (isinstance(span, int) and 1 <= span <= centre):
             raise SDTError(f"cannot fit a number codec: span must be an integer in [1, centre] (got {span!r})")
         last = float(x[-1])
         d = float(np.max(np.abs(x - last))) or abs(last) or 1.0
+        if d / span < np.finfo(float).tiny:  # a history of subnormal numbers: as if it were all zero
+            d = 1.0
         e = _decade(d / span)  # 10**e <= d / span < 10**(e + 1)
         scale = 10.0 ** e if 10.0 ** e == d / span else 10.0 ** (e + 1)  # the smallest power of ten >= d / span
         return cls(precision=0, sep=sep, scale=scale, offset=last - centre * scale, width=width)
