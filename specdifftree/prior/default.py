@@ -142,8 +142,7 @@ class BackbonePreset:
     ett_share: float = CorpusMix.ett_share  # share of real windows from the ETT columns (0: series drawn uniformly)
     init: str = ""  # start from these weights instead of random ones: a backbone directory name under
                     # specdifftree/assets/backbones, or else a backbone preset (built first, cached);
-                    # its model.safetensors' sha256 goes in the record;
-                    # a preset with more layers than it gets them by `expand_layers`
+                    # their sha256 goes in the record; more layers than init's come from `expand_layers`
 
     def __post_init__(self) -> None:
         self.history, self.horizon = tuple(self.history), tuple(self.horizon)
