@@ -473,20 +473,18 @@ def expand_layers(state: dict, num_layers: int) -> dict:
     if extra <= 0 or n % extra:
         raise SDTError(f"cannot expand {n} layers to {num_layers}: the new layers must split the old ones "
                        f"into equal groups ({n} must be a multiple of {num_layers} - {n})")
-    group, out, new = n // extra, {}, 0
-    layer = lambda i, k: k.startswith(f"model.layers.{i}.")  # noqa: E731
-    for k, w in state.items():
-        if not k.startswith("model.layers."):
-            out[k] = w
-    for i in range(n):
-        copies = [False] + ([True] if (i + 1) % group == 0 else [])
-        for zeroed in copies:
-            for k, w in state.items():
-                if layer(i, k):
-                    name = f"model.layers.{new}." + k.split(".", 3)[3]
-                    zero = zeroed and k.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight"))
-                    out[name] = w.clone().zero_() if zero else w.clone()
-            new += 1
+    group = n // extra
+    out = {k: w for k, w in state.items() if not k.startswith("model.layers.")}
+    blocks = [{k.split(".", 3)[3]: w for k, w in state.items() if k.startswith(f"model.layers.{i}.")}
+              for i in range(n)]
+    zeroed = ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+    deeper = []
+    for i, block in enumerate(blocks):
+        deeper.append({k: w.clone() for k, w in block.items()})
+        if (i + 1) % group == 0:
+            deeper.append({k: w.clone().zero_() if k in zeroed else w.clone() for k, w in block.items()})
+    for j, block in enumerate(deeper):
+        out.update({f"model.layers.{j}.{k}": w for k, w in block.items()})
     return out
 
 
