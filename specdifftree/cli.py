@@ -319,16 +319,21 @@ def amortize(buffers, prior, backbone, rewards, lam, out_dir, resume, wandb, qui
 Examples:
   sdt pretrain-backbone --out runs/backbone            # the default preset (minutes on 2 cores)
   sdt pretrain-backbone --out /tmp/bb --preset tiny    # seconds, for tests
+  sdt pretrain-backbone --out runs/g12 --preset g12 --device cuda   # a larger recipe on a GPU
 The directory loads with AutoModelForCausalLM / AutoTokenizer.from_pretrained(DIR).""")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--preset", type=click.Choice(_presets("backbone")), default="default", show_default=True,
               help="configs/backbone/NAME.yaml.")
 @click.option("--seed", type=int, default=None, help="Override the preset's seed.")
-def pretrain_backbone_cmd(out_dir, preset, seed):
+@click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda[:N]|mps|auto",
+              help="Where the training steps run, in float32. The committed backbones are CPU builds: "
+                   "another device trains on the same batches but gives other weights (float reductions "
+                   "differ), so the recorded prefix hashes hold on the CPU only.")
+def pretrain_backbone_cmd(out_dir, preset, seed, device):
     """Build the embedded default backbone (small Llama, digit-level tokenizer) as a transformers directory."""
     from specdifftree.prior.default import pretrain_backbone
 
-    path = pretrain_backbone(out_dir, preset=preset, seed=seed, progress=True)
+    path = pretrain_backbone(out_dir, preset=preset, seed=seed, progress=True, device=device)
     click.echo(f"wrote {path}")
 
 

@@ -71,6 +71,47 @@ def test_same_seed_gives_bit_identical_weights(tiny_build, tmp_path):
     assert (again / "model.safetensors").read_bytes() == (tiny_build[0] / "model.safetensors").read_bytes()
 
 
+def test_device_is_recorded_and_checked(tiny_build, monkeypatch, capsys, tmp_path):
+    """The CPU is the default device (the command records none); 'auto' on a machine without CUDA is the
+    CPU, bit for bit; an unknown or absent device is a clear error before any training."""
+    import torch
+
+    from specdifftree.cli import main
+    from specdifftree.prior.default import _train
+
+    record = json.loads((tiny_build[0] / "sdt_backbone.json").read_text())
+    assert record["device"] == "cpu" and "--device" not in record["command"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    preset = dataclasses.replace(BackbonePreset.from_name("tiny"), steps=2)
+    cpu, auto = (_train(preset, 0, 2, False, device)[0].state_dict() for device in ("cpu", "auto"))
+    assert all(torch.equal(cpu[k], auto[k]) for k in cpu)
+    with pytest.raises(SDTError, match="sees no CUDA device"):
+        _train(preset, 0, 2, False, "cuda")
+    with pytest.raises(SystemExit) as exit_:
+        main(["pretrain-backbone", "--out", str(tmp_path / "bb"), "--preset", "tiny", "--device", "gpu"])
+    assert exit_.value.code == 2 and "error: --device must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "bb").exists()
+
+
+def test_backbone_preset_inits_form_chains_that_end_in_weights():
+    """Every preset's `init` names a committed backbone or another preset, without a cycle: the chain
+    d8m1 -> d8m2 -> d8m4 -> g12 (S-ADT.md) rebuilds from deep8 with one command."""
+    from specdifftree.config import preset_names
+
+    names = preset_names("backbone")
+    for name in names:
+        seen = [name]
+        while init := BackbonePreset.from_name(seen[-1]).init:
+            assert (bb.PACKAGED / init).is_dir() or init in names, f"{seen[-1]}: init '{init}' resolves to nothing"
+            if (bb.PACKAGED / init).is_dir():
+                break
+            assert init not in seen, f"cycle: {seen + [init]}"
+            seen.append(init)
+    chain = [BackbonePreset.from_name(n) for n in ("d8m1", "d8m2", "d8m4", "g12")]
+    assert [p.init for p in chain] == ["deep8", "d8m1", "d8m2", "d8m4"]
+    assert len({p.seed for p in chain}) == 4 and [p.num_layers for p in chain] == [8, 8, 8, 12]
+
+
 def test_corpus_is_deterministic_and_documents_end_with_eos():
     docs = generate_corpus(40, seed=0)
     assert docs == generate_corpus(40, seed=0)

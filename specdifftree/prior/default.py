@@ -324,11 +324,15 @@ PREFIX_STEPS = 4  # the build's first steps, hashed into its record (`prefix_rec
 
 
 def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePreset] = "default",
-                      seed: Optional[int] = None, progress: bool = True) -> Path:
+                      seed: Optional[int] = None, progress: bool = True, device: str = "cpu") -> Path:
     """Train the backbone from scratch and write a transformers directory at out_dir (atomically:
     built in out_dir.tmp-<pid>, then renamed; an existing out_dir is replaced). seed None = the
     preset's seed. Returns out_dir. The directory's sdt_backbone.json records the command, preset,
-    seed, corpus, loss curve, versions, CPU and `prefix_record` of the first PREFIX_STEPS steps."""
+    seed, corpus, loss curve, versions, CPU, device and `prefix_record` of the first PREFIX_STEPS steps.
+
+    device: where the steps run, in float32 ("cpu", "cuda[:N]", "mps"; `Placement` rules). The
+    committed backbones and their prefix hashes are CPU builds: another device trains the same
+    recipe on the same batches, but its float reductions differ, so its weights are not the CPU's."""
     import torch
 
     from specdifftree.machine import cpu_name, version
@@ -338,17 +342,19 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
     seed = p.seed if seed is None else int(seed)
     out_dir = Path(out_dir)
     start = time.time()
-    model, run = _train(p, seed, p.steps, progress)
+    model, run = _train(p, seed, p.steps, progress, device)
     losses = run["losses"]
     tail = losses[-max(1, len(losses) // 10):]
     every = max(1, len(losses) // 50)
     record = {
-        "command": f"sdt pretrain-backbone --preset {p.name} --seed {seed} --out DIR",
+        "command": f"sdt pretrain-backbone --preset {p.name} --seed {seed} --out DIR"
+                   + (f" --device {device}" if run["device"] != "cpu" else ""),
         "preset": asdict(p), "seed": seed, "steps": p.steps, "train_tokens": run["tokens"],
         "initial_loss": losses[0], "final_loss": float(np.mean(tail)), "uniform_loss": math.log(VOCAB_SIZE),
         "loss_curve": {str(i): round(v, 4) for i, v in enumerate(losses) if i % every == 0 or i == len(losses) - 1},
         "prefix": run["prefix"], "corpus": _corpus_description(p),
         "wall_time_s": None, "torch": torch.__version__, "transformers": version("transformers"), "cpu": cpu_name(),
+        "device": run["device"],
     }
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -378,20 +384,23 @@ def prefix_record(preset: Union[str, BackbonePreset] = "default", seed: Optional
     return _train(p, p.seed if seed is None else int(seed), PREFIX_STEPS, progress=False)[1]["prefix"]
 
 
-def _train(p: BackbonePreset, seed: int, steps: int, progress: bool):
-    """The first `steps` steps of the preset's training (its schedule runs over p.steps).
-    -> (model in eval mode, {"losses", "tokens", "prefix"})"""
+def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str = "cpu"):
+    """The first `steps` steps of the preset's training (its schedule runs over p.steps), on `device`.
+    -> (model in eval mode, on the CPU; {"losses", "tokens", "prefix", "device"})"""
     import hashlib
 
     import torch
     from tqdm.auto import tqdm
     from transformers import LlamaForCausalLM
 
+    from specdifftree.prior.backbones.base import Placement
+
+    dev = Placement(device, "float32").torch_device()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(p.threads)
     try:
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(p.llama_config())
+        torch.manual_seed(seed)  # on the CPU: the initial weights are the same on every device
+        model = LlamaForCausalLM(p.llama_config()).to(dev)
         model.train()
         decay = [w for w in model.parameters() if w.dim() >= 2]
         no_decay = [w for w in model.parameters() if w.dim() < 2]
@@ -407,7 +416,7 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool):
         for step in bar:
             ids = next(batches)
             labels = ids.masked_fill(ids == PAD_ID, -100)
-            loss = model(input_ids=ids, labels=labels).loss
+            loss = model(input_ids=ids.to(dev), labels=labels.to(dev)).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -421,10 +430,20 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool):
                           "weights_sha256": _weights_sha256(model), "losses": list(losses)}
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         bar.close()
-        model.eval()
+        model.eval().to("cpu")
     finally:
         torch.set_num_threads(old_threads)
-    return model, {"losses": losses, "tokens": tokens, "prefix": prefix}
+    return model, {"losses": losses, "tokens": tokens, "prefix": prefix, "device": _device_name(dev)}
+
+
+def _device_name(dev) -> str:
+    """"cpu", or the accelerator with its model name ("cuda:0 (NVIDIA H100 80GB HBM3)")."""
+    import torch
+
+    if dev.type != "cuda":
+        return dev.type
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def init_weights(name: str) -> Path:
@@ -494,7 +513,7 @@ def _weights_sha256(model) -> str:
     h = hashlib.sha256()
     for name, w in sorted(model.state_dict().items()):
         h.update(name.encode())
-        h.update(w.detach().float().contiguous().numpy().tobytes())
+        h.update(w.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
