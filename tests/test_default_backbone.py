@@ -1,6 +1,7 @@
 """The embedded default backbone: corpus, pretraining (tiny preset), cache and loading."""
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import threading
@@ -94,22 +95,20 @@ def test_device_is_recorded_and_checked(tiny_build, monkeypatch, capsys, tmp_pat
 
 
 def test_backbone_preset_inits_form_chains_that_end_in_weights():
-    """Every preset's `init` names a committed backbone or another preset, without a cycle: the chain
-    d8m1 -> d8m2 -> d8m4 -> g12 (S-ADT.md) rebuilds from deep8 with one command."""
+    """Every preset's `init` names a committed backbone or another preset, without a cycle; the
+    default's names the committed weights it was trained on from."""
     from specdifftree.config import preset_names
 
     names = preset_names("backbone")
     for name in names:
         seen = [name]
         while init := BackbonePreset.from_name(seen[-1]).init:
-            assert (bb.PACKAGED / init).is_dir() or init in names, f"{seen[-1]}: init '{init}' resolves to nothing"
             if (bb.PACKAGED / init).is_dir():
                 break
+            assert init in names, f"{seen[-1]}: init '{init}' names no committed backbone and no preset"
             assert init not in seen, f"cycle: {seen + [init]}"
             seen.append(init)
-    chain = [BackbonePreset.from_name(n) for n in ("d8m1", "d8m2", "d8m4", "g12")]
-    assert [p.init for p in chain] == ["deep8", "d8m1", "d8m2", "d8m4"]
-    assert len({p.seed for p in chain}) == 4 and [p.num_layers for p in chain] == [8, 8, 8, 12]
+    assert (bb.PACKAGED / BackbonePreset.from_name("default").init / "model.safetensors").is_file()
 
 
 def test_corpus_is_deterministic_and_documents_end_with_eos():
@@ -130,9 +129,27 @@ def test_corpus_token_ids_match_the_tokenizer():
         assert tok(d)["input_ids"] == encode_document(d)
 
 
+def test_forecast_text_keeps_a_lag_at_one_token_offset_across_the_history_end():
+    """The answer continues the history's list: in prompt + answer, value t and value t - 24 are
+    always 4 * 24 tokens apart (three digits and a comma each), also when t is in the answer and
+    t - 24 in the history, so copying yesterday is one relative offset everywhere."""
+    from specdifftree.data.prompts import forecast_answer, forecast_codec, forecast_prompt
+
+    t = np.arange(120)
+    x = 10 + 3 * np.sin(2 * np.pi * t / 24) + 0.01 * t
+    history, future = x[:96], x[96:]
+    codec = forecast_codec(history)
+    ids = encode_document(forecast_prompt(history, 24, codec) + forecast_answer(future, codec) + EOS_TOKEN)
+    start = len(encode_document(forecast_prompt(history, 24, codec) + EOS_TOKEN)) - 1 - 4 * 96
+    values = [ids[start + 4 * i: start + 4 * i + 3] for i in range(120)]
+    text = bytes(ids[start:-1]).decode()
+    assert text == codec.encode(history) + "," + codec.encode(future)
+    assert all(bytes(v).decode().isdigit() for v in values)  # value i starts 4 * i tokens after value 0
+
+
 def test_corpus_mix_is_mostly_forecasting():
     docs = generate_corpus(300, seed=0, data=None, max_tokens=512)
-    forecast = sum("\nNext " in d and " values: " in d for d in docs)
+    forecast = sum(" values continue the list. Values: " in d for d in docs)
     captions = sum("\nCaption: " in d for d in docs)
     qa = sum("\nQuestion: " in d and " Answer: " in d for d in docs)
     assert forecast + captions + qa == len(docs)
@@ -194,8 +211,8 @@ def test_preset_corpus_options_change_the_documents_only_when_set():
     assert generate_corpus(60, seed=0, data=None, mix=CorpusMix(periodic_share=0.0)) == base
     long = generate_corpus(60, seed=0, data=None, mix=CorpusMix(history=(200, 256), horizon=(16, 16),
                                                                 periodic_share=0.5))
-    forecasts = [d for d in long if "\nNext " in d]
-    assert forecasts and all("Next 16 values: " in d for d in forecasts)
+    forecasts = [d for d in long if " values continue the list. " in d]
+    assert forecasts and all("The next 16 values continue" in d for d in forecasts)
     assert all(int(d.split(" points")[0].rsplit(" ", 1)[1]) >= 140 for d in forecasts)  # 200+, or shortened to fit
     with pytest.raises(SDTError, match="history must be"):
         BackbonePreset(history=(50, 20))
@@ -238,8 +255,6 @@ def test_init_starts_from_a_committed_backbone():
 def test_init_names_a_preset_that_is_built_first_and_deepened(tiny_build, tmp_path, monkeypatch):
     """`init` naming an uncommitted preset builds that preset first (cached under SDT_HOME, the same
     bits as building it alone), records its sha256, and a deeper preset starts from its expansion."""
-    import hashlib
-
     import yaml
 
     from specdifftree import config
@@ -350,9 +365,12 @@ def test_the_packaged_backbone_is_the_default_and_records_its_build():
     assert path is not None and path.name == bb.DEFAULT_BACKBONE and ensure_default_backbone() == path
     assert sum(f.stat().st_size for f in path.iterdir()) <= 25 * 2**20
     record = json.loads((path / "sdt_backbone.json").read_text())
-    assert record["command"] == "sdt pretrain-backbone --preset default --seed 0 --out DIR"
+    seed = BackbonePreset.from_name("default").seed
+    assert record["command"] == f"sdt pretrain-backbone --preset default --seed {seed} --out DIR"
     # fields added since the build default to what the build did
-    assert BackbonePreset(**record["preset"]) == BackbonePreset.from_name("default") and record["seed"] == 0
+    assert BackbonePreset(**record["preset"]) == BackbonePreset.from_name("default") and record["seed"] == seed
+    init = bb.PACKAGED / record["preset"]["init"] / "model.safetensors"  # what it trained on from, shipped too
+    assert record["corpus"]["init_sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
     assert record["prefix"]["steps"] == bb.PREFIX_STEPS and record["cpu"] and record["torch"]
     assert record["corpus"]["real_series"] > 0  # built with shared/data present
     model, _ = load_hf_dir(path)
@@ -361,20 +379,24 @@ def test_the_packaged_backbone_is_the_default_and_records_its_build():
 
 
 @pytest.mark.slow
-def test_rebuilding_the_packaged_backbone_starts_bit_for_bit_as_recorded():
-    """`sdt pretrain-backbone --preset default` rebuilds the packaged weights: its first steps, on
-    the same data, give the recorded hashes of the token ids trained on and of the weights. Bit for
-    bit on a machine like the one that built it (same CPU model and torch); elsewhere floats may
-    differ in their last bits (test_sources.py::test_default_corpus_unchanged), so there the losses
-    of those steps must agree to 1e-4 relative."""
+@pytest.mark.parametrize("preset", ["default", "scratch4"])
+def test_rebuilding_the_packaged_backbone_starts_bit_for_bit_as_recorded(preset):
+    """`sdt pretrain-backbone --preset default` rebuilds the packaged weights (and `--preset scratch4`
+    the weights they start from): its first steps, on the same data, give the recorded hashes of the
+    token ids trained on and of the weights. Bit for bit on a machine like the one that built it
+    (same CPU model and torch); elsewhere floats may differ in their last bits
+    (test_sources.py::test_default_corpus_unchanged), so there the losses of those steps must agree
+    to 1e-4 relative."""
     import torch
 
     from specdifftree.machine import cpu_name
 
-    record = json.loads((bb.packaged_backbone() / "sdt_backbone.json").read_text())
+    path = bb.packaged_backbone() if preset == "default" else bb.PACKAGED / BackbonePreset.from_name("default").init
+    record = json.loads((path / "sdt_backbone.json").read_text())
+    assert record["preset"]["name"] == preset
     if bb.real_series(bb.data_dir()) == () or record["corpus"]["real_series"] != len(bb.real_series(bb.data_dir())):
         pytest.fail("shared/data must be present as it was for the build (see sdt_backbone.json, corpus)")
-    got = bb.prefix_record("default", seed=record["seed"])
+    got = bb.prefix_record(preset, seed=record["seed"])
     want = record["prefix"]
     if (cpu_name(), torch.__version__) == (record["cpu"], record["torch"]):
         assert got == want

@@ -21,8 +21,12 @@ def describe(x: np.ndarray, name: str = "The series") -> str:
 
 
 def forecast_prompt(history: np.ndarray, horizon: int, codec: NumberCodec) -> str:
-    """The text before the answer. The history is written with the codec so a frozen LLM can read it."""
-    return f"{describe(history)} Values: {codec.encode(history)}\nNext {horizon} values: "
+    """The text before the answer: the description, the task, then the history written with the
+    codec and its separator, so the answer continues the list (LLMTime style). With fixed-width
+    values the value k steps back is then always the same number of tokens back, across the
+    history's end too; with a line between history and answer (this format until default-v5),
+    copying yesterday's value meant one offset inside the history and another into the answer."""
+    return f"{describe(history)} The next {horizon} values continue the list. Values: {codec.encode(history)}{codec.sep}"
 
 
 def opentslm_forecast_prompt(history: np.ndarray, horizon: int, codec: NumberCodec) -> tuple[str, str]:

@@ -7,7 +7,7 @@ searches the same weights. Without the packaged copy (other presets, or an insta
 out) `ensure_default_backbone` builds it on first use and caches it under `sdt_home()`. Real users
 pass a hub id, a local transformers directory or a GGUF file instead.
 
-    path = ensure_default_backbone()        # specdifftree/assets/backbones/default-v4
+    path = ensure_default_backbone()        # specdifftree/assets/backbones/default-v5
     model, tok = load_hf_dir(path)          # plain transformers objects, eval mode, float32
 
 Tokenizer: `specdifftree.prior.tokenizer` (byte level: id == byte value for 0..255, EOS 256,
@@ -29,22 +29,22 @@ Corpus (`iter_documents`): an endless, seeded stream of ASCII documents, each en
 Every document fits in the preset's sequence length (long histories are shortened). A preset's
 corpus fields (`CorpusMix`: history and horizon ranges, the share of real windows, the share of
 synthetic windows that are repeated shapes, `periodic_series`) change the stream; at their
-defaults it is the stream default-v4 was trained on (default-v3's, but with forecasts and values
-written by the anchored codec, `data.prompts.forecast_codec`).
+defaults it is the stream default-v5-base was trained on: default-v3's mix, with forecasts and
+values written by the anchored codec (`data.prompts.forecast_codec`) and each answer continuing
+its history's list (`data.prompts.forecast_prompt`).
 
-A preset may start from a committed backbone's weights (`init: default-v3`) instead of random
+A preset may start from a committed backbone's weights (`init: default-v5-base`) instead of random
 ones: training on, reproducibly, since the committed weights are fixed and their sha256 recorded.
 A preset with more layers than its init starts from a deepened copy (`expand_layers`, block
 expansion): the same function, with room to learn more.
-The `default` preset (configs/backbone/default.yaml) does: default-v4 is default-v3 (built from
-scratch with the `BackbonePreset` defaults when forecasts were written as plain three-digit
-integers, commit 57ab2c0) trained 1,500 more steps on the anchored corpus.
+The `default` preset (configs/backbone/default.yaml) does: default-v5 is default-v5-base (the
+`scratch4` preset, the `BackbonePreset` defaults) trained 1,500 more steps on an M4-weighted mix.
 
 Training (`pretrain_backbone`): AdamW, linear warm-up then cosine decay to 10%, gradient clip
 1.0, rows packed greedily with whole documents (each row starts with a document at position 0),
 right-padded with PAD, loss on non-pad tokens. Deterministic: the corpus comes from the seed, the
 weights from torch.manual_seed(seed), and torch runs with a fixed thread count
-(`BackbonePreset.threads`, 2) because the thread count changes the order of float reductions.
+(`BackbonePreset.threads`) because the thread count changes the order of float reductions.
 Two builds with the same seed on the same machine give bit-identical safetensors; a different CPU
 or torch build may differ in the last bits. The record of a build (sdt_backbone.json) holds hashes
 of its first PREFIX_STEPS steps (`prefix_record`), which tests/test_default_backbone.py rebuilds.
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
 EOS_ID = vocab()[EOS_TOKEN]  # 256
 PAD_ID = vocab()[PAD_TOKEN]  # 257
 VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # 258
-DEFAULT_BACKBONE = "default-v4"  # bump the suffix when the preset or corpus changes
+DEFAULT_BACKBONE = "default-v5"  # bump the suffix when the preset or corpus changes
 # the default backbone as `sdt pretrain-backbone --preset default` built it, committed so that first
 # use is instant and every machine searches the same weights (its sdt_backbone.json: how it was built)
 PACKAGED = Path(__file__).resolve().parent.parent / "assets" / "backbones"
@@ -133,7 +133,7 @@ class BackbonePreset:
     threads: int = 1  # torch threads while training (fixed: reduction order depends on it; one
                       # thread keeps its speed on a busy machine, where two slowed a build 3.5x)
     minutes: float = 25.0  # rough build time on 2 cores (~5k tokens/s), for the first-use message
-    # the corpus (`CorpusMix`, whose defaults are the corpus of default-v3 and default-v4)
+    # the corpus (`CorpusMix`, whose defaults are the corpus of default-v5-base)
     captions: str = CorpusMix.captions  # caption documents: "sentence" or "hierarchical"
     real_share: float = CorpusMix.real_share  # share of series windows taken from real series (when present)
     history: tuple = CorpusMix.history  # history lengths of a document, log-uniform in [lo, hi]
