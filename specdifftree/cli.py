@@ -319,7 +319,7 @@ def amortize(buffers, prior, backbone, rewards, lam, out_dir, resume, wandb, qui
 Examples:
   sdt pretrain-backbone --out runs/backbone            # the default preset (minutes on 2 cores)
   sdt pretrain-backbone --out /tmp/bb --preset tiny    # seconds, for tests
-  sdt pretrain-backbone --out runs/g12 --preset g12 --device cuda   # a larger recipe on a GPU
+  sdt pretrain-backbone --out runs/deep8 --preset deep8 --device cuda   # a larger recipe on a GPU
 The directory loads with AutoModelForCausalLM / AutoTokenizer.from_pretrained(DIR).""")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--preset", type=click.Choice(_presets("backbone")), default="default", show_default=True,
