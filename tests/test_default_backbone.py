@@ -379,7 +379,7 @@ def test_the_packaged_backbone_is_the_default_and_records_its_build():
 
 
 # every committed build and the preset that rebuilds it: the default and the chain it starts from
-COMMITTED = {"default": None, "default-v5": "default-v5", "scratch4": "default-v5-base"}
+COMMITTED = {"default": bb.DEFAULT_BACKBONE, "default-v5": "default-v5", "scratch4": "default-v5-base"}
 
 
 @pytest.mark.slow
@@ -387,15 +387,15 @@ COMMITTED = {"default": None, "default-v5": "default-v5", "scratch4": "default-v
 def test_rebuilding_the_packaged_backbone_starts_bit_for_bit_as_recorded(preset):
     """`sdt pretrain-backbone --preset default` rebuilds the packaged weights (and `--preset
     default-v5`, `--preset scratch4` the weights they start from, in turn): its first steps, on the
-    same data, give the recorded hashes of the token ids trained on and of the weights. Bit for bit on a machine like the one that built it
-    (same CPU model and torch); elsewhere floats may differ in their last bits
-    (test_sources.py::test_default_corpus_unchanged), so there the losses of those steps must agree
-    to 1e-4 relative."""
+    same data, give the recorded hashes of the token ids trained on and of the weights. Bit for bit
+    on a machine like the one that built it (same CPU model and torch); elsewhere floats may differ
+    in their last bits (test_sources.py::test_default_corpus_unchanged), so there the losses of
+    those steps must agree to 1e-4 relative."""
     import torch
 
     from specdifftree.machine import cpu_name
 
-    path = bb.packaged_backbone() if preset == "default" else bb.PACKAGED / COMMITTED[preset]
+    path = bb.PACKAGED / COMMITTED[preset]
     record = json.loads((path / "sdt_backbone.json").read_text())
     # built as the preset is now (default-v5 was built as `--preset default`, when it was the default)
     assert BackbonePreset(**{**record["preset"], "name": preset}) == BackbonePreset.from_name(preset)
