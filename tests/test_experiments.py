@@ -409,6 +409,74 @@ def test_ray_grid_writes_the_serial_results(tiny_prior, tmp_path, capsys, monkey
     assert code == 0 and "0 cell(s) run, 8 already finished" in stdout, err
 
 
+@needs_data
+def test_a_killed_flow_training_resumes_without_searching_again(tiny_prior, tmp_path, monkeypatch, one_thread):
+    """The experiment's flow network, killed during its buffer searches and again during training:
+    the rerun searches only the contexts left and continues the training from its last commit, to
+    the same buffer and the same flow bytes as an uninterrupted run; another plan starts afresh."""
+    from specdifftree.amortize import pipeline
+    from specdifftree.amortize.buffer import read_buffer
+    from specdifftree.amortize.train import STATE
+    from specdifftree.experiments.amortization import train_experiment_flow
+    from specdifftree.experiments.config import flow_training, from_dict
+
+    grid = _grid(tiny_prior)
+    grid["flow"] = {**grid["flow"], "contexts": 3, "amortize": {**grid["flow"]["amortize"], "steps": 20, "save_every": 2}}
+    cfg = from_dict(grid)
+    ft = flow_training(cfg.flow)
+    whole = train_experiment_flow(cfg, ft, tmp_path / "whole" / "flow", log=lambda *_: None)
+
+    searched, real_search = [], pipeline._search_into
+
+    def search(*args, **kw):
+        if len(searched) == 2 and not (tmp_path / "killed").exists():
+            (tmp_path / "killed").touch()
+            raise KeyboardInterrupt  # killed during the third context's search
+        searched.append(1)
+        return real_search(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "_search_into", search)
+    flow_dir = tmp_path / "run" / "flow"
+    with pytest.raises(KeyboardInterrupt):
+        train_experiment_flow(cfg, ft, flow_dir, log=lambda *_: None)
+    assert len(read_buffer(tmp_path / "run" / "flow-buffer.safetensors")[1]) == 2
+
+    from specdifftree.amortize import train as amortize_train
+    real_commit = amortize_train.commit_loop
+
+    def commit(path, run_id, net, opt, sched, rng, loop):
+        real_commit(path, run_id, net, opt, sched, rng, loop)
+        if loop.step == 8 and not (tmp_path / "killed-training").exists():
+            (tmp_path / "killed-training").touch()
+            raise KeyboardInterrupt  # killed right after the commit of step 8
+
+    monkeypatch.setattr(amortize_train, "commit_loop", commit)
+    with pytest.raises(KeyboardInterrupt):
+        train_experiment_flow(cfg, ft, flow_dir, log=lambda *_: None)
+    assert len(searched) == 3 and (flow_dir / STATE).is_file()  # 2 + the one left; training began
+    said, restored, real_restore = [], [], amortize_train.restore_loop
+
+    def restore(*args):
+        loop = real_restore(*args)
+        restored.append(loop.step)
+        return loop
+
+    monkeypatch.setattr(amortize_train, "restore_loop", restore)
+    train_experiment_flow(cfg, ft, flow_dir, log=said.append)
+    assert len(searched) == 3 and any("resuming" in s for s in said)  # nothing searched again
+    assert restored == [8]  # the training went on from its last commit
+    assert (flow_dir / "weights.safetensors").read_bytes() == (whole / "weights.safetensors").read_bytes()
+    _, done = read_buffer(tmp_path / "run" / "flow-buffer.safetensors")
+    _, ref = read_buffer(tmp_path / "whole" / "flow-buffer.safetensors")
+    assert [r.context for r in done] == [r.context for r in ref]
+    assert all(np.array_equal(a.actions, b.actions) and np.array_equal(a.reward, b.reward) for a, b in zip(done, ref))
+
+    other = from_dict({**grid, "flow": {**grid["flow"], "contexts": 2}})  # another plan: its leftovers go
+    (flow_dir / "experiment_flow.json").unlink()
+    train_experiment_flow(other, flow_training(other.flow), flow_dir, log=lambda *_: None)
+    assert len(searched) == 5 and len(read_buffer(tmp_path / "run" / "flow-buffer.safetensors")[1]) == 2
+
+
 def test_resources_and_retries_are_checked(tmp_path, capsys):
     from specdifftree.experiments.config import from_dict
 

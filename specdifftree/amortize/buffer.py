@@ -79,7 +79,7 @@ class Record:
     visits: np.ndarray
     reward: np.ndarray
     tree_logq: np.ndarray
-    meta: dict = field(default_factory=dict)  # method, seed, iterations, forward_tokens, ...
+    meta: dict = field(default_factory=dict)  # method, seed, iterations, search (config), mean_reward, forward_tokens, ...
 
     @property
     def lengths(self) -> np.ndarray:
@@ -107,6 +107,11 @@ def context_record(context) -> dict:
     """What a buffer keeps of a Context: the history, the horizon and the metadata (not the target)."""
     series = None if context.series is None else [float(v) for v in np.asarray(context.series).ravel()]
     return {"series": series, "horizon": context.horizon, "meta": json.loads(json.dumps(context.meta, default=_plain))}
+
+
+def search_record(cfg) -> dict:
+    """The SearchConfig a record was searched with, as its JSON metadata holds it."""
+    return json.loads(json.dumps(asdict(cfg), default=_plain))
 
 
 def header_for(problem, prior: str, rewards: list[str], lam: float) -> BufferHeader:
@@ -148,7 +153,8 @@ def save_search(path: str | os.PathLike, problem, result, *, prior: str, rewards
     if result.tree is None or not get_method(result.method).soft_values:
         raise SDTError(f"--save-buffer needs a tree method with soft values ({', '.join(methods_where(soft_values=True))}), "
                        f"not '{result.method}'")
-    meta = {"method": result.method, "seed": cfg.seed, "iterations": cfg.iterations, **result.stats()}
+    meta = {"method": result.method, "seed": cfg.seed, "iterations": cfg.iterations, "search": search_record(cfg),
+            "mean_reward": sum(s.reward for s in result.samples) / max(len(result.samples), 1), **result.stats()}
     record = record_from_tree(result.tree, lam, context_record(problem.context), meta)
     append_record(path, header_for(problem, prior, rewards, lam), record)
     return record

@@ -28,27 +28,45 @@ from specdifftree.search.common import SearchConfig
 
 
 def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str], contexts: list[Context],
-                   cfg: SearchConfig, method: str = "dts", progress: bool = False) -> list[dict]:
+                   cfg: SearchConfig, method: str = "dts", progress: bool = False, resume: bool = False) -> list[dict]:
     """Search each context with `method` (dts or dts-star) and append its tree to the buffer at `path`,
     as `sdt search --save-buffer` does. Returns per-context stats and mean reward. `prior`: a spec or
     an opened prior; it is loaded once, and each context's problem has its own cost meter, so
-    `cfg.budget` counts its own work."""
+    `cfg.budget` counts its own work. `resume`: a context whose tree the buffer already holds, searched
+    with this method and config (a run killed part-way), is not searched again; each search is seeded
+    by `cfg` alone, so the buffer ends as an uninterrupted run's would."""
     from tqdm.auto import tqdm
 
+    from specdifftree.amortize.buffer import context_record, read_buffer, search_record
+
+    queries = Queries.open(prior, rewards)
+    done = {}
+    if resume and Path(path).is_file():
+        done = {_key(r.context): r for r in read_buffer(path)[1]
+                if r.meta.get("method") == method and r.meta.get("search") == search_record(cfg)}
+    rows = []
+    for context in tqdm(contexts, desc="buffer", disable=None if progress else True, leave=False):
+        record = done.get(_key(context_record(context)))
+        if record is None:
+            record = _search_into(path, queries, context, method, cfg, rewards)
+        rows.append({**{k: v for k, v in record.meta.items() if k != "search"}, "trajectories": len(record)})
+    return rows
+
+
+def _key(context: dict) -> str:
+    return json.dumps(context, sort_keys=True)
+
+
+def _search_into(path, queries: Queries, context: Context, method: str, cfg: SearchConfig, rewards: list[str]):
+    """One context's search, its tree appended to the buffer at `path`; returns the Record."""
     from specdifftree.amortize.buffer import save_search
     from specdifftree.search.registry import run_search
 
-    queries = Queries.open(prior, rewards)
-    rows = []
-    for context in tqdm(contexts, desc="buffer", disable=None if progress else True, leave=False):
-        problem = queries.problem(context)
-        result = run_search(problem, method, cfg)
-        record = save_search(path, problem, result, prior=queries.source.spec.text, rewards=rewards, lam=cfg.lam,
-                             cfg=cfg)
-        problem.prior.close()  # the shared backbone gets this tree's KV memory back
-        rows.append({**result.stats(), "trajectories": len(record),
-                     "mean_reward": sum(s.reward for s in result.samples) / max(len(result.samples), 1)})
-    return rows
+    problem = queries.problem(context)
+    result = run_search(problem, method, cfg)
+    record = save_search(path, problem, result, prior=queries.source.spec.text, rewards=rewards, lam=cfg.lam, cfg=cfg)
+    problem.prior.close()  # the shared backbone gets this tree's KV memory back
+    return record
 
 
 def train_flow(buffers: list[str | Path], prior: str | PriorSource, rewards: list[str], out_dir: str | Path,
@@ -87,7 +105,7 @@ def _train_flow(buffers, prior, rewards, out_dir: Path, lam, cfg, progress, wand
     groups: dict[str, list] = {}
     for _, _, records in read:
         for r in records:
-            groups.setdefault(json.dumps(r.context, sort_keys=True), []).append(r)
+            groups.setdefault(_key(r.context), []).append(r)
     records = list(groups.values())
     queries = Queries.open(prior, rewards, lam, placement=placement)
     lam, prior = queries.lam, queries.source.spec.text

@@ -11,7 +11,10 @@ Training contexts come from the flow-train part of `data/splits.py` (ETT: the 60
 time; M4: the first training series), never from validation or evaluation windows. The buffer searches and the flow use
 the experiment's prior, reward and lambda (`search.lam`), so the flow fits the sadt cells.
 Training is done once: DIR/flow/experiment_flow.json marks a finished flow, and a rerun reuses
-it; an unfinished one is trained again from a fresh buffer.
+it. A run killed before that loses nothing: the rerun keeps the buffer's finished searches
+(DIR/flow-buffer.safetensors, one tree per context, appended atomically) and the training's last
+commit (DIR/flow/state.safetensors), and ends with the same flow as an uninterrupted run. The
+plan they were made for (DIR/flow-plan.json) must be this run's; another plan's are deleted.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def resolve_flow(cfg: ExperimentConfig, out_dir: Path, wandb: bool = False, log=
 def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Path, wandb: bool = False, log=print) -> Path:
     """Fill a buffer with DTS trees on flow-part contexts, train the flow network on it (`sdt
     amortize`), mark it finished. Returns `flow_dir`; a finished one is reused as it is."""
+    from specdifftree.amortize.buffer import context_record
     from specdifftree.amortize.pipeline import collect_buffer, train_flow
     from specdifftree.amortize.train import AmortizeConfig
     from specdifftree.experiments.datasets import data_root, windows
@@ -60,14 +64,42 @@ def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Pat
     contexts = [w.context(specs[n]) for n in names for w in windows(specs[n], root, part="flow-train", count=ft.contexts)]
     lam = float(cfg.search.get("lam", 1.0))
     buffer = flow_dir.parent / "flow-buffer.safetensors"
-    buffer.unlink(missing_ok=True)  # a buffer left by a killed run would be appended to
+    _start_plan(flow_dir, buffer, {"training": dataclasses.asdict(ft), "lam": lam, "prior": str(cfg.prior),
+                                   "backbone": cfg.backbone, "reward": list(cfg.reward),
+                                   "contexts": _digest([context_record(c) for c in contexts])}, log)
     log(f"flow network: searching {len(contexts)} flow-train contexts ({ft.method}) for the buffer ...")
     search_cfg = SearchConfig(**{**ft.search, "lam": lam}).validate()
     prior = cfg.prior if cfg.backbone is None else open_prior(cfg.prior, cfg.backbone)  # opened once for both
-    rows = collect_buffer(buffer, prior, cfg.reward, contexts, search_cfg, method=ft.method, progress=True)
+    rows = collect_buffer(buffer, prior, cfg.reward, contexts, search_cfg, method=ft.method, progress=True,
+                          resume=True)
     log(f"flow network: training on {buffer} into {flow_dir} ...")
     summary = train_flow([buffer], prior, cfg.reward, flow_dir, lam=lam, cfg=AmortizeConfig(**ft.amortize),
-                         progress=True, wandb=wandb)
+                         progress=True, wandb=wandb, resume=True)
     write_json(flow_dir / DONE, {"training": dataclasses.asdict(ft), "lam": lam, "contexts": len(contexts),
                                  "buffer": str(buffer), "buffer_searches": rows, "summary": summary})
     return flow_dir
+
+
+def _start_plan(flow_dir: Path, buffer: Path, plan: dict, log=print) -> None:
+    """Keep a killed run's buffer and training state when they were made for `plan`; else delete them
+    (they would be appended to and resumed) and record `plan` as the one the files now follow."""
+    import json
+
+    from specdifftree.files import jsonable, write_json
+    from specdifftree.train.state import STATE
+
+    marker, plan = flow_dir.parent / "flow-plan.json", jsonable(plan)
+    if marker.is_file() and json.loads(marker.read_text()) == plan:
+        if buffer.is_file():
+            log(f"flow network: resuming a killed run's buffer {buffer} and training state")
+        return
+    buffer.unlink(missing_ok=True)
+    (flow_dir / STATE).unlink(missing_ok=True)
+    write_json(marker, plan)
+
+
+def _digest(obj) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
