@@ -44,7 +44,6 @@ def resolve_flow(cfg: ExperimentConfig, out_dir: Path, wandb: bool = False, log=
 def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Path, wandb: bool = False, log=print) -> Path:
     """Fill a buffer with DTS trees on flow-part contexts, train the flow network on it (`sdt
     amortize`), mark it finished. Returns `flow_dir`; a finished one is reused as it is."""
-    from specdifftree.amortize.buffer import context_record
     from specdifftree.amortize.pipeline import collect_buffer, train_flow
     from specdifftree.amortize.train import AmortizeConfig
     from specdifftree.experiments.datasets import data_root, windows
@@ -64,9 +63,7 @@ def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Pat
     contexts = [w.context(specs[n]) for n in names for w in windows(specs[n], root, part="flow-train", count=ft.contexts)]
     lam = float(cfg.search.get("lam", 1.0))
     buffer = flow_dir.parent / "flow-buffer.safetensors"
-    _start_plan(flow_dir, buffer, {"training": dataclasses.asdict(ft), "lam": lam, "prior": str(cfg.prior),
-                                   "backbone": cfg.backbone, "reward": list(cfg.reward),
-                                   "contexts": _digest([context_record(c) for c in contexts])}, log)
+    _start_plan(flow_dir, buffer, _plan(cfg, ft, lam, contexts), log)
     log(f"flow network: searching {len(contexts)} flow-train contexts ({ft.method}) for the buffer ...")
     search_cfg = SearchConfig(**{**ft.search, "lam": lam}).validate()
     prior = cfg.prior if cfg.backbone is None else open_prior(cfg.prior, cfg.backbone)  # opened once for both
@@ -98,8 +95,16 @@ def _start_plan(flow_dir: Path, buffer: Path, plan: dict, log=print) -> None:
     write_json(marker, plan)
 
 
-def _digest(obj) -> str:
+def _plan(cfg: ExperimentConfig, ft: FlowTraining, lam: float, contexts: list) -> dict:
+    """What the buffer and the training state are made from: options, prior (spec and weights'
+    sha256, so a prior retrained in place is another plan), reward, lambda and the contexts."""
     import hashlib
     import json
 
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+    from specdifftree.amortize.buffer import context_record
+    from specdifftree.experiments.provenance import provenance
+
+    weights = {k: v for k, v in provenance(cfg.prior).items() if k.endswith("_sha256")}
+    contexts_sha256 = hashlib.sha256(json.dumps([context_record(c) for c in contexts], sort_keys=True).encode())
+    return {"training": dataclasses.asdict(ft), "lam": lam, "prior": str(cfg.prior), "backbone": cfg.backbone,
+            "weights": weights, "reward": list(cfg.reward), "contexts_sha256": contexts_sha256.hexdigest()}
