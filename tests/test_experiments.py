@@ -464,6 +464,7 @@ def test_a_killed_flow_training_resumes_without_searching_again(tiny_prior, tmp_
     monkeypatch.setattr(amortize_train, "restore_loop", restore)
     train_experiment_flow(cfg, ft, flow_dir, log=said.append)
     assert len(searched) == 3 and any("resuming" in s for s in said)  # nothing searched again
+    assert [s.split(":")[1] for s in said if "from the buffer" in s] == [" buffer 1/3", " buffer 2/3", " buffer 3/3"]
     assert restored == [8]  # the training went on from its last commit
     assert (flow_dir / "weights.safetensors").read_bytes() == (whole / "weights.safetensors").read_bytes()
     _, done = read_buffer(tmp_path / "run" / "flow-buffer.safetensors")

@@ -28,13 +28,15 @@ from specdifftree.search.common import SearchConfig
 
 
 def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str], contexts: list[Context],
-                   cfg: SearchConfig, method: str = "dts", progress: bool = False, resume: bool = False) -> list[dict]:
+                   cfg: SearchConfig, method: str = "dts", progress: bool = False, resume: bool = False,
+                   log=None) -> list[dict]:
     """Search each context with `method` (dts or dts-star) and append its tree to the buffer at `path`,
     as `sdt search --save-buffer` does. Returns per-context stats and mean reward. `prior`: a spec or
     an opened prior; it is loaded once, and each context's problem has its own cost meter, so
     `cfg.budget` counts its own work. `resume`: a context whose tree the buffer already holds, searched
     with this method and config (a run killed part-way), is not searched again; each search is seeded
-    by `cfg` alone, so the buffer ends as an uninterrupted run's would."""
+    by `cfg` alone, so the buffer ends as an uninterrupted run's would. `log`: also a line per context
+    (where no progress bar shows, as in a Ray task's log)."""
     from tqdm.auto import tqdm
 
     from specdifftree.amortize.buffer import context_record, read_buffer, search_record
@@ -45,11 +47,16 @@ def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str
         done = {_key(r.context): r for r in read_buffer(path)[1]
                 if r.meta.get("method") == method and r.meta.get("search") == search_record(cfg)}
     rows = []
-    for context in tqdm(contexts, desc="buffer", disable=None if progress else True, leave=False):
+    for i, context in enumerate(tqdm(contexts, desc="buffer", disable=None if progress else True, leave=False)):
         record = done.get(_key(context_record(context)))
-        if record is None:
+        searched = record is None
+        if searched:
             record = _search_into(path, queries, context, method, cfg, rewards)
         rows.append({**{k: v for k, v in record.meta.items() if k != "search"}, "trajectories": len(record)})
+        if log is not None:
+            m = record.meta
+            log(f"buffer {i + 1}/{len(contexts)}: {m['forward_tokens']:,} forward tokens, mean reward "
+                f"{m['mean_reward']:.4f}, " + (f"{m['wall_s']:.0f} s" if searched else "from the buffer"))
     return rows
 
 

@@ -68,7 +68,7 @@ def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Pat
     search_cfg = SearchConfig(**{**ft.search, "lam": lam}).validate()
     prior = cfg.prior if cfg.backbone is None else open_prior(cfg.prior, cfg.backbone)  # opened once for both
     rows = collect_buffer(buffer, prior, cfg.reward, contexts, search_cfg, method=ft.method, progress=True,
-                          resume=True)
+                          resume=True, log=lambda line: log(f"flow network: {line}"))
     log(f"flow network: training on {buffer} into {flow_dir} ...")
     summary = train_flow([buffer], prior, cfg.reward, flow_dir, lam=lam, cfg=AmortizeConfig(**ft.amortize),
                          progress=True, wandb=wandb, resume=True)
