@@ -42,10 +42,10 @@ def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str
     from specdifftree.amortize.buffer import context_record, read_buffer, search_record
 
     queries = Queries.open(prior, rewards)
-    done = {}
+    done, searched_with = {}, search_record(cfg)
     if resume and Path(path).is_file():
         done = {_key(r.context): r for r in read_buffer(path)[1]
-                if r.meta.get("method") == method and r.meta.get("search") == search_record(cfg)}
+                if r.meta.get("method") == method and r.meta.get("search") == searched_with}
     rows = []
     for i, context in enumerate(tqdm(contexts, desc="buffer", disable=None if progress else True, leave=False)):
         record = done.get(_key(context_record(context)))
