@@ -472,10 +472,14 @@ def test_a_killed_flow_training_resumes_without_searching_again(tiny_prior, tmp_
     assert [r.context for r in done] == [r.context for r in ref]
     assert all(np.array_equal(a.actions, b.actions) and np.array_equal(a.reward, b.reward) for a, b in zip(done, ref))
 
-    other = from_dict({**grid, "flow": {**grid["flow"], "contexts": 2}})  # another plan: its leftovers go
-    (flow_dir / "experiment_flow.json").unlink()
-    train_experiment_flow(other, flow_training(other.flow), flow_dir, log=lambda *_: None)
+    said.clear()
+    train_experiment_flow(cfg, ft, flow_dir, log=said.append)  # finished, same plan: reused as it is
+    assert len(searched) == 3 and any("reusing" in s for s in said)
+    other = from_dict({**grid, "flow": {**grid["flow"], "contexts": 2}})  # another plan: its flow is not reused
+    said.clear()
+    train_experiment_flow(other, flow_training(other.flow), flow_dir, log=said.append)
     assert len(searched) == 5 and len(read_buffer(tmp_path / "run" / "flow-buffer.safetensors")[1]) == 2
+    assert any("another plan" in s for s in said) and not any("reusing" in s for s in said)
 
 
 def test_resources_and_retries_are_checked(tmp_path, capsys):

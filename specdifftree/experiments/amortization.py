@@ -43,7 +43,7 @@ def resolve_flow(cfg: ExperimentConfig, out_dir: Path, wandb: bool = False, log=
 
 def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Path, wandb: bool = False, log=print) -> Path:
     """Fill a buffer with DTS trees on flow-part contexts, train the flow network on it (`sdt
-    amortize`), mark it finished. Returns `flow_dir`; a finished one is reused as it is."""
+    amortize`), mark it finished. Returns `flow_dir`; a finished one made for this plan is reused."""
     from specdifftree.amortize.pipeline import collect_buffer, train_flow
     from specdifftree.amortize.train import AmortizeConfig
     from specdifftree.experiments.datasets import data_root, windows
@@ -51,9 +51,6 @@ def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Pat
     from specdifftree.problem import open_prior
     from specdifftree.search.common import SearchConfig
 
-    if (flow_dir / DONE).is_file():
-        log(f"flow network: reusing {flow_dir}")
-        return flow_dir
     names = ft.datasets or [d.name for d in cfg.datasets]
     specs = {d.name: d for d in cfg.datasets}
     unknown = [n for n in names if n not in specs]
@@ -63,7 +60,9 @@ def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Pat
     contexts = [w.context(specs[n]) for n in names for w in windows(specs[n], root, part="flow-train", count=ft.contexts)]
     lam = float(cfg.search.get("lam", 1.0))
     buffer = flow_dir.parent / "flow-buffer.safetensors"
-    _start_plan(flow_dir, buffer, _plan(cfg, ft, lam, contexts), log)
+    if not _start_plan(flow_dir, buffer, _plan(cfg, ft, lam, contexts), log):
+        log(f"flow network: reusing {flow_dir}")
+        return flow_dir
     log(f"flow network: searching {len(contexts)} flow-train contexts ({ft.method}) for the buffer ...")
     search_cfg = SearchConfig(**{**ft.search, "lam": lam}).validate()
     prior = cfg.prior if cfg.backbone is None else open_prior(cfg.prior, cfg.backbone)  # opened once for both
@@ -77,22 +76,30 @@ def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Pat
     return flow_dir
 
 
-def _start_plan(flow_dir: Path, buffer: Path, plan: dict, log=print) -> None:
-    """Keep a killed run's buffer and training state when they were made for `plan`; else delete them
-    (they would be appended to and resumed) and record `plan` as the one the files now follow."""
+def _start_plan(flow_dir: Path, buffer: Path, plan: dict, log=print) -> bool:
+    """False when DIR/flow holds a finished flow network made for `plan` (or finished before plans
+    were recorded): reuse it. Otherwise True, keeping a killed run's buffer and training state when
+    they were made for `plan`, else deleting them and any finished flow of another plan (they would
+    be appended to, resumed or reused), and recording `plan` as the one the files now follow."""
     import json
 
     from specdifftree.files import jsonable, write_json
     from specdifftree.train.state import STATE
 
     marker, plan = flow_dir.parent / "flow-plan.json", jsonable(plan)
-    if marker.is_file() and json.loads(marker.read_text()) == plan:
+    same = marker.is_file() and json.loads(marker.read_text()) == plan
+    if (flow_dir / DONE).is_file() and (same or not marker.is_file()):
+        return False
+    if same:
         if buffer.is_file():
             log(f"flow network: resuming a killed run's buffer {buffer} and training state")
-        return
-    buffer.unlink(missing_ok=True)
-    (flow_dir / STATE).unlink(missing_ok=True)
+        return True
+    if (flow_dir / DONE).is_file():
+        log(f"flow network: {flow_dir} was made for another plan (prior, reward, options or contexts); training anew")
+    for stale in (buffer, flow_dir / STATE, flow_dir / DONE):
+        stale.unlink(missing_ok=True)
     write_json(marker, plan)
+    return True
 
 
 def _plan(cfg: ExperimentConfig, ft: FlowTraining, lam: float, contexts: list) -> dict:
