@@ -475,6 +475,10 @@ def test_a_killed_flow_training_resumes_without_searching_again(tiny_prior, tmp_
     said.clear()
     train_experiment_flow(cfg, ft, flow_dir, log=said.append)  # finished, same plan: reused as it is
     assert len(searched) == 3 and any("reusing" in s for s in said)
+    (tmp_path / "alias").symlink_to(Path(grid["prior"]).resolve(), target_is_directory=True)
+    said.clear()  # the same prior weights named by another path: the same plan
+    train_experiment_flow(from_dict({**grid, "prior": str(tmp_path / "alias")}), ft, flow_dir, log=said.append)
+    assert len(searched) == 3 and any("reusing" in s for s in said)
     other = from_dict({**grid, "flow": {**grid["flow"], "contexts": 2}})  # another plan: its flow is not reused
     said.clear()
     train_experiment_flow(other, flow_training(other.flow), flow_dir, log=said.append)

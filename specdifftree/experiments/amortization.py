@@ -103,8 +103,9 @@ def _start_plan(flow_dir: Path, buffer: Path, plan: dict, log=print) -> bool:
 
 
 def _plan(cfg: ExperimentConfig, ft: FlowTraining, lam: float, contexts: list) -> dict:
-    """What the buffer and the training state are made from: options, prior (spec and weights'
-    sha256, so a prior retrained in place is another plan), reward, lambda and the contexts."""
+    """What the buffer and the training state are made from: options, prior (its weights' sha256 where
+    known, so a prior retrained in place is another plan, and the same prior named by another path is
+    not; else its spec), reward, lambda and the contexts."""
     import hashlib
     import json
 
@@ -113,5 +114,6 @@ def _plan(cfg: ExperimentConfig, ft: FlowTraining, lam: float, contexts: list) -
 
     weights = {k: v for k, v in provenance(cfg.prior).items() if k.endswith("_sha256")}
     contexts_sha256 = hashlib.sha256(json.dumps([context_record(c) for c in contexts], sort_keys=True).encode())
-    return {"training": dataclasses.asdict(ft), "lam": lam, "prior": str(cfg.prior), "backbone": cfg.backbone,
+    prior = None if weights.get("prior_sha256") else str(cfg.prior)
+    return {"training": dataclasses.asdict(ft), "lam": lam, "prior": prior, "backbone": cfg.backbone,
             "weights": weights, "reward": list(cfg.reward), "contexts_sha256": contexts_sha256.hexdigest()}
