@@ -243,7 +243,8 @@ def test_init_starts_from_a_committed_backbone():
     from specdifftree.prior.default import _train
 
     path = bb.packaged_backbone()
-    model, _ = _train(BackbonePreset(init=path.name), seed=0, steps=0, progress=False)
+    layers = json.loads((path / "config.json").read_text())["num_hidden_layers"]
+    model, _ = _train(BackbonePreset(init=path.name, num_layers=layers), seed=0, steps=0, progress=False)
     want = load_file(path / "model.safetensors")
     assert all(np.array_equal(w.numpy(), want[k].numpy()) for k, w in model.state_dict().items())
     with pytest.raises(SDTError, match="names no committed backbone .* and no backbone preset"):
@@ -379,15 +380,16 @@ def test_the_packaged_backbone_is_the_default_and_records_its_build():
 
 
 # every committed build and the preset that rebuilds it: the default and the chain it starts from
-COMMITTED = {"default": bb.DEFAULT_BACKBONE, "default-v5": "default-v5", "scratch4": "default-v5-base"}
+COMMITTED = {"default": bb.DEFAULT_BACKBONE, "default-v6": "default-v6", "default-v5": "default-v5",
+             "scratch4": "default-v5-base"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(COMMITTED))
 def test_rebuilding_the_packaged_backbone_starts_bit_for_bit_as_recorded(preset):
     """`sdt pretrain-backbone --preset default` rebuilds the packaged weights (and `--preset
-    default-v5`, `--preset scratch4` the weights they start from, in turn): its first steps, on the
-    same data, give the recorded hashes of the token ids trained on and of the weights. Bit for bit
+    default-v6`, `default-v5`, `scratch4` the weights they start from, in turn): its first steps, on
+    the same data, give the recorded hashes of the token ids trained on and of the weights. Bit for bit
     on a machine like the one that built it (same CPU model and torch); elsewhere floats may differ
     in their last bits (test_sources.py::test_default_corpus_unchanged), so there the losses of
     those steps must agree to 1e-4 relative."""
@@ -397,7 +399,7 @@ def test_rebuilding_the_packaged_backbone_starts_bit_for_bit_as_recorded(preset)
 
     path = bb.PACKAGED / COMMITTED[preset]
     record = json.loads((path / "sdt_backbone.json").read_text())
-    # built as the preset is now (default-v5 was built as `--preset default`, when it was the default)
+    # built as the preset is now (default-v5 and v6 were built as `--preset default`, when each was the default)
     assert BackbonePreset(**{**record["preset"], "name": preset}) == BackbonePreset.from_name(preset)
     if bb.real_series(bb.data_dir()) == () or record["corpus"]["real_series"] != len(bb.real_series(bb.data_dir())):
         pytest.fail("shared/data must be present as it was for the build (see sdt_backbone.json, corpus)")

@@ -7,7 +7,7 @@ searches the same weights. Without the packaged copy (other presets, or an insta
 out) `ensure_default_backbone` builds it on first use and caches it under `sdt_home()`. Real users
 pass a hub id, a local transformers directory or a GGUF file instead.
 
-    path = ensure_default_backbone()        # specdifftree/assets/backbones/default-v6
+    path = ensure_default_backbone()        # specdifftree/assets/backbones/default-v7
     model, tok = load_hf_dir(path)          # plain transformers objects, eval mode, float32
 
 Tokenizer: `specdifftree.prior.tokenizer` (byte level: id == byte value for 0..255, EOS 256,
@@ -37,10 +37,11 @@ A preset may start from a committed backbone's weights (`init: default-v5-base`)
 ones: training on, reproducibly, since the committed weights are fixed and their sha256 recorded.
 A preset with more layers than its init starts from a deepened copy (`expand_layers`, block
 expansion): the same function, with room to learn more.
-The `default` preset (configs/backbone/default.yaml) does: default-v6 is default-v5 (the
-`default-v5` preset) trained 1,500 more steps at a lower learning rate, and default-v5 is
-default-v5-base (the `scratch4` preset, the `BackbonePreset` defaults) trained 1,500 more steps on
-an M4-weighted mix. All three ship, so each rebuilds from the one before.
+The `default` preset (configs/backbone/default.yaml) does: default-v7 is default-v6 (the
+`default-v6` preset) deepened from 4 to 8 layers and trained 1,500 more steps on fresh windows;
+default-v6 is default-v5 (the `default-v5` preset) trained 1,500 more steps at a lower learning
+rate; default-v5 is default-v5-base (the `scratch4` preset, the `BackbonePreset` defaults) trained
+1,500 more steps on an M4-weighted mix. All four ship, so each rebuilds from the one before.
 
 Training (`pretrain_backbone`): AdamW, linear warm-up then cosine decay to 10%, gradient clip
 1.0, rows packed greedily with whole documents (each row starts with a document at position 0),
@@ -85,7 +86,7 @@ if TYPE_CHECKING:
 EOS_ID = vocab()[EOS_TOKEN]  # 256
 PAD_ID = vocab()[PAD_TOKEN]  # 257
 VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # 258
-DEFAULT_BACKBONE = "default-v6"  # bump the suffix when the preset or corpus changes
+DEFAULT_BACKBONE = "default-v7"  # bump the suffix when the preset or corpus changes
 # the default backbone as `sdt pretrain-backbone --preset default` built it, committed so that first
 # use is instant and every machine searches the same weights (its sdt_backbone.json: how it was built)
 PACKAGED = Path(__file__).resolve().parent.parent / "assets" / "backbones"
