@@ -523,3 +523,25 @@ def test_ray_tasks_are_retried_and_failures_reported(tmp_path):
                              done.append)
     assert sorted(done) == [0, 1] and len(failed) == 1 and failed[0][0] == 2
     assert isinstance(failed[0][1], SDTError) and "always fails" in str(failed[0][1])
+
+
+def test_reward_plot_draws_free_methods_as_lines_and_tells_twelve_methods_apart(tmp_path, monkeypatch):
+    """Reference forecasters (0 forward tokens) cannot sit on the log axis: each is a horizontal line
+    at its mean; past ten methods the colours repeat, so the marker changes."""
+    from specdifftree.experiments import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or path)
+    rows = [{"dataset": "d", "method": f"m{k}", "budget": 100, "forward_tokens": 100.0 * (k + 1), "reward": -k,
+             "reward_se": 0.1, "spec_w1": 0.01 * k, "spec_w1_se": 0.0} for k in range(12)]
+    rows.append({"dataset": "d", "method": "naive", "budget": 100, "forward_tokens": 0.0, "reward": -0.5,
+                 "reward_se": 0.0, "spec_w1": 0.03, "spec_w1_se": 0.0})
+    plots.plot_reward_vs_tokens(rows, tmp_path / "p.png")
+    reward_ax, spec_ax = figs[0].axes[:2]
+    handles, labels = reward_ax.get_legend_handles_labels()
+    naive = handles[labels.index("naive (0 tokens)")]
+    assert list(naive.get_ydata()) == [-0.5, -0.5]
+    assert [float(y) for y in spec_ax.get_lines()[-1].get_ydata()] == [0.03, 0.03]
+    styles = {(h.lines[0].get_color(), h.lines[0].get_marker()) for h, label in zip(handles, labels)
+              if label.startswith("m")}
+    assert len(styles) == 12

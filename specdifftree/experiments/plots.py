@@ -109,28 +109,35 @@ def plot_cell(record: dict, out_dir: Path) -> dict[str, Path]:
 
 def plot_reward_vs_tokens(rows: list[dict], path: Path) -> Path:
     """rows: aggregated (dataset, method, budget) rows with <metric> and <metric>_se. Reward and
-    Spec-W1 against mean forward tokens, one line per method, one column per dataset."""
+    Spec-W1 against mean forward tokens, one line per method, one column per dataset. Methods that
+    cost no forward tokens (the reference forecasters) have no place on the log axis: each is a grey
+    horizontal line at its mean. Past ten methods the colours repeat with another marker."""
     plt = _pyplot()
     datasets = sorted({r["dataset"] for r in rows})
-    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 6.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets) + 2, 6.5), squeeze=False)
     for j, ds in enumerate(datasets):
         by_method = defaultdict(list)
         for r in rows:
             if r["dataset"] == ds:
                 by_method[r["method"]].append(r)
+        searched = [m for m, rs in by_method.items() if any(r["forward_tokens"] > 0 for r in rs)]
+        free = [m for m in by_method if m not in searched]
         for i, metric in enumerate(("reward", "spec_w1")):
             ax = axes[i, j]
-            for k, (method, rs) in enumerate(by_method.items()):
-                rs = sorted(rs, key=lambda r: r["forward_tokens"])
+            for k, method in enumerate(searched):
+                rs = sorted(by_method[method], key=lambda r: r["forward_tokens"])
                 ax.errorbar([r["forward_tokens"] for r in rs], [r[metric] for r in rs],
-                            yerr=[_finite(r.get(f"{metric}_se")) for r in rs], marker="o", ms=4, capsize=2,
-                            color=f"C{k % 10}", label=method)
+                            yerr=[_finite(r.get(f"{metric}_se")) for r in rs], marker="os^D"[k // 10 % 4], ms=4,
+                            capsize=2, color=f"C{k % 10}", label=method)
+            for k, method in enumerate(free):
+                ax.axhline(float(np.mean([r[metric] for r in by_method[method]])), color="0.45", lw=1,
+                           ls=("--", ":", "-.", (0, (5, 1, 1, 1)))[k % 4], label=f"{method} (0 tokens)")
             ax.set_xscale("log")
             ax.set_xlabel("forward tokens per query", fontsize=8)
             ax.set_ylabel(metric + (" (lower is better)" if metric == "spec_w1" else ""), fontsize=8)
             ax.set_title(ds, fontsize=9)
             ax.tick_params(labelsize=7)
-        axes[0, j].legend(fontsize=7)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # clear of the data
     return _save(fig, path)
 
 
