@@ -8,10 +8,11 @@ trained first (the `flow:` section is parsed by experiments/config.py, `flow_tra
       amortize: {steps: 500}              AmortizeConfig fields (`sdt amortize`)
 
 Training contexts come from the flow-train part of `data/splits.py` (ETT: the 60-75% stretch by
-time; M4: the first training series), never from validation or evaluation windows. The buffer searches and the flow use
-the experiment's prior, reward and lambda (`search.lam`), so the flow fits the sadt cells.
-Training is done once: DIR/flow/experiment_flow.json marks a finished flow, and a rerun reuses
-it when DIR/flow-plan.json says it was made for this run's plan (else it is trained anew). A run killed before that loses nothing: the rerun keeps the buffer's finished searches
+time; M4: the first training series), never from validation or evaluation windows. The buffer
+searches and the flow use the experiment's prior, reward and lambda (`search.lam`), so the flow fits
+the sadt cells. Training is done once: DIR/flow/experiment_flow.json marks a finished flow, and a
+rerun reuses it when DIR/flow-plan.json says it was made for this run's plan (else it is trained
+anew). A run killed before that loses nothing: the rerun keeps the buffer's finished searches
 (DIR/flow-buffer.safetensors, one tree per context, appended atomically) and the training's last
 commit (DIR/flow/state.safetensors), and ends with the same flow as an uninterrupted run. The
 plan they were made for (DIR/flow-plan.json) must be this run's; another plan's are deleted.
