@@ -206,7 +206,7 @@ def test_soft_prompt_prefill_and_tree_match_full_forward(model, tokenizer):
 
 
 def test_prepend_soft_prompt_padded_batch_matches_single_rows(model):
-    from specdifftree.prior.backbones.hf import prepend_soft_prompt
+    from specdifftree.train.soft_prompt import prepend_soft_prompt
 
     torch.manual_seed(2)
     D = model.config.hidden_size

@@ -101,7 +101,7 @@ class PriorParts:
 
         series, mask: [B, L] (mask True = valid point; None = all valid) ->
         (embeds [B, P, D], patch_mask [B, P] bool), D = the backbone's embedding width. Pass both to
-        `backbones.hf.prepend_soft_prompt(model, input_ids, embeds, patch_mask, attention_mask)`.
+        `train.soft_prompt.prepend_soft_prompt(model, input_ids, embeds, patch_mask, attention_mask)`.
         """
         if self.projector is None:
             raise SDTError("this prior has no soft-prompt projector (create it with soft_prompt_dim=...)")

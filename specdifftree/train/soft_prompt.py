@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from specdifftree.data.example import Example
+from specdifftree.errors import SDTError
 from specdifftree.prior.opentslm import STD_EPS, UpstreamPrompt, text_ids
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -252,6 +253,29 @@ def sp_nll(parts: SPParts, backbone, layout: Layout, idx: list[int], answers: li
     targets_t = torch.tensor(targets, dtype=torch.long)
     nll = -torch.log_softmax(picked, -1).gather(1, targets_t[:, None])[:, 0]
     return nll, torch.tensor(rows, dtype=torch.long), picked.argmax(-1) == targets_t
+
+
+def prepend_soft_prompt(model, input_ids: torch.Tensor, soft: torch.Tensor,
+                        soft_mask: torch.Tensor | None = None,
+                        attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Keyword inputs for `model(**inputs)` with soft-prompt rows before each row's token embeddings.
+
+    input_ids [B, T]; soft [B, P, D] (from `PriorParts.soft_prompt`); soft_mask [B, P] bool
+    (False: a padded patch); attention_mask [B, T] (1: a real token). Returns inputs_embeds
+    [B, P+T, D], attention_mask [B, P+T] and position_ids [B, P+T] that skip masked entries, so a
+    padded row gets the logits it gets alone. Gradients flow into `soft`; the model may stay frozen.
+    """
+    embed = model.get_input_embeddings()
+    B, D = input_ids.shape[0], embed.weight.shape[1]
+    if soft.ndim != 3 or soft.shape[0] != B or soft.shape[2] != D:
+        raise SDTError(f"soft prompt of shape {list(soft.shape)} does not fit this backbone, which wants "
+                       f"[{B}, P, {D}]: was the projector trained for another backbone?")
+    ones = {"dtype": torch.long, "device": input_ids.device}
+    soft_mask = torch.ones(soft.shape[:2], **ones) if soft_mask is None else soft_mask.to(**ones)
+    attention_mask = torch.ones(input_ids.shape, **ones) if attention_mask is None else attention_mask.to(**ones)
+    mask = torch.cat([soft_mask, attention_mask], dim=1)
+    embeds = torch.cat([soft.to(embed.weight.dtype), embed(input_ids)], dim=1)
+    return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp_min(0)}
 
 
 def prompt_segments(parts: SPParts, backbone, layout: Layout, i: int) -> list:

@@ -1,12 +1,12 @@
 """transformers backend: any causal LM as a `Backbone`, its KV cache shaped like the search tree.
 
 Every handle owns the K/V of the positions it added (the prompt for a root handle, one token for
-an advanced one) in a `KVPool` of slots, and keeps the slot path from its root. `advance` on B
+an advanced one) in a `KVPool` of slots (`kv_pool.py`), and keeps the slot path from its root. `advance` on B
 handles runs ONE forward over the B new tokens:
 
     path slots [B, <=L] --left-pad--> idx [B, L+1] (last column: the new slots)
     attention_mask [B, 1, 1, L+1] (padding masked), position_ids [B, 1] = each row's true depth
-    per layer, inside the cache's `update`: the new K/V go into the pool, then one gather
+    per layer, inside the cache's `update` (`hf_cache.py`): the new K/V go into the pool, then one gather
     pool[idx] -> K, V [B, kv_heads, L+1, head_dim] (views of a buffer reused by every layer)
 
 so no prefix is ever run twice, and `release` returns slots to a free list (reference counts:
@@ -25,211 +25,14 @@ import inspect
 import numpy as np
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from specdifftree.errors import SDTError
 from specdifftree.prior.backbones.base import Backbone, Placement, steady_host_memory
+from specdifftree.prior.backbones.hf_cache import PoolStep, pool_cache, step_mask
+from specdifftree.prior.backbones.kv_pool import KVPool, left_padded
 from specdifftree.prior.base import Cost
 
-PAD_SLOT = 0  # a zero slot that left padding points at (masked, but finite)
 _ATTENTION_TYPES = ("full_attention", "sliding_attention")
-
-
-class KVPool:
-    """Preallocated, growable per-slot storage of keys, values and last-layer hidden states.
-
-    keys[l], values[l]: [S, kv_heads, head_dim] for layer l; hidden: [S, D]. Slot 0 is padding
-    and is never handed out. Freed slots go on a stack and are reused first.
-    """
-
-    def __init__(self, n_layers: int, kv_heads: int, head_dim: int, d_model: int,
-                 dtype: torch.dtype, device: torch.device, capacity: int = 1024):
-        kw = {"dtype": dtype, "device": device}
-        self.keys = [torch.zeros(capacity, kv_heads, head_dim, **kw) for _ in range(n_layers)]
-        self.values = [torch.zeros(capacity, kv_heads, head_dim, **kw) for _ in range(n_layers)]
-        self.hidden = torch.zeros(capacity, d_model, **kw)
-        self._free = np.arange(capacity - 1, PAD_SLOT, -1, dtype=np.int64)
-        self._n_free = capacity - 1
-        self._refresh_numpy()
-
-    @property
-    def capacity(self) -> int:
-        return self.hidden.shape[0]
-
-    @property
-    def in_use(self) -> int:
-        """Slots held by live handles (padding excluded)."""
-        return self.capacity - 1 - self._n_free
-
-    def alloc(self, n: int) -> np.ndarray:
-        """[n] free slots (int64), growing the pool if needed."""
-        while self._n_free < n:
-            self._grow()
-        self._n_free -= n
-        return self._free[self._n_free: self._n_free + n][::-1].copy()
-
-    def free(self, slots: np.ndarray) -> None:
-        self._free[self._n_free: self._n_free + len(slots)] = slots
-        self._n_free += len(slots)
-
-    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """slots [B] long; k, v [B, kv_heads, head_dim] (any strides)."""
-        self.keys[layer].index_copy_(0, slots, k)
-        self.values[layer].index_copy_(0, slots, v)
-
-    def gather(self, layer: int, idx: np.ndarray, idx_t: torch.Tensor,
-               k_out: torch.Tensor, v_out: torch.Tensor) -> None:
-        """k_out[i] = keys[layer][idx[i]] (same for values); idx [N] int64, outs [N, kv_heads, head_dim].
-
-        On CPU numpy's take (no bounds buffering) is several times faster than index_select for
-        rows of a few hundred bytes; elsewhere index_select.
-        """
-        if self._np_keys is not None:
-            np.take(self._np_keys[layer], idx, axis=0, out=_as_numpy(k_out), mode="clip")
-            np.take(self._np_values[layer], idx, axis=0, out=_as_numpy(v_out), mode="clip")
-        else:
-            torch.index_select(self.keys[layer], 0, idx_t, out=k_out)
-            torch.index_select(self.values[layer], 0, idx_t, out=v_out)
-
-    def _grow(self) -> None:
-        """Double every buffer, one at a time: each old buffer is freed as soon as its copy exists,
-        so growing costs one buffer's worth on top, not the whole pool again (measured on a 2-layer
-        Qwen3 shape: the pool at 80 -> 160 MiB made the search's peak 80 MiB higher than its end)."""
-        old = self.capacity
-        self._np_keys = self._np_values = None  # numpy views would keep the old buffers alive
-        for bufs in (self.keys, self.values):
-            for i in range(len(bufs)):
-                bufs[i] = _doubled(bufs[i])
-        self.hidden = _doubled(self.hidden)
-        free = np.empty(2 * old, dtype=np.int64)
-        free[:old] = np.arange(2 * old - 1, old - 1, -1)       # new slots at the bottom of the stack
-        free[old: old + self._n_free] = self._free[: self._n_free]
-        self._free, self._n_free = free, self._n_free + old
-        self._refresh_numpy()
-
-    def _refresh_numpy(self) -> None:
-        on_cpu = self.hidden.device.type == "cpu"
-        self._np_keys = [_as_numpy(t) for t in self.keys] if on_cpu else None
-        self._np_values = [_as_numpy(t) for t in self.values] if on_cpu else None
-
-
-def _as_numpy(t: torch.Tensor) -> np.ndarray:
-    """A numpy view of a CPU tensor's memory; bfloat16 (which numpy lacks) as its int16 bits, since
-    the pool only copies rows."""
-    return t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
-
-
-def _doubled(t: torch.Tensor) -> torch.Tensor:
-    """[S, ...] -> [2S, ...], the new rows zero."""
-    out = t.new_zeros((2 * t.shape[0], *t.shape[1:]))
-    out[: t.shape[0]] = t
-    return out
-
-
-class _Step:
-    """What one batched `advance` hands the cache layers: the gather index and a shared buffer."""
-
-    def __init__(self, pool: KVPool):
-        self.pool = pool
-        self.idx = np.zeros(0, dtype=np.int64)        # [B * (L+1)] slots, row-major
-        self.idx_t = torch.zeros(0, dtype=torch.long)
-        self.new_slots = torch.zeros(0, dtype=torch.long)  # [B]
-        self.width = 0                                # L + 1
-        self._kbuf = self._vbuf = None
-
-    def set(self, idx: np.ndarray) -> None:
-        """idx [B, L+1] int64: each row's left-padded path, its new slot in the last column."""
-        device = self.pool.hidden.device
-        self.width = idx.shape[1]
-        self.idx = idx.reshape(-1)
-        self.idx_t = torch.from_numpy(self.idx).to(device)
-        self.new_slots = torch.from_numpy(np.ascontiguousarray(idx[:, -1])).to(device)
-
-    def kv(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """k, v [B, kv_heads, 1, head_dim] of the new tokens -> all K, V [B, kv_heads, L+1, head_dim]."""
-        B, H, _, D = k.shape
-        self.pool.write(layer, self.new_slots, k[:, :, 0], v[:, :, 0])
-        n = len(self.idx)
-        if self._kbuf is None or self._kbuf.numel() < n * H * D:  # grow by half again: no realloc per step
-            self._kbuf = torch.empty(n * H * D * 3 // 2, dtype=k.dtype, device=k.device)
-            self._vbuf = torch.empty_like(self._kbuf)
-        kb, vb = self._kbuf[: n * H * D].view(n, H, D), self._vbuf[: n * H * D].view(n, H, D)
-        self.pool.gather(layer, self.idx, self.idx_t, kb, vb)
-        return (kb.view(B, self.width, H, D).transpose(1, 2), vb.view(B, self.width, H, D).transpose(1, 2))
-
-
-class _PoolLayer(DynamicLayer):
-    """Layer `layer` of the cache the model sees during `advance`: `update` appends the new K/V
-    to the pool and returns the rows' whole (left-padded) K/V, gathered from the pool."""
-
-    def __init__(self, step: _Step, layer: int):
-        super().__init__()
-        self.step, self.layer = step, layer
-        self.is_initialized = True
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        return self.step.kv(self.layer, key_states, value_states)
-
-    def get_seq_length(self) -> int:
-        return self.step.width - 1
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.step.width - 1 + query_length, 0
-
-
-def left_padded(paths: list[np.ndarray], new_slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """B slot paths (lengths <= L) and new slots [B] -> (idx [B, L+1] int64, lens [B] int64).
-
-    Row i is PAD_SLOT..., paths[i], new_slots[i]: ancestors right-aligned next to the new slot.
-    """
-    lens = np.fromiter((len(p) for p in paths), dtype=np.int64, count=len(paths))
-    L = int(lens.max())
-    idx = np.full((len(paths), L + 1), PAD_SLOT, dtype=np.int64)
-    idx[:, L] = new_slots
-    for i, p in enumerate(paths):
-        idx[i, L - len(p): L] = p
-    return idx, lens
-
-
-def step_mask(lens: torch.Tensor, width: int, dtype: torch.dtype,
-              window: int | None = None) -> torch.Tensor:
-    """Additive mask [B, 1, 1, width] for one new token per row, rows left-padded.
-
-    lens: [B] past length of each row (its new token sits at position lens[i], column width-1).
-    Column c holds position c - (width - 1 - lens[i]); negative positions are padding. With a
-    sliding `window`, only positions p with lens[i] - p < window are kept.
-    """
-    col = torch.arange(width, device=lens.device)[None, :]
-    pad = (width - 1 - lens)[:, None]
-    keep = col >= pad
-    if window is not None:
-        keep &= col > pad + lens[:, None] - window
-    mask = torch.zeros(keep.shape, dtype=dtype, device=lens.device)
-    mask.masked_fill_(~keep, torch.finfo(dtype).min)
-    return mask[:, None, None, :]
-
-
-def prepend_soft_prompt(model, input_ids: torch.Tensor, soft: torch.Tensor,
-                        soft_mask: torch.Tensor | None = None,
-                        attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Keyword inputs for `model(**inputs)` with soft-prompt rows before each row's token embeddings.
-
-    input_ids [B, T]; soft [B, P, D] (from `PriorParts.soft_prompt`); soft_mask [B, P] bool
-    (False: a padded patch); attention_mask [B, T] (1: a real token). Returns inputs_embeds
-    [B, P+T, D], attention_mask [B, P+T] and position_ids [B, P+T] that skip masked entries, so a
-    padded row gets the logits it gets alone. Gradients flow into `soft`; the model may stay frozen.
-    """
-    embed = model.get_input_embeddings()
-    B, D = input_ids.shape[0], embed.weight.shape[1]
-    if soft.ndim != 3 or soft.shape[0] != B or soft.shape[2] != D:
-        raise SDTError(f"soft prompt of shape {list(soft.shape)} does not fit this backbone, which wants "
-                       f"[{B}, P, {D}]: was the projector trained for another backbone?")
-    ones = {"dtype": torch.long, "device": input_ids.device}
-    soft_mask = torch.ones(soft.shape[:2], **ones) if soft_mask is None else soft_mask.to(**ones)
-    attention_mask = torch.ones(input_ids.shape, **ones) if attention_mask is None else attention_mask.to(**ones)
-    mask = torch.cat([soft_mask, attention_mask], dim=1)
-    embeds = torch.cat([soft.to(embed.weight.dtype), embed(input_ids)], dim=1)
-    return {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp_min(0)}
 
 
 class HFBackbone(Backbone):
@@ -258,7 +61,7 @@ class HFBackbone(Backbone):
         self.cost = Cost()
         self.pool: KVPool | None = None
         self._pool_capacity = pool_capacity
-        self._step: _Step | None = None
+        self._step: PoolStep | None = None
         self._cache: DynamicCache | None = None
         self._keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._token_strings: list[str] | None = None
@@ -340,13 +143,12 @@ class HFBackbone(Backbone):
 
         soft_prompt: [P, D] embeddings placed before the prompt's token embeddings (OpenTSLM-SP);
         the pool then holds P + T positions, so later tokens continue at position P + T."""
-        ids = torch.as_tensor(list(prompt_ids), dtype=torch.long, device=self.device)
-        if ids.numel() == 0:
+        if len(prompt_ids) == 0:
             raise SDTError("HFBackbone.start needs at least one prompt token (e.g. BOS)")
         if soft_prompt is None:
+            ids = torch.as_tensor(list(prompt_ids), dtype=torch.long, device=self.device)
             return self._prefill({"input_ids": ids[None]})
-        soft = torch.as_tensor(np.asarray(soft_prompt), dtype=self.dtype, device=self.device)
-        return self._prefill(prepend_soft_prompt(self.model, ids[None], soft[None]))
+        return self.start_segments_logits([np.asarray(soft_prompt), list(prompt_ids)])
 
     def start_segments(self, segments: list) -> tuple[int, np.ndarray]:
         """`start_segments_logits`, with the logits [V] float32 as numpy."""
@@ -368,7 +170,8 @@ class HFBackbone(Backbone):
             if arr.ndim == 2:
                 if arr.shape[1] != embed.weight.shape[1]:
                     raise SDTError(f"embedding segment of width {arr.shape[1]} does not fit this backbone "
-                                   f"(embedding width {embed.weight.shape[1]})")
+                                   f"(embedding width {embed.weight.shape[1]}): was the projector trained for "
+                                   "another backbone?")
                 parts.append(torch.as_tensor(arr, dtype=self.dtype, device=self.device))
             elif arr.size:
                 parts.append(embed(torch.as_tensor(arr.astype(np.int64).reshape(-1), device=self.device)))
@@ -412,29 +215,23 @@ class HFBackbone(Backbone):
         paths = [self._live_path(h) for h in handles.tolist()]
         new_slots = self.pool.alloc(B)
         idx, lens = left_padded(paths, new_slots)
+        self._step.set(idx)
+        lens_t = torch.from_numpy(lens).to(self.device)
         try:
-            logits = self._forward_step(tokens, idx, lens)
+            out = self.model(input_ids=torch.from_numpy(tokens).to(self.device)[:, None],
+                             attention_mask=self._masks(lens_t, idx.shape[1]), position_ids=lens_t[:, None],
+                             cache=self._cache, use_cache=True, output_hidden_states=True)
         except BaseException:
             self.pool.free(new_slots)
             raise
+        self.pool.hidden[self._step.new_slots] = out.hidden_states[-1][:, -1]  # the new slots' hidden states
         self.cost.add(B)
         kids = np.empty(B, dtype=np.int64)
         width = idx.shape[1]
         for i, h in enumerate(handles.tolist()):
             self._refs[h] += 1
             kids[i] = self._new_handle(idx[i, width - 1 - lens[i]:].astype(np.int32), h)
-        return kids, logits
-
-    def _forward_step(self, tokens: np.ndarray, idx: np.ndarray, lens: np.ndarray) -> torch.Tensor:
-        """One forward of tokens [B] at positions lens [B] over the K/V of idx [B, L+1] -> logits [B, V].
-        The new K/V (and last hidden states) land in the pool slots idx[:, -1]."""
-        self._step.set(idx)
-        lens_t = torch.from_numpy(lens).to(self.device)
-        out = self.model(input_ids=torch.from_numpy(tokens).to(self.device)[:, None],
-                         attention_mask=self._masks(lens_t, idx.shape[1]), position_ids=lens_t[:, None],
-                         cache=self._cache, use_cache=True, output_hidden_states=True)
-        self.pool.hidden[self._step.new_slots] = out.hidden_states[-1][:, -1]
-        return out.logits[:, -1].float()
+        return kids, out.logits[:, -1].float()
 
     def release(self, handles: np.ndarray) -> None:
         """Drop the caller's reference to each handle; slots go back to the pool once no live
@@ -471,9 +268,8 @@ class HFBackbone(Backbone):
         (kv_heads, head_dim), = shapes
         self.pool = KVPool(len(cache.layers), kv_heads, head_dim, hidden.shape[-1],
                            self.dtype, self.device, self._pool_capacity)
-        self._step = _Step(self.pool)
-        self._cache = DynamicCache()
-        self._cache.layers = [_PoolLayer(self._step, i) for i in range(len(cache.layers))]
+        self._step = PoolStep(self.pool)
+        self._cache = pool_cache(self._step, len(cache.layers))
 
     def _masks(self, lens: torch.Tensor, width: int) -> torch.Tensor | dict[str, torch.Tensor]:
         """One mask, or one per layer type for models mixing full and sliding-window layers."""
