@@ -1,8 +1,11 @@
 """Where things live on disk, and the one module that reads environment variables.
 
     sdt_home()          $SDT_HOME, default ~/.cache/specdifftree (backbones, installed priors, downloads)
-    default_data_dir()  $SDT_DATA_DIR, else shared/data beside the checkout, or None
-    configs_dir()       the YAML presets (`configs/` at the repository's top level)
+    data_cache_dir()    $SDT_DATA_DIR, default $SDT_HOME/data: where `sdt data download` puts datasets
+    shared_data_dir()   shared/data beside the checkout (the project's copies), or None
+    default_data_dir()  shared/data where it exists, else the download cache where it exists, or None
+    configs_dir()       the YAML presets (package data: specdifftree/configs, `configs/` in a checkout)
+    experiments_dir()   the experiment files (package data: specdifftree/experiments/suites, `experiments/`)
     wandb_env()         the W&B variables that decide online / offline
     torchrun_env()      (rank, world size, local rank) that torchrun set, (0, 1, 0) outside it
     forwarded_env()     the variables a Ray worker must see as the driver does (SDT_*, WANDB_*)
@@ -14,7 +17,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent  # the checkout in an editable install (site-packages for an installed wheel)
 
 
 def sdt_home() -> Path:
@@ -28,16 +32,38 @@ def installed_prior_dir() -> Path:
     return sdt_home() / "priors" / "default"
 
 
-def default_data_dir() -> Optional[Path]:
-    """$SDT_DATA_DIR, else shared/data next to the repository, or None when it does not exist."""
+def data_cache_dir() -> Path:
+    """$SDT_DATA_DIR, default $SDT_HOME/data: downloaded datasets, in shared/data's layout (ett/, m4/, ...)."""
     env = os.environ.get("SDT_DATA_DIR")
-    path = Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    return Path(env).expanduser() if env else sdt_home() / "data"
+
+
+def shared_data_dir() -> Optional[Path]:
+    """shared/data next to the repository (the project's own copies), or None when it does not exist."""
+    path = REPO_ROOT.parent / "shared" / "data"
     return path if path.is_dir() else None
 
 
+def data_dirs() -> list[Path]:
+    """Where datasets are looked for, in order: shared/data (where it exists), then the download cache."""
+    return [p for p in (shared_data_dir(), data_cache_dir()) if p is not None]
+
+
+def default_data_dir() -> Optional[Path]:
+    """The first of `data_dirs()` that exists, or None when neither does."""
+    return next((p for p in data_dirs() if p.is_dir()), None)
+
+
 def configs_dir() -> Path:
-    """The YAML presets: configs/{search,train,backbone}/NAME.yaml at the repository's top level."""
-    return REPO_ROOT / "configs"
+    """The YAML presets, configs/{search,train,backbone}/NAME.yaml: package data, so a wheel has them
+    (a checkout's top-level `configs/` is a link to the same folder)."""
+    return PACKAGE_DIR / "configs"
+
+
+def experiments_dir() -> Path:
+    """The experiment files (`sdt experiment run NAME.yaml`): package data, like the presets (a
+    checkout's top-level `experiments/` is a link to the same folder)."""
+    return PACKAGE_DIR / "experiments" / "suites"
 
 
 def wandb_env() -> dict[str, str]:

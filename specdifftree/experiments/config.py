@@ -139,7 +139,7 @@ REQUIRED = ("name", "prior", "reward", "budgets", "datasets", "methods")
 def load_experiment(path: str | Path, preset: Optional[str] = None, prior: Optional[str] = None) -> ExperimentConfig:
     """Read, merge the preset (and a `prior` override) into, and validate an experiment YAML file
     (SDTError on any problem)."""
-    path = Path(path)
+    path = experiment_file(path)
     raw = read_yaml(path, "experiment")
     presets = raw.pop("presets", None) or {}
     if preset is not None:
@@ -152,6 +152,19 @@ def load_experiment(path: str | Path, preset: Optional[str] = None, prior: Optio
     cfg = from_dict(raw, where=f"experiment {path}")
     cfg.preset, cfg.source = preset, str(path)
     return cfg
+
+
+def experiment_file(path: str | Path) -> Path:
+    """`path` where it exists; else a bare `NAME`, `NAME.yaml` or `experiments/NAME.yaml` names the
+    packaged experiment file (paths.experiments_dir()), so the documented commands work from any
+    directory of an installed package."""
+    from specdifftree.paths import experiments_dir
+
+    path = Path(path)
+    if path.exists() or len(path.parts) > 2 or (len(path.parts) == 2 and path.parts[0] != "experiments"):
+        return path
+    packaged = experiments_dir() / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    return packaged if packaged.is_file() else path
 
 
 def from_dict(raw: dict, where: str = "experiment") -> ExperimentConfig:
