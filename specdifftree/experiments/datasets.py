@@ -43,13 +43,14 @@ class Window:
 
 
 def data_root(root: Optional[str]) -> Path:
-    """The data directory: `root` when given, else $SDT_DATA_DIR or shared/data beside the checkout."""
+    """The data directory: `root` when given, else shared/data beside the checkout or the download cache."""
     from specdifftree.paths import default_data_dir
 
     path = Path(root).expanduser() if root else default_data_dir()
     if path is None or not path.is_dir():
-        raise SDTError(f"data directory not found ({root or 'shared/data beside the checkout'}); "
-                       "set data_root in the experiment file or SDT_DATA_DIR")
+        where = root or "shared/data beside the checkout, or the download cache"
+        raise SDTError(f"data directory not found ({where}); "
+                       "run `sdt data download all`, or set data_root in the experiment file")
     return path
 
 
@@ -64,10 +65,10 @@ def windows(spec: DatasetSpec, root: Path, part: Optional[Part] = None, count: O
 
 
 def _ett_windows(spec: DatasetSpec, root: Path, part: Part, count: int) -> list[Window]:
+    from specdifftree.data.download import data_file
     from specdifftree.data.sources import read_ett
 
-    path = Path(spec.file).expanduser()
-    full = read_ett(path if path.is_absolute() else root / path, [spec.column])[spec.column]  # [N]
+    full = read_ett(data_file(Path(spec.file).expanduser(), root), [spec.column])[spec.column]  # [N]
     lo, hi = ett_range(len(full), part)
     first, last = lo + spec.context_length, hi - spec.horizon
     if last < first:
@@ -83,11 +84,13 @@ def _m4_windows(spec: DatasetSpec, root: Path, part: Part, count: int) -> list[W
     """Eval: the first `count` held-out series, target = their official test rows. val: the last
     `count` training series, target = the end of their train row. Other parts: the first training
     series (the end of each train row), no target."""
+    from specdifftree.data.download import data_file
     from specdifftree.data.sources import read_m4
 
     evaluating = part == "eval"
-    test = root / "m4" / "Hourly-test.csv" if evaluating else None
-    series = [s for i, s in enumerate(read_m4(root / "m4" / "Hourly-train.csv", test)) if m4_is_eval(i) == evaluating]
+    test = data_file("m4/Hourly-test.csv", root) if evaluating else None
+    series = [s for i, s in enumerate(read_m4(data_file("m4/Hourly-train.csv", root), test))
+              if m4_is_eval(i) == evaluating]
     if part == "val":
         series = series[::-1]
     H, L = spec.horizon, spec.context_length
