@@ -183,11 +183,19 @@ def codec_for(context: Any) -> NumberCodec:
     return codec if codec is not None else NumberCodec()
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # priors read series as float32 (the encoder, the bias head)
+
+
 def _fittable(series) -> np.ndarray:
-    """`series` as a flat float64 array [L], or an SDTError when it is empty or not finite."""
+    """`series` as a flat float64 array [L], or an SDTError when it is empty, not finite, or holds a
+    value float32 cannot carry (checked here, before any cast overflows with a numpy warning)."""
     x = np.asarray(series, dtype=np.float64).ravel()
     if x.size == 0 or not np.all(np.isfinite(x)):
         raise SDTError("cannot fit a number codec: the series is empty or holds NaN/inf values")
+    big = np.flatnonzero(np.abs(x) > FLOAT32_MAX)
+    if len(big):
+        raise SDTError(f"the series value {x[big[0]]:g} at index {big[0]} exceeds float32 (largest "
+                       f"{FLOAT32_MAX:.4g}), in which the prior reads series: rescale the series")
     return x
 
 
