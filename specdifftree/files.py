@@ -4,7 +4,14 @@
     write_text(path, text)     the same for text
     write_json(path, obj)      JSON (NaN/inf -> null; numpy/torch scalars, Paths -> plain values)
     replace_dir(src, dst)      a finished directory put in place of an older one
-    file_sha256(path)          hex sha256 of a file's bytes, read in chunks
+    file_sha256(path)          hex sha256 of a file's bytes, read in chunks, remembered while unchanged
+    files_sha256(paths)        one sha256 for several files (sha256sum's lines of each, hashed)
+    combined_sha256(named)     one sha256 for several named sha256s, the same way
+    model_files(directory)     the weights files of a model directory (*.safetensors, else *.bin)
+
+The weights identity of every prior (`Prior.weights_sha256`) is built from these: a single file's
+identity is its plain sha256 (what `sha256sum FILE` prints), several files' the sha256 of their
+`sha256sum` lines sorted by name.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ import math
 import os
 import shutil
 import uuid
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 
 def write_atomic(path: os.PathLike | str, data: bytes) -> None:
@@ -73,10 +81,50 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+_HASHED: "OrderedDict[tuple, str]" = OrderedDict()  # (path, size, mtime_ns) -> sha256, the latest 64
+_HASHED_MAX = 64
+
+
 def file_sha256(path: os.PathLike | str) -> str:
-    """Hex sha256 of the file's bytes (read 1 MiB at a time)."""
+    """Hex sha256 of the file's bytes, read 1 MiB at a time. The digest is remembered for this
+    process while the file's path, size and modification time stay the same, so a multi-GB model
+    is hashed once however often its identity is asked for."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _HASHED:
+        _HASHED.move_to_end(key)
+        return _HASHED[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+    _HASHED[key] = h.hexdigest()
+    while len(_HASHED) > _HASHED_MAX:
+        _HASHED.popitem(last=False)
+    return _HASHED[key]
+
+
+def combined_sha256(named: Mapping[str, str]) -> str:
+    """One hex sha256 for several named digests: the sha256 of their `sha256sum`-style lines
+    ("<digest>  <name>\n"), sorted by name. One entry gives its own digest unchanged."""
+    if len(named) == 1:
+        return next(iter(named.values()))
+    lines = "".join(f"{digest}  {name}\n" for name, digest in sorted(named.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def files_sha256(paths: Iterable[os.PathLike | str]) -> str:
+    """The identity of a set of files (`combined_sha256` of each file's sha256, named by file name);
+    one file's is its own sha256, no file's is ""."""
+    paths = [Path(p) for p in paths]
+    return combined_sha256({p.name: file_sha256(p) for p in paths}) if paths else ""
+
+
+def model_files(directory: os.PathLike | str) -> list[Path]:
+    """The weights files of a model directory (a transformers save): its *.safetensors files, else its
+    *.bin files, sorted; [] when it holds neither (or is not a directory)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))

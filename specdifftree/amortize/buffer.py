@@ -1,7 +1,7 @@
 """Search buffers: what finished search trees teach a flow network (S-ADT), one record per context.
 
 A buffer is one safetensors file. Its JSON header (the safetensors metadata key "sdt_buffer")
-names the prior (spec and fingerprint), vocabulary size, EOS, reward and lambda, and lists the
+names the prior (spec and weights sha256), vocabulary size, EOS, reward and lambda, and lists the
 records; record i holds the L trajectories of one finished tree (root to each visited terminal
 leaf), padded to the longest, T steps:
 
@@ -45,10 +45,11 @@ _ARRAYS = {"actions": np.int64, "logp": np.float64, "values": np.float64, "visit
 @dataclass
 class BufferHeader:
     """What every record of a buffer must share. `prior` is the spec as given (informative);
-    `fingerprint` is what decides whether two priors are the same."""
+    `prior_weights_sha256` (`Prior.weights_sha256`) decides whether two priors are the same, and
+    the rewards are compared in `reward_spec`'s normal form."""
 
     prior: str
-    fingerprint: str
+    prior_weights_sha256: str
     vocab_size: int
     eos_id: int
     reward: list[str]
@@ -57,11 +58,14 @@ class BufferHeader:
 
     def mismatch(self, other: "BufferHeader") -> Optional[str]:
         """What differs between `other` and this header, as "what: other's vs this one's", or None."""
+        from specdifftree.rewards import reward_spec
+
         if other.vocab_size != self.vocab_size or other.eos_id != self.eos_id:
             return f"vocabulary: {other.vocab_size} tokens (EOS {other.eos_id}) vs {self.vocab_size} (EOS {self.eos_id})"
-        if other.fingerprint != self.fingerprint:
-            return f"prior: '{other.prior}' ({other.fingerprint}) vs '{self.prior}' ({self.fingerprint})"
-        if list(other.reward) != list(self.reward):
+        if other.prior_weights_sha256 != self.prior_weights_sha256:
+            return (f"prior: '{other.prior}' (weights sha256 {other.prior_weights_sha256[:16]}...) vs '{self.prior}' "
+                    f"({self.prior_weights_sha256[:16]}...)")
+        if reward_spec(other.reward) != reward_spec(self.reward):
             return f"reward: {other.reward or '(built-in)'} vs {self.reward or '(built-in)'}"
         if not np.isclose(other.lam, self.lam, rtol=1e-12, atol=0):
             return f"lambda: {other.lam} vs {self.lam}"
@@ -116,7 +120,7 @@ def search_record(cfg) -> dict:
 
 def header_for(problem, prior: str, rewards: list[str], lam: float) -> BufferHeader:
     p = problem.prior
-    return BufferHeader(prior=prior, fingerprint=p.fingerprint(), vocab_size=p.vocab_size, eos_id=p.eos_id,
+    return BufferHeader(prior=prior, prior_weights_sha256=p.weights_sha256(), vocab_size=p.vocab_size, eos_id=p.eos_id,
                         reward=list(rewards), lam=float(lam))
 
 
@@ -175,6 +179,9 @@ def read_buffer(path: str | os.PathLike) -> tuple[BufferHeader, list[Record]]:
     try:
         tensors = load(blob)
         meta = json.loads(_metadata(blob)[_META])
+        if "fingerprint" in meta["header"]:
+            raise SDTError(f"{path} names its prior by the fingerprint older versions used, not by its weights' "
+                           f"sha256; collect it again (`sdt search ... --save-buffer {path}`)")
         header = BufferHeader(**meta["header"])
         records = [Record(context=r["context"], meta=r["meta"],
                           **{k: tensors[f"r{i}.{k}"].astype(t, copy=False) for k, t in _ARRAYS.items()})

@@ -121,9 +121,9 @@ class FlowMeta:
     """What a flow network was trained for; search refuses it for anything else."""
 
     prior: str  # the --prior spec it was trained with (informative)
-    fingerprint: str  # the prior's fingerprint (decides)
+    prior_weights_sha256: str  # the prior's Prior.weights_sha256() (decides)
     vocab_size: int
-    reward: list[str]
+    reward: list[str]  # the --reward specs as given (compared as `reward_spec` normalises them)
     lam: float
     feature_dim: int
     hidden: int
@@ -146,6 +146,9 @@ def load_flow_checkpoint(directory: str | Path) -> tuple[FlowNet, FlowMeta]:
     state, config = load_checkpoint(directory)
     if config.get("kind") != KIND:
         raise SDTError(f"{directory} is not a flow checkpoint (write one with `sdt amortize --out DIR`)")
+    if "prior_weights_sha256" not in config and "fingerprint" in config:
+        raise SDTError(f"the flow in {directory} names its prior by the fingerprint older versions used, not by its "
+                       "weights' sha256; train it again with `sdt amortize`")
     try:
         meta = FlowMeta(**{k: config[k] for k in FlowMeta.__dataclass_fields__})
         net = FlowNet(meta.feature_dim, meta.vocab_size, meta.hidden)
@@ -157,26 +160,25 @@ def load_flow_checkpoint(directory: str | Path) -> tuple[FlowNet, FlowMeta]:
 
 def load_flow(directory: Optional[str], problem: Problem, lam: float, method: str = "this method") -> Flow:
     """The flow in `directory` bound to `problem`, refused (SDTError, one line) when it was trained
-    for another prior, vocabulary or lambda (`check_reward` checks the reward spec)."""
+    for another prior (weights sha256), vocabulary, reward (`problem.reward`'s spec) or lambda."""
+    from specdifftree.rewards import reward_spec
+
     if directory is None:
         raise SDTError(f"{method} needs --flow DIR, a flow network trained with `sdt amortize`")
     net, meta = load_flow_checkpoint(directory)
-    prior = problem.prior
+    prior, sha = problem.prior, problem.prior.weights_sha256()
+    trained = reward_spec(meta.reward)
+    given = getattr(problem.reward, "spec", "")  # parse_reward's; "" for a built-in problem's own reward
     why = None
     if meta.vocab_size != prior.vocab_size:
         why = f"a vocabulary of {meta.vocab_size} tokens, this prior has {prior.vocab_size}"
-    elif meta.fingerprint != prior.fingerprint():
-        why = f"another prior ('{meta.prior}', fingerprint {meta.fingerprint}; this one is {prior.fingerprint()})"
+    elif meta.prior_weights_sha256 != sha:
+        why = (f"another prior ('{meta.prior}', weights sha256 {meta.prior_weights_sha256[:16]}...; this one's is "
+               f"{sha[:16]}...)")
+    elif trained != given:
+        why = (f"the reward '{trained or '(built-in)'}', not '{given or '(built-in)'}' (pass the same --reward)")
     elif not np.isclose(meta.lam, lam, rtol=1e-12, atol=0):
         why = f"lambda {meta.lam} (this search uses {lam}; pass --lambda {meta.lam})"
     if why:
         raise SDTError(f"the flow in {directory} was trained for {why}; train one for this setting with `sdt amortize`")
     return Flow(net, problem, lam)
-
-
-def check_reward(directory: str, rewards: list[str]) -> None:
-    """SDTError unless the flow in `directory` was trained for this reward spec (the CLI's --reward)."""
-    _, meta = load_flow_checkpoint(directory)
-    if list(rewards) != list(meta.reward):
-        raise SDTError(f"the flow in {directory} was trained for the reward {meta.reward or '(built-in)'}, "
-                       f"not {list(rewards) or '(built-in)'}; pass the same --reward or train another flow")

@@ -23,7 +23,8 @@ from typing import Optional
 
 from specdifftree.errors import SDTError
 from specdifftree.data.context import Context
-from specdifftree.problem import PriorSource, Queries
+from specdifftree.prior.sources import PriorSource
+from specdifftree.problem import Queries
 from specdifftree.search.common import SearchConfig
 
 
@@ -82,7 +83,7 @@ def train_flow(buffers: list[str | Path], prior: str | PriorSource, rewards: lis
     """Train a flow network on the search buffers (what `sdt amortize` does) into `out_dir`.
 
     `lam` None: the built-in problem's lambda, else 1.0 (as in `sdt search`). Every buffer must come
-    from this prior (fingerprint), vocabulary, reward and lambda. Records of the same context are
+    from this prior (weights sha256), vocabulary, reward and lambda. Records of the same context are
     pooled; contexts are split into training and held-out validation (`cfg.val_fraction`).
     `resume`: continue from OUT/state.safetensors (after a kill), to the same checkpoint bytes.
     Under torchrun each rank computes the loss of its share of every batch (DDP); rank 0 writes.
@@ -124,7 +125,7 @@ def _train_flow(buffers, prior, rewards, out_dir: Path, lam, cfg, progress, wand
             raise SDTError(f"buffer {path} does not fit this run: different {why} (the buffer vs this run)")
     run_config = {"buffers": [str(b) for b in buffers], "prior": prior, "reward": list(rewards), "lam": lam,
                   **asdict(cfg)}
-    meta = {"prior": prior, "fingerprint": want.fingerprint, "reward": list(rewards)}
+    meta = {"prior": prior, "prior_weights_sha256": want.prior_weights_sha256, "reward": list(rewards)}
     inputs = {"buffers_sha256": [file_sha256(b) for b in buffers]}  # --resume: the same buffers
     if not dist.is_main:  # rank 0 alone writes files and W&B, and reports
         fit_flow(problems, records, lam, cfg, out_dir, meta, resume=resume, dist=dist, inputs=inputs)

@@ -88,13 +88,21 @@ class Loop:
 def fit_flow(problems: list, records: list[list], lam: float, cfg: AmortizeConfig, out_dir: str | Path, meta: dict,
              progress: bool = False, tracker=None, resume: bool = False, dist=None, inputs: dict | None = None) -> dict:
     """Train a flow network on `problems` (one per context) and their buffer `records`; save the best
-    (by validation trajectory balance) in `out_dir`. `meta`: prior, fingerprint, reward (for FlowMeta).
+    (by validation trajectory balance) in `out_dir`. `meta`: prior, prior_weights_sha256, reward (for FlowMeta).
     Every `cfg.save_every` steps the whole loop is committed to OUT/state.safetensors (one atomic
     file, train/state.py); `resume` continues from it, to the same bytes as an uninterrupted run,
     when it was written by the same run (options, prior, reward, lambda and `inputs`, e.g. the
     buffers' sha256).
     `dist` (train/distributed.py): under torchrun each rank computes the loss of its share of every
-    batch; rank 0 alone writes. Returns the summary of the run."""
+    batch; rank 0 alone writes. Returns the summary of the run. torch's global random stream is
+    seeded with `cfg.seed` for the run and is the caller's again afterwards."""
+    from specdifftree.machine import seeded
+
+    with seeded(cfg.seed):
+        return _fit_flow(problems, records, lam, cfg, out_dir, meta, progress, tracker, resume, dist, inputs)
+
+
+def _fit_flow(problems, records, lam, cfg, out_dir, meta, progress, tracker, resume, dist, inputs) -> dict:
     import torch
     from tqdm.auto import tqdm
 
@@ -106,7 +114,6 @@ def fit_flow(problems: list, records: list[list], lam: float, cfg: AmortizeConfi
     cfg.validate()
     dist = dist or Dist()
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     train_ids, val_ids, held_out = split_contexts(len(problems), cfg.val_fraction, rng)
     costs = list({id(p.prior.cost): p.prior.cost for p in problems}.values())  # contexts may share a backbone

@@ -6,6 +6,7 @@
 
     save_checkpoint(d, {"encoder": enc, "head": head}, parts_config(enc, head, backbone="default"))
     encoder, head, projector, config = build_from_checkpoint(d)
+    checkpoint_sha256({"encoder": enc, "head": head})   # that weights.safetensors' sha256, in memory
 
 Writing is atomic per file: each file is written under a temporary name in `dir`, fsynced
 and os.replace'd into place, weights first and config.json last. config.json is the commit
@@ -22,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import safetensors.torch
 import torch
@@ -63,13 +64,7 @@ def save_checkpoint(dir: str | Path, modules: dict[str, nn.Module | dict[str, to
     """Write `modules`' state dicts (a module, or a plain {key: tensor} group) and `config`
     (dataclasses allowed) to `dir`, replacing what is there."""
     dir = Path(dir)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, module in modules.items():
-        if not name or "." in name:
-            raise ValueError(f"module name {name!r} must be non-empty and contain no '.'")
-        group = module.state_dict() if isinstance(module, nn.Module) else module
-        for key, t in group.items():
-            tensors[f"{name}.{key}"] = t.detach().cpu().contiguous()
+    tensors = _flat(modules)
     blob = safetensors.torch.save(tensors)
     meta = {
         **config,
@@ -85,6 +80,35 @@ def save_checkpoint(dir: str | Path, modules: dict[str, nn.Module | dict[str, to
     write_atomic(dir / WEIGHTS, blob)
     write_atomic(dir / CONFIG, text.encode())
     return dir
+
+
+def _flat(modules: dict[str, nn.Module | dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """{"<module>.<state-dict key>": tensor on the host} of every module (what weights.safetensors holds)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        if not name or "." in name:
+            raise ValueError(f"module name {name!r} must be non-empty and contain no '.'")
+        group = module.state_dict() if isinstance(module, nn.Module) else module
+        for key, t in group.items():
+            tensors[f"{name}.{key}"] = t.detach().cpu().contiguous()
+    return tensors
+
+
+def checkpoint_sha256(modules: dict[str, nn.Module | dict[str, torch.Tensor]]) -> str:
+    """The sha256 of the weights.safetensors `save_checkpoint` writes for `modules`, computed in
+    memory: parts saved and loaded again, or never saved, have the same identity."""
+    return hashlib.sha256(safetensors.torch.save(_flat(modules))).hexdigest()
+
+
+def tensors_sha256(named: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """sha256 of every tensor's name, dtype, shape and bytes (all values), one tensor at a time: the
+    identity of a model held in memory only (no weights file to hash)."""
+    h = hashlib.sha256()
+    for name, t in named:
+        t = t.detach()
+        h.update(f"{name} {_dtype_name(t.dtype)} {list(t.shape)}\n".encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _json_default(o: Any) -> Any:
@@ -213,7 +237,7 @@ def _load_strict(module: nn.Module, sd: dict[str, torch.Tensor], name: str, w_pa
 
 # --------------------------------------------------------------------------- train-prior run directories
 
-RUN_MANIFEST = "train_prior.json"  # written by `sdt train-prior` (train/trainer.py); names the final checkpoint
+RUN_MANIFEST = "train_prior.json"  # written by `sdt train-prior` (train/curriculum.py); names the final checkpoint
 
 
 def read_run_manifest(run_dir: str | Path) -> Optional[dict]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from specdifftree.errors import SDTError
+from specdifftree.files import file_sha256
 from specdifftree.prior.base import Cost, Prior
 
 ROW_TOL = 1e-6
@@ -40,6 +41,7 @@ class MarkovPrior(Prior):
             self.log_initial = np.log(np.asarray(initial, dtype=np.float64))
             self.log_transition = np.log(np.asarray(transition, dtype=np.float64))
         self.cost = Cost()
+        self.path: Path | None = None  # the JSON file it was read from (`from_json`), if any
 
     def start(self) -> tuple[int, np.ndarray]:
         self.cost.add(1)
@@ -67,10 +69,12 @@ class MarkovPrior(Prior):
             out[i, -1] = len(p) / L
         return out
 
-    def fingerprint(self) -> str:
-        """The chain itself (vocabulary, EOS, length limit, probabilities), whatever its name or file."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+    def weights_sha256(self) -> str:
+        """The sha256 of the JSON file the chain was read from; for a chain built in memory (a built-in
+        problem), of its canonical JSON (`to_dict`, keys sorted)."""
+        if self.path is not None:
+            return file_sha256(self.path)
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
     # ---------------------------------------------------------------- loading
 
@@ -108,7 +112,9 @@ class MarkovPrior(Prior):
             spec = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SDTError(f"markov prior {path}: not valid JSON ({e})") from None
-        return cls.from_dict(spec, name=str(path))
+        prior = cls.from_dict(spec, name=str(path))
+        prior.path = path
+        return prior
 
     def to_dict(self) -> dict:
         return {

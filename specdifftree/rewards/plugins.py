@@ -10,12 +10,12 @@ Grammar (whitespace around tokens is ignored):
 
 Several specs (a repeated `--reward`) are summed as if joined by "+". Every term is called as
 `fn(text, context) -> float`; the sum is a `CompositeReward`, or the term itself when there is
-one term of weight 1.
+one term of weight 1. Either way the reward carries its normalised spec as `reward.spec`
+(`reward_spec`: "spectral+0.5*format"), which flow networks and search buffers are checked against.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from specdifftree.errors import SDTError
+from specdifftree.errors import SDTError, unknown_name
 from specdifftree.data.context import Context
 from specdifftree.rewards.base import RewardFn
 from specdifftree.rewards.format import BoundsReward, FormatReward, LengthReward, SmoothnessReward
@@ -71,6 +71,7 @@ class CompositeReward:
     """sum_i w_i * r_i(text, context) over `terms` [(w_i, r_i)]."""
 
     terms: list[tuple[float, RewardFn]]
+    spec: str = ""  # the normalised spec it was parsed from (`reward_spec`)
 
     @property
     def name(self) -> str:
@@ -85,23 +86,36 @@ class CompositeReward:
 
 
 def parse_reward(specs: list[str] | str) -> RewardFn:
-    """One reward from one or several specs (grammar in the module docstring); SDTError if malformed."""
+    """One reward from one or several specs (grammar in the module docstring), carrying its normalised
+    spec as `.spec`; SDTError if malformed."""
     specs = [specs] if isinstance(specs, str) else list(specs)
     if not specs or any(not spec.strip() for spec in specs):
         raise SDTError("empty reward spec: give --reward NAME, e.g. --reward spectral")
-    terms = [_term(term, spec) for spec in specs for term in _PLUS.split(spec)]
-    if len(terms) == 1 and terms[0][0] == 1.0:
-        return terms[0][1]
-    return CompositeReward(terms)
+    terms = [(w, _resolve(name)) for w, name in _terms(specs)]
+    reward = terms[0][1] if len(terms) == 1 and terms[0][0] == 1.0 else CompositeReward(terms)
+    reward.spec = reward_spec(specs)
+    return reward
 
 
-def _term(term: str, spec: str) -> tuple[float, RewardFn]:
-    """'[WEIGHT*]NAME' -> (weight, reward)."""
-    weight_text, star, name = term.strip().rpartition("*")
-    name = name.strip()
-    if not name:
-        raise SDTError(f"empty term in reward spec '{spec}': expected [WEIGHT*]NAME, e.g. 'spectral + 0.5*format'")
-    return (_weight(weight_text, spec) if star else 1.0), _resolve(name)
+def reward_spec(specs: list[str] | str) -> str:
+    """Reward specs in one normal form: terms joined by "+", a weight other than 1 as "W*", no
+    spaces; ["spectral + 0.5*format"] and ["spectral", "0.5 * format"] both give "spectral+0.5*format",
+    no spec gives "" (a built-in problem's own reward). Nothing is imported; SDTError if malformed."""
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    return "+".join(name if w == 1.0 else f"{repr(w).removesuffix('.0')}*{name}" for w, name in _terms(specs))
+
+
+def _terms(specs: list[str]) -> list[tuple[float, str]]:
+    """Every '[WEIGHT*]NAME' term of the specs -> (weight, name)."""
+    out = []
+    for spec in specs:
+        for term in _PLUS.split(spec):
+            weight_text, star, name = term.strip().rpartition("*")
+            name = name.strip()
+            if not name:
+                raise SDTError(f"empty term in reward spec '{spec}': expected [WEIGHT*]NAME, e.g. 'spectral + 0.5*format'")
+            out.append(((_weight(weight_text, spec) if star else 1.0), name))
+    return out
 
 
 def _weight(text: str, spec: str) -> float:
@@ -119,9 +133,7 @@ def _resolve(name: str) -> RewardFn:
         return REWARDS[name]()
     target, colon, fn = name.rpartition(":")
     if not colon or not target or not fn:
-        hint = difflib.get_close_matches(name, REWARDS, n=1)
-        did = f" Did you mean '{hint[0]}'?" if hint else ""
-        raise SDTError(f"unknown reward '{name}'.{did} Known: {', '.join(REWARDS)}, or path/to/file.py:fn, or module:fn")
+        raise unknown_name("reward", name, REWARDS, f"{', '.join(REWARDS)}, or path/to/file.py:fn, or module:fn")
     module = _load_file(target) if target.endswith(".py") else _load_module(target)
     if not hasattr(module, fn):
         raise SDTError(f"reward plugin '{name}': no function '{fn}' in {target}")
