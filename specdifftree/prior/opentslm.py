@@ -10,25 +10,20 @@ An upstream checkpoint is one `torch.save` dict (StanfordBDHG/OpenTSLM, `model_c
 from stage 3 on `lora_state` (peft keys `base_model.model.<module>.lora_{A,B}.<adapter>.weight`)
 with `lora_config` (a dict of peft `LoraConfig` objects), plus optimizer and scheduler states.
 
-Safe loading: the file is a pickle. It is read with `torch.load(weights_only=True)`, whose
-unpickler admits tensors and plain containers only; for the peft config it is given, for this one
-call, stand-ins for the few peft classes a LoraConfig pickles (`STAND_INS`): the config is
-rebuilt as a `PickledRecord` whose fields are plain data, and its enums as their string values.
-Nothing from the file is ever called. Any other global is refused with an SDTError naming it.
+Safe loading: the file is a pickle, read without running any code from it (`upstream_pickle.py`).
 
-The prompt is built as upstream does: segments [pre_prompt, text_1, series_1, ..., text_n,
-series_n, post_prompt], each text tokenized with the tokenizer's default special tokens (Llama:
-a BOS per segment), each series z-normalised (unbiased std, + 1e-8), right-padded with zeros to
-a multiple of the patch (padded patches are attended, as upstream), encoded and projected. The
-whole sequence is prefilled once (`Backbone.start_segments`), so the patches sit in the KV cache
+The prompt is built as upstream does (`opentslm_prompt.py`): segments [pre_prompt, text_1,
+series_1, ..., text_n, series_n, post_prompt, answer prefix], each text tokenized with the
+tokenizer's default special tokens (Llama: a BOS per segment), the series z-normalised, padded
+with zeros to the longest (a multiple of the patch; padded patches are attended, as upstream),
+encoded as one batch and projected, and the answer's BOS after the post-prompt. The
+whole sequence is prefilled once (`Backbone.start`), so the patches sit in the KV cache
 that every search branch shares, and `forward_tokens` counts them once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import pickle
 import re
 import weakref
 from dataclasses import dataclass, field
@@ -38,85 +33,14 @@ from typing import Optional
 import numpy as np
 
 from specdifftree.errors import SDTError
+from specdifftree.prior.opentslm_prompt import (SERIES_TEXT, STD_EPS, UpstreamPrompt, answer_prefix,  # noqa: F401
+                                                 normalized, padded_series, text_ids)
+from specdifftree.prior.upstream_pickle import plain, read_upstream
 
 UPSTREAM_FILE = "model_checkpoint.pt"
-SERIES_TEXT = "This is the time series, it has mean {mean:.4f} and std {std:.4f}."  # OpenTSLM's TSQA wording
-STD_EPS = 1e-8  # upstream divides by std + 1e-8
 LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")
 # the hub model name prefix -> its base LLM (upstream's `load_pretrained` convention)
 BASE_LLMS = {"llama-3.2-1b": "meta-llama/Llama-3.2-1B", "llama-3.2-3b": "meta-llama/Llama-3.2-3B"}
-
-
-# ------------------------------------------------------------------------------------ safe unpickling
-
-
-class PickledRecord:
-    """A pickled peft config object, read as plain data: `fields` holds its attributes; none of its
-    methods exist here, so loading it runs nothing."""
-
-    def __setstate__(self, state) -> None:
-        if not isinstance(state, dict):
-            raise pickle.UnpicklingError(f"a pickled config's state is a {type(state).__name__}, not a dict")
-        self.__dict__["fields"] = dict(state)
-
-
-def _enum_value(value):
-    """A pickled enum member (class called with its value) read as the value itself."""
-    return value
-
-
-# The only globals admitted beyond torch's weights-only set: what a peft LoraConfig pickles.
-STAND_INS = {
-    "peft.tuners.lora.config.LoraConfig": PickledRecord,
-    "peft.tuners.lora.config.LoraRuntimeConfig": PickledRecord,
-    "peft.tuners.lora.config.LoftQConfig": PickledRecord,
-    "peft.utils.peft_types.PeftType": _enum_value,
-    "peft.utils.peft_types.TaskType": _enum_value,
-    "__builtin__.set": set,  # sets under pickle protocol 2 (torch.save's default)
-    "builtins.set": set,
-}
-
-
-def read_upstream(path: str | Path) -> dict:
-    """The checkpoint dict of an upstream `.pt` file, loaded without running any code from it."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise SDTError(f"OpenTSLM checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals([(obj, name) for name, obj in STAND_INS.items()]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise SDTError(_refusal(path, str(e))) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise SDTError(f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0][:200]})") from None
-    if not isinstance(ckpt, dict):
-        raise SDTError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
-    return ckpt
-
-
-def _refusal(path: Path, message: str) -> str:
-    """One line naming the global the pickle asked for, or saying the file is not a checkpoint."""
-    found = re.search(r"GLOBAL ([\w.]+)", message)
-    if found is None:
-        detail = message.split("WeightsUnpickler error:")[-1].strip().splitlines()
-        return f"{path}: not a readable torch checkpoint ({(detail[0] if detail else 'unpickling failed')[:200]})"
-    return (f"{path}: refused to load: the pickle needs the class {found.group(1)}, which an OpenTSLM checkpoint "
-            f"never holds (only tensors, plain containers and a peft LoraConfig are read)")
-
-
-def plain(obj):
-    """A loaded value as plain data: PickledRecords become dicts, sets sorted lists."""
-    if isinstance(obj, PickledRecord):
-        return {k: plain(v) for k, v in obj.fields.items()}
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        return sorted(plain(v) for v in obj)
-    return obj
 
 
 # ------------------------------------------------------------------------------------ weights
@@ -189,23 +113,27 @@ class OpenTSLMWeights:
         + `config.json` (plus `extra` keys); `--prior DIR` and `--prior opentslm:DIR` load it."""
         from specdifftree.prior.checkpoint import parts_config, save_checkpoint
 
-        lora = {f"{p}.{n}": t for p, (a, b) in self.lora.items() for n, t in (("A", a), ("B", b))}
-        modules = {"encoder": self.encoder, "projector": self.projector} | ({"lora": lora} if lora else {})
         config = {**parts_config(self.encoder, None, self.projector, backbone=backbone_ref, vocab_size=vocab_size),
                   "opentslm": {"lora_scale": self.lora_scale, "lora_config": self.lora_config,
                                "source": self.source, "layout": "opentslm-sp"}, **(extra or {})}
-        return save_checkpoint(directory, modules, config)
+        return save_checkpoint(directory, self.modules(), config)
 
-    def fingerprint(self) -> str:
-        """A hash of every weight (encoder, projector, LoRA) and the LoRA scale."""
-        h = hashlib.sha256(repr(self.lora_scale).encode())
-        named = [(f"encoder.{k}", t) for k, t in self.encoder.state_dict().items()]
-        named += [(f"projector.{k}", t) for k, t in self.projector.state_dict().items()]
-        named += [(f"lora.{p}.{n}", t) for p, ab in sorted(self.lora.items()) for n, t in zip("AB", ab)]
-        for key, t in named:
-            h.update(key.encode())
-            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+    def modules(self) -> dict:
+        """What `save` writes: {"encoder", "projector", and "lora": {"<module>.A" / ".B": tensor}}."""
+        lora = {f"{p}.{n}": t for p, (a, b) in self.lora.items() for n, t in (("A", a), ("B", b))}
+        return {"encoder": self.encoder, "projector": self.projector} | ({"lora": lora} if lora else {})
+
+    def weights_sha256(self) -> str:
+        """The sha256 of the weights.safetensors `save` writes (encoder, projector, LoRA factors),
+        computed in memory, so an upstream checkpoint and its conversion have one identity; with
+        LoRA factors, combined with the LoRA scale (which lives in the config, not the weights)."""
+        from specdifftree.files import combined_sha256
+        from specdifftree.prior.checkpoint import checkpoint_sha256
+
+        sha = checkpoint_sha256(self.modules())
+        if not self.lora:
+            return sha
+        return combined_sha256({"weights.safetensors": sha, "lora_scale": repr(self.lora_scale)})
 
 
 def _upstream_encoder(sd: dict, source: str):
@@ -297,7 +225,7 @@ def _lora_factors(state: dict, adapter: str, source: str) -> dict:
 # ------------------------------------------------------------------------------------ backbone
 
 
-_MERGED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # backbone -> weights fingerprint merged in
+_MERGED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # backbone -> weights_sha256 of the LoRA merged in
 
 
 def attach(weights: OpenTSLMWeights, backbone):
@@ -306,7 +234,7 @@ def attach(weights: OpenTSLMWeights, backbone):
     import torch
 
     model = getattr(backbone, "model", None)
-    if model is None or not hasattr(backbone, "start_segments"):
+    if not hasattr(model, "get_input_embeddings"):  # llama.cpp's model is a C handle
         raise SDTError("an OpenTSLM-SP prior needs a transformers backbone: --backbone hf:LLM_DIR")
     width = model.get_input_embeddings().weight.shape[1]
     if weights.projector.hidden != width:
@@ -314,7 +242,7 @@ def attach(weights: OpenTSLMWeights, backbone):
                        f"backbone's are {width}-wide: is --backbone the base LLM this checkpoint was trained on?")
     done = _MERGED.get(backbone)
     if done is not None:
-        if done != weights.fingerprint():
+        if done != weights.weights_sha256():
             raise SDTError("this backbone already carries another OpenTSLM checkpoint's LoRA; open it afresh")
         return backbone
     with torch.no_grad():
@@ -328,7 +256,7 @@ def attach(weights: OpenTSLMWeights, backbone):
                                f"weight {list(linear.weight.shape)}")
             delta = (b.double() @ a.double()) * weights.lora_scale
             linear.weight.add_(delta.to(linear.weight.dtype))
-    _MERGED[backbone] = weights.fingerprint()
+    _MERGED[backbone] = weights.weights_sha256()
     return backbone
 
 
@@ -344,61 +272,27 @@ def default_backbone_ref(source: str) -> str:
 # ------------------------------------------------------------------------------------ prompt and prior
 
 
-@dataclass
-class UpstreamPrompt:
-    """pre_prompt, (text, raw series) per series, post_prompt: OpenTSLM-SP's input, before the answer."""
-
-    pre_prompt: str
-    series: list[tuple[str, np.ndarray]]
-    post_prompt: str
-
-    @classmethod
-    def one_series(cls, pre_prompt: str, series: np.ndarray, post_prompt: str) -> "UpstreamPrompt":
-        """One series, described as upstream's TSQA does (mean and unbiased std, 4 decimals)."""
-        x = np.asarray(series, dtype=np.float64)
-        return cls(pre_prompt, [(SERIES_TEXT.format(mean=x.mean(), std=_std(x)), x)], post_prompt)
-
-    def text(self) -> str:
-        """The prompt as text, each series shown as <series:N points> (for records)."""
-        body = [f"{t} <series:{len(x)} points>" for t, x in self.series]
-        return "\n".join([self.pre_prompt, *body, self.post_prompt])
-
-
-def _std(x: np.ndarray) -> float:
-    return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
-
-
-def upstream_normalize(x: np.ndarray, patch: int) -> np.ndarray:
-    """z = (x - mean) / (unbiased std + 1e-8), right-padded with zeros to a multiple of `patch`. [L] -> [L']"""
-    x = np.asarray(x, dtype=np.float32)
-    z = (x - x.mean()) / (np.float32(_std(x)) + np.float32(STD_EPS))
-    return np.pad(z, (0, -len(z) % patch))
-
-
-def series_embeddings(encoder, projector, series: np.ndarray):
-    """Projected patch embeddings of one raw series, as upstream computes them.  [L] -> [ceil(L/patch), H]"""
-    import torch
-
-    z = upstream_normalize(series, encoder.config.patch)
-    h, _ = encoder(torch.as_tensor(z)[None])  # every patch valid: upstream attends zero padding too
-    return projector(h)[0]
-
-
-def text_ids(backbone, text: str) -> list[int]:
-    """A text segment's ids with the tokenizer's default special tokens (Llama: BOS first), as upstream."""
-    return list(backbone.tokenizer(text)["input_ids"])
+def series_embeddings(encoder, projector, series: list):
+    """Projected patch embeddings of a prompt's series, as upstream computes them: all padded to the
+    longest (a multiple of the patch) and encoded as one batch, every patch valid (upstream attends
+    the zero padding too).  [n series] -> [n, L* / patch, H]"""
+    h, _ = encoder(padded_series(series, encoder.config.patch))
+    return projector(h)
 
 
 def segments(encoder, projector, backbone, prompt: UpstreamPrompt) -> list:
-    """[ids(pre), ids(text_1), emb(series_1), ..., ids(post)]: each text with the tokenizer's default
-    special tokens (a BOS each with Llama), each series as [P, H] float32 embeddings."""
+    """[ids(pre), ids(text_1), emb(series_1), ..., ids(post), answer prefix]: each text with the
+    tokenizer's default special tokens (a BOS each with Llama), each series as [P*, H] float32
+    embeddings, then the special tokens upstream's loss puts before the answer (BOS)."""
     import torch
 
     out = [text_ids(backbone, prompt.pre_prompt)]
     with torch.inference_mode():
-        for text, x in prompt.series:
-            out += [text_ids(backbone, text), series_embeddings(encoder, projector, x).float().numpy()]
-    return out + [text_ids(backbone, prompt.post_prompt)]
+        emb = series_embeddings(encoder, projector, prompt.raw_series()).float().numpy() if prompt.series else []
+    for (text, _), e in zip(prompt.series, emb):
+        out += [text_ids(backbone, text), e]
+    prefix = answer_prefix(backbone)
+    return out + [text_ids(backbone, prompt.post_prompt)] + ([prefix] if prefix else [])
 
 
 def opentslm_prior(weights: OpenTSLMWeights, backbone, prompt: UpstreamPrompt, max_len: int,
@@ -411,10 +305,10 @@ def opentslm_prior(weights: OpenTSLMWeights, backbone, prompt: UpstreamPrompt, m
 
     attach(weights, backbone)
     with torch.inference_mode():  # the encoded first series, for flow networks (S-ADT)
-        z = upstream_normalize(prompt.series[0][1], weights.encoder.config.patch) if prompt.series else None
-        feats = None if z is None else pool(*weights.encoder(torch.as_tensor(z)[None]))[0].float().numpy()
+        z = padded_series(prompt.raw_series()[:1], weights.encoder.config.patch) if prompt.series else None
+        feats = None if z is None else pool(*weights.encoder(z))[0].float().numpy()
     return TSLMPrior(backbone, prompt.text(), max_len, bias=None, name=name, grammar=grammar,
-                     series_features=feats, parts_id=weights.fingerprint(),
+                     series_features=feats, parts_id=weights.weights_sha256(),
                      segments=segments(weights.encoder, weights.projector, backbone, prompt))
 
 

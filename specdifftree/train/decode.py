@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from specdifftree.prior.backbones.base import Backbone
+from specdifftree.prior.backbones.base import Backbone, on_host
 
 
 @dataclass
@@ -61,6 +61,12 @@ def _chunks(n: int, size: int):
         yield list(range(lo, min(n, lo + size)))
 
 
+def _start(bb: Backbone, segments) -> tuple[int, np.ndarray]:
+    """`bb.start` with the logits [V] on the host: decoding here works on numpy rows."""
+    handle, logits = bb.start(segments)
+    return handle, on_host(logits)
+
+
 def _follow(bb: Backbone, handles: np.ndarray, first: np.ndarray, paths: list[list[int]],
             keep_last: bool = False) -> tuple[list[list[np.ndarray]], np.ndarray]:
     """Advance row r from handles[r] along the tokens paths[r], one batched `advance` per step.
@@ -75,6 +81,7 @@ def _follow(bb: Backbone, handles: np.ndarray, first: np.ndarray, paths: list[li
     for t in range(max((len(p) for p in paths), default=0)):
         live = [r for r in range(len(paths)) if len(paths[r]) > t]
         kids, logits = bb.advance(handles[live], np.array([paths[r][t] for r in live], dtype=np.int64))
+        logits = on_host(logits)
         bb.release(handles[live][made[live]])
         handles[live], made[live] = kids, True
         for r, lg in zip(live, logits):
@@ -95,7 +102,7 @@ def branch_logits(bb: Backbone, prompt_ids: list[list[int]], stems: list[list[in
     """
     out: list[list[np.ndarray]] = []
     for idx in _chunks(len(prompt_ids), batch):
-        starts = [bb.start(prompt_ids[i]) for i in idx]
+        starts = [_start(bb, prompt_ids[i]) for i in idx]
         roots = np.array([h for h, _ in starts], dtype=np.int64)
         stem_rows, ends = _follow(bb, roots, np.stack([lg for _, lg in starts]), [stems[i] for i in idx],
                                   keep_last=True)
@@ -126,12 +133,12 @@ def greedy(bb: Backbone, prompt_ids: list[list[int]], bias: np.ndarray, max_new:
 
     bias: [n, V] float32. grammars: per prompt a `ForecastGrammar` (or None). Rows stop at EOS
     (not included in the returned ids) or after max_new tokens. segments: per prompt, token and
-    embedding segments prefilled in place of prompt_ids (`Backbone.start_segments`, soft prompts).
+    embedding segments prefilled in place of prompt_ids (`Backbone.start`, soft prompts).
     """
     grammars = grammars or [None] * len(prompt_ids)
     out: list[list[int]] = []
     for idx in _chunks(len(prompt_ids), batch):
-        starts = [bb.start(prompt_ids[i]) if segments is None else bb.start_segments(segments[i]) for i in idx]
+        starts = [_start(bb, prompt_ids[i] if segments is None else segments[i]) for i in idx]
         handles = np.array([h for h, _ in starts], dtype=np.int64)
         logits = np.stack([lg for _, lg in starts])
         gram = [grammars[i] for i in idx]
@@ -153,7 +160,8 @@ def greedy(bb: Backbone, prompt_ids: list[list[int]], bias: np.ndarray, max_new:
                         going.append(k)
             if not going:
                 break
-            kids, logits[going] = bb.advance(handles[going], np.array([ids[k][-1] for k in going], dtype=np.int64))
+            kids, step = bb.advance(handles[going], np.array([ids[k][-1] for k in going], dtype=np.int64))
+            logits[going] = on_host(step)
             bb.release(handles[going])
             handles[going] = kids
             live = going

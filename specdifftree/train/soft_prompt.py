@@ -34,7 +34,8 @@ import torch.nn as nn
 
 from specdifftree.data.example import Example
 from specdifftree.errors import SDTError
-from specdifftree.prior.opentslm import STD_EPS, UpstreamPrompt, text_ids
+from specdifftree.machine import seeded
+from specdifftree.prior.opentslm_prompt import UpstreamPrompt, answer_prefix, padded_series, series_stats, text_ids
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LORA_R, LORA_ALPHA = 16, 32
@@ -104,12 +105,10 @@ class SPParts:
         from specdifftree.prior.encoder import TransformerCNNEncoder
         from specdifftree.prior.heads import SoftPromptProjector
 
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
         width = backbone.model.get_input_embeddings().weight.shape[1]
-        parts = cls(TransformerCNNEncoder(encoder_config).eval(),
-                    SoftPromptProjector(encoder_config.width, width, depth=1).eval(), backbone_ref)
-        torch.random.set_rng_state(gen_state)
+        with seeded(seed):
+            parts = cls(TransformerCNNEncoder(encoder_config).eval(),
+                        SoftPromptProjector(encoder_config.width, width, depth=1).eval(), backbone_ref)
         return parts
 
     @classmethod
@@ -127,10 +126,8 @@ class SPParts:
     def add_lora(self, backbone, seed: int) -> None:
         """Fresh adapters on the backbone's LLM (seeded), unless it has them already."""
         if self.lora is None:
-            gen_state = torch.random.get_rng_state()
-            torch.manual_seed(seed)
-            self.lora = LoRA(backbone.model).attach(backbone.model)
-            torch.random.set_rng_state(gen_state)
+            with seeded(seed):
+                self.lora = LoRA(backbone.model).attach(backbone.model)
 
     def release(self) -> None:
         """Take the adapters' hooks off the backbone (the next stage attaches its own)."""
@@ -161,8 +158,8 @@ class SPParts:
 
 
 def series_text(name: str, x: np.ndarray) -> str:
-    x = np.asarray(x, dtype=np.float64)
-    return f"{name}, it has mean {x.mean():.4f} and std {np.std(x, ddof=1) if len(x) > 1 else 0.0:.4f}."
+    mean, std = series_stats(x)  # float32, as upstream
+    return f"{name}, it has mean {mean:.4f} and std {std:.4f}."
 
 
 def upstream_prompt(ex: Example) -> UpstreamPrompt:
@@ -179,7 +176,8 @@ def upstream_prompt(ex: Example) -> UpstreamPrompt:
 
 @dataclass
 class Layout:
-    """A split's text segments, tokenized once: per example, ids of [pre, text_1, ..., text_n, post]."""
+    """A split's text segments, tokenized once: per example, ids of [pre, text_1, ..., text_n, post +
+    answer prefix] (the answer prefix: the BOS upstream's loss puts before every answer)."""
 
     prompts: list[UpstreamPrompt]
     text_ids: list[list[list[int]]]
@@ -189,29 +187,25 @@ class Layout:
         prompts = [upstream_prompt(ex) for ex in examples]
         ids = [[text_ids(backbone, t) for t in (p.pre_prompt, *(s for s, _ in p.series), p.post_prompt)]
                for p in prompts]
-        return cls(prompts, ids)
+        prefix = answer_prefix(backbone)
+        return cls(prompts, [[*seg[:-1], seg[-1] + prefix] for seg in ids])
 
 
 def _patches(parts: SPParts, prompts: list[UpstreamPrompt]) -> list[torch.Tensor]:
-    """Projected patches of every series of the prompts, in order, each [ceil(L/patch), D]: one
-    encoder call over the batch, each series masked to its own zero-padded length (as alone)."""
+    """Projected patches of every series of the prompts, in order: each prompt's series padded to
+    its longest (a multiple of the patch) as upstream lays out a sample, so series of one prompt
+    share a patch count; one encoder call per patch count."""
     patch = parts.encoder.config.patch
-    zs = []
-    for p in prompts:
-        for _, x in p.series:
-            x = np.asarray(x, dtype=np.float32)
-            std = np.float32(np.std(x, ddof=1) if len(x) > 1 else 0.0)
-            zs.append((x - x.mean()) / (std + np.float32(STD_EPS)))
-    n_patch = [math.ceil(len(z) / patch) for z in zs]
-    L = max(n_patch) * patch
-    x = torch.zeros(len(zs), L)
-    mask = torch.zeros(len(zs), L, dtype=torch.bool)
-    for i, (z, n) in enumerate(zip(zs, n_patch)):
-        x[i, : len(z)] = torch.from_numpy(z)
-        mask[i, : n * patch] = True  # the zero padding to a whole patch counts as data, as upstream
-    h, _ = parts.encoder(x, mask)
-    proj = parts.projector(h)
-    return [proj[i, :n] for i, n in enumerate(n_patch)]
+    zs = [padded_series(p.raw_series(), patch) for p in prompts if p.series]
+    out: dict[tuple[int, int], torch.Tensor] = {}
+    for length in sorted({z.shape[1] for z in zs}):
+        group = [(k, z) for k, z in enumerate(zs) if z.shape[1] == length]
+        h, _ = parts.encoder(torch.cat([z for _, z in group]))
+        proj = iter(parts.projector(h))
+        for k, z in group:
+            for j in range(len(z)):
+                out[k, j] = next(proj)
+    return [out[k, j] for k, z in enumerate(zs) for j in range(len(z))]
 
 
 def sp_nll(parts: SPParts, backbone, layout: Layout, idx: list[int], answers: list[list[int]],
@@ -279,7 +273,7 @@ def prepend_soft_prompt(model, input_ids: torch.Tensor, soft: torch.Tensor,
 
 
 def prompt_segments(parts: SPParts, backbone, layout: Layout, i: int) -> list:
-    """Example i's prefill segments for decoding (`Backbone.start_segments`)."""
+    """Example i's prefill segments for decoding (`Backbone.start`)."""
     from specdifftree.prior.opentslm import segments
 
     return segments(parts.encoder, parts.projector, backbone, layout.prompts[i])
@@ -289,8 +283,9 @@ def prompt_segments(parts: SPParts, backbone, layout: Layout, i: int) -> list:
 
 
 class SPVariant:
-    """What `train/trainer.py` asks of a variant, for the soft prompt (see the module docstring).
-    `run`: the trainer's Run (backbone, backbone_ref, cfg, seed)."""
+    """What the stage loop (train/stage.py) asks of a variant, for the soft prompt (see the module
+    docstring); train/bias.py's `BiasVariant` is its counterpart. `run`: the stage loop's Run
+    (backbone, backbone_ref, cfg, seed)."""
 
     def __init__(self, run):
         self.run = run

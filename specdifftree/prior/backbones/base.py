@@ -2,11 +2,12 @@
 with prefixes addressed by integer handles so that branching never recomputes a prefix.
 
     handle, logits = bb.start(prompt_ids)          # prefill the prompt once: logits [V]
-    handle, logits = bb.start(ids, soft_prompt)    # [P, D] embeddings before the ids (transformers only)
-    handle, logits = bb.start_segments([ids, emb, ids2])  # ids and [P, D] embeddings interleaved (transformers)
+    handle, logits = bb.start([ids, emb, ids2])    # ids and [P, D] embeddings interleaved (transformers)
     kids, logits = bb.advance(handles, tokens)     # one new position per row: [B] -> [B], [B, V]
     bb.release(handles)                            # the caller will not advance these again
 
+Logits are float32 and stay where the model keeps them: a torch tensor on the model's device for
+transformers, numpy for llama.cpp (whose logits are host memory); `on_host` gives numpy either way.
 A handle may be advanced many times (that is how a tree branches). Backends count their work
 on `bb.cost` (forward_tokens = positions actually run through the model, model_calls = forward
 invocations), including any recomputation they are forced into (e.g. after evicting a prefix).
@@ -106,12 +107,35 @@ def steady_host_memory(threshold: int = 1 << 20) -> bool:
         return False
 
 
+def as_segments(segments) -> list:
+    """A `start` argument as a list of segments: token ids [T] -> [ids]; a list of segments as it is
+    (each a list of ids or an array: 1-D ids, 2-D [P, D] embeddings)."""
+    if isinstance(segments, np.ndarray):
+        return [segments]
+    segments = list(segments)
+    if segments and isinstance(segments[0], (int, np.integer)):
+        return [segments]
+    return segments
+
+
+def is_embedding(segment) -> bool:
+    """Whether a segment holds [P, D] embeddings (else it is token ids)."""
+    return np.ndim(segment) == 2
+
+
+def on_host(logits) -> np.ndarray:
+    """Logits where a backbone keeps them -> numpy on the host (numpy as it is, a torch tensor copied)."""
+    return logits if isinstance(logits, np.ndarray) else logits.cpu().numpy()
+
+
 class Backbone(ABC):
-    """vocab_size: width of the logits; eos_id: end-of-sequence id; cost: running Cost."""
+    """vocab_size: width of the logits; eos_id: end-of-sequence id; cost: running Cost;
+    max_positions: the positions the model was trained on (None: no known limit)."""
 
     vocab_size: int
     eos_id: int
     cost: Cost
+    max_positions: int | None = None
 
     @abstractmethod
     def tokenize(self, text: str) -> list[int]:
@@ -126,31 +150,17 @@ class Backbone(ABC):
         """A printable string per id, len == vocab_size (for trees and tables)."""
 
     @abstractmethod
-    def start(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None) -> tuple[int, np.ndarray]:
-        """Prefill the prompt. Returns (handle, logits [V] float32) for the first new token.
+    def start(self, segments) -> tuple:
+        """Prefill a prompt once. Returns (handle, logits [V] float32 for the first new token).
 
-        soft_prompt: [P, D] embeddings to place before the prompt's tokens; backends that take
-        token ids only raise SDTError."""
-
-    def start_segments(self, segments: list) -> tuple[int, np.ndarray]:
-        """Prefill token-id segments ([T_i] lists) and embedding segments ([P_i, D] arrays) in one
-        sequence, in order (OpenTSLM-SP's interleaved layout). Token-only backends raise SDTError."""
-        raise SDTError(f"{type(self).__name__} takes token ids only; an interleaved soft prompt needs a "
-                       "transformers backbone (hf:DIR)")
+        segments: token ids [T] (a list of ints or a 1-D integer array), or a list of segments
+        prefilled in order, each token ids [T_i] or embeddings [P_i, D] (OpenTSLM-SP's layout:
+        text, series patches, text, ...; see `as_segments`). Backends that take token ids only
+        raise SDTError on an embedding segment."""
 
     @abstractmethod
-    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32)."""
-
-    def start_logits(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None):
-        """`start` with the logits [V] float32 where the model keeps them: here the host (numpy);
-        a torch backbone returns a tensor on its device. Host logits stay numpy: small torch ops
-        on the host cost more than the work (thread start-up, and on busy cores thread waits)."""
-        return self.start(prompt_ids, soft_prompt)
-
-    def advance_logits(self, handles: np.ndarray, tokens: np.ndarray):
-        """`advance` with the logits [B, V] float32 where the model keeps them (see `start_logits`)."""
-        return self.advance(handles, tokens)
+    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple:
+        """handles [B], tokens [B] -> (new handles [B] int64, logits [B, V] float32), in one forward."""
 
     def release(self, handles: np.ndarray) -> None:
         """Free the memory of prefixes that will not be advanced again (optional)."""
@@ -164,3 +174,8 @@ class Backbone(ABC):
     def hidden(self, handles: np.ndarray) -> np.ndarray:
         """Last-layer hidden state at each prefix, [B, D] (for flow networks; optional)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose hidden states")
+
+    def weights_sha256(self) -> str:
+        """The sha256 of the model's weights files (`files.files_sha256`): what priors on this
+        backbone are identified by (`Prior.weights_sha256`)."""
+        raise SDTError(f"{type(self).__name__} does not name its weights (weights_sha256)")

@@ -27,7 +27,7 @@ import torch
 from transformers import DynamicCache
 
 from specdifftree.errors import SDTError
-from specdifftree.prior.backbones.base import Backbone, Placement, steady_host_memory
+from specdifftree.prior.backbones.base import Backbone, Placement, as_segments, is_embedding, steady_host_memory
 from specdifftree.prior.backbones.hf_cache import PoolStep, pool_cache, step_mask
 from specdifftree.prior.backbones.kv_pool import KVPool, left_padded
 from specdifftree.prior.base import Cost
@@ -58,7 +58,9 @@ class HFBackbone(Backbone):
         out = model.get_output_embeddings()
         self.vocab_size = int(out.weight.shape[0]) if out is not None else int(self.config.vocab_size)
         self.eos_id = self._eos_id()
+        self.max_positions = getattr(self.config, "max_position_embeddings", None)
         self.cost = Cost()
+        self._weights_sha256: str | None = None  # of the tensors, for a model without weights files
         self.pool: KVPool | None = None
         self._pool_capacity = pool_capacity
         self._step: PoolStep | None = None
@@ -136,38 +138,25 @@ class HFBackbone(Backbone):
     # ------------------------------------------------------------- handles
 
     @torch.inference_mode()
-    def start_logits(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None) -> tuple[int, torch.Tensor]:
-        """Prefill the prompt once ([T] ids, T >= 1) with a plain DynamicCache, then move its K/V
-        into fresh pool slots owned by the new root handle. Returns (handle, logits [V] float32 on
-        the model's device).
+    def start(self, segments) -> tuple[int, torch.Tensor]:
+        """Prefill once with a plain DynamicCache, then move its K/V into fresh pool slots owned by
+        the new root handle. Returns (handle, logits [V] float32 on the model's device).
 
-        soft_prompt: [P, D] embeddings placed before the prompt's token embeddings (OpenTSLM-SP);
-        the pool then holds P + T positions, so later tokens continue at position P + T."""
-        if len(prompt_ids) == 0:
-            raise SDTError("HFBackbone.start needs at least one prompt token (e.g. BOS)")
-        if soft_prompt is None:
-            ids = torch.as_tensor(list(prompt_ids), dtype=torch.long, device=self.device)
-            return self._prefill({"input_ids": ids[None]})
-        return self.start_segments_logits([np.asarray(soft_prompt), list(prompt_ids)])
-
-    def start_segments(self, segments: list) -> tuple[int, np.ndarray]:
-        """`start_segments_logits`, with the logits [V] float32 as numpy."""
-        handle, logits = self.start_segments_logits(segments)
-        return handle, logits.cpu().numpy()
-
-    @torch.inference_mode()
-    def start_segments_logits(self, segments: list) -> tuple[int, torch.Tensor]:
-        """Prefill token segments and embedding segments interleaved in one sequence (OpenTSLM-SP's
-        layout: text, series patches, text, ...), once. Returns (handle, logits [V] float32 on the
-        model's device).
-
-        segments: each a list of token ids [T_i] or a float array of embeddings [P_i, D]; the
-        handle's prefix holds sum(T_i) + sum(P_i) positions, counted once on `cost`."""
+        segments: token ids [T], or token-id segments [T_i] and embedding segments [P_i, D]
+        interleaved (OpenTSLM-SP: text, series patches, text, ...; a soft prompt before the
+        prompt is [emb, ids]). The handle's prefix holds sum(T_i) + sum(P_i) positions, counted
+        once on `cost`, so later tokens continue at that position."""
+        segments = as_segments(segments)
+        if not any(is_embedding(seg) for seg in segments):
+            ids = [int(t) for seg in segments for t in np.asarray(seg).reshape(-1)]
+            if not ids:
+                raise SDTError("HFBackbone.start needs at least one prompt token (e.g. BOS)")
+            return self._prefill({"input_ids": torch.as_tensor(ids, dtype=torch.long, device=self.device)[None]})
         embed = self.model.get_input_embeddings()
         parts = []
         for seg in segments:
             arr = np.asarray(seg)
-            if arr.ndim == 2:
+            if is_embedding(arr):
                 if arr.shape[1] != embed.weight.shape[1]:
                     raise SDTError(f"embedding segment of width {arr.shape[1]} does not fit this backbone "
                                    f"(embedding width {embed.weight.shape[1]}): was the projector trained for "
@@ -175,11 +164,9 @@ class HFBackbone(Backbone):
                 parts.append(torch.as_tensor(arr, dtype=self.dtype, device=self.device))
             elif arr.size:
                 parts.append(embed(torch.as_tensor(arr.astype(np.int64).reshape(-1), device=self.device)))
-        if not parts:
-            raise SDTError("HFBackbone.start_segments needs at least one position")
         return self._prefill({"inputs_embeds": torch.cat(parts)[None]})
 
-    def _prefill(self, inputs: dict) -> tuple[int, np.ndarray]:
+    def _prefill(self, inputs: dict) -> tuple[int, torch.Tensor]:
         cache = DynamicCache()
         kw = {"logits_to_keep": 1} if self._keep_last else {}
         out = self.model(**inputs, cache=cache, use_cache=True, output_hidden_states=True, **kw)
@@ -194,19 +181,10 @@ class HFBackbone(Backbone):
         handle = self._new_handle(slots.astype(np.int32), -1)
         return handle, out.logits[0, -1].float()
 
-    def start(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None) -> tuple[int, np.ndarray]:
-        """Prefill the prompt once (see `start_logits`). Returns (handle, logits [V] float32 numpy)."""
-        handle, logits = self.start_logits(prompt_ids, soft_prompt)
-        return handle, logits.cpu().numpy()
-
-    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32 numpy). One forward call."""
-        kids, logits = self.advance_logits(handles, tokens)
-        return kids, logits.cpu().numpy()
-
     @torch.inference_mode()
-    def advance_logits(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-        """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32 on the model's device)."""
+    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32 on the model's device),
+        in one forward."""
         handles = np.asarray(handles, dtype=np.int64).reshape(-1)
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
         B = len(handles)
@@ -246,6 +224,21 @@ class HFBackbone(Backbone):
         """Last-layer hidden state at each handle's last position, [B, D] float32."""
         last = [int(self._live_path(h)[-1]) for h in np.asarray(handles, dtype=np.int64).reshape(-1).tolist()]
         return self.pool.hidden[torch.tensor(last, dtype=torch.long, device=self.device)].float().cpu().numpy()
+
+    def weights_sha256(self) -> str:
+        """The sha256 of the weights files of the directory the model was loaded from (*.safetensors,
+        else *.bin); for a model with no such directory (built in memory, a hub id), of its tensors,
+        every value, computed once."""
+        from specdifftree.files import files_sha256, model_files
+
+        files = model_files(getattr(self.model, "name_or_path", "") or "")
+        if files:
+            return files_sha256(files)
+        if self._weights_sha256 is None:
+            from specdifftree.prior.checkpoint import tensors_sha256
+
+            self._weights_sha256 = tensors_sha256(self.model.state_dict().items())
+        return self._weights_sha256
 
     def host_kv_bytes(self) -> int:
         """Bytes of the slot pool (keys, values and last hidden state per slot) when it is on the host."""

@@ -28,8 +28,6 @@ other work.
 
 from __future__ import annotations
 
-import ctypes
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from specdifftree.errors import SDTError
-from specdifftree.prior.backbones.base import Backbone, steady_host_memory
+from specdifftree.prior.backbones.base import Backbone, as_segments, is_embedding, steady_host_memory
+from specdifftree.prior.backbones.llamacpp_api import Vocabulary, default_threads, llama, load_model, new_context
 from specdifftree.prior.base import Cost
 
-_SILENT_LOG = None  # the no-op log callback; kept referenced so ctypes never frees it
-SMALL_MODEL_PARAMS = 100_000_000  # below this, llama.cpp runs on one thread by default
 SOFT_PROMPT_NEEDS_HF = ("this prior has a soft-prompt projector, which needs a transformers backbone "
                         "(default or hf:DIR); llama.cpp takes token ids only")
 
@@ -58,20 +55,6 @@ class _Node:
     n_kids: int = 0
 
 
-def _llama():
-    """The llama_cpp module, with llama.cpp's own logging silenced."""
-    global _SILENT_LOG
-    try:
-        import llama_cpp
-    except ImportError as e:
-        raise SDTError("the llama.cpp backbone needs llama-cpp-python: pip install llama-cpp-python") from e
-    if _SILENT_LOG is None:
-        _SILENT_LOG = llama_cpp.llama_log_callback(lambda level, text, user: None)
-        llama_cpp.llama_log_set(_SILENT_LOG, ctypes.c_void_p(0))
-        llama_cpp.llama_backend_init()
-    return llama_cpp
-
-
 class LlamaCppBackbone(Backbone):
     """Backbone on a GGUF file. n_seq_max: live prefixes at once (<= llama_max_parallel_sequences);
     n_ctx: KV cells shared by all of them; n_threads: None = 1 for small models, else up to 4;
@@ -82,7 +65,7 @@ class LlamaCppBackbone(Backbone):
     def __init__(self, gguf_path: str | Path, n_seq_max: int = 64, n_ctx: int = 4096, n_batch: int = 512,
                  n_threads: int | None = None, kv_type: str = "f32", n_gpu_layers: int = 0,
                  cell_budget: int | None = None):
-        self.lib = lib = _llama()
+        self.lib = lib = llama()
         steady_host_memory()  # [B, V] logits are host buffers here
         path = Path(gguf_path)
         if not path.is_file():
@@ -92,17 +75,19 @@ class LlamaCppBackbone(Backbone):
         if kv_type not in ("f32", "f16"):
             raise SDTError(f"kv_type must be 'f32' or 'f16', got '{kv_type}'")
         self.path, self.n_seq_max, self.n_batch = path, n_seq_max, n_batch
-        params = lib.llama_model_default_params()
-        params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 2**31 - 1
-        self.model = lib.llama_model_load_from_file(str(path).encode(), params)
-        if not self.model:
-            raise SDTError(f"llama.cpp cannot load {path}: not a GGUF model it supports")
-        self.ctx = self._new_context(n_ctx, n_threads or self._default_threads(), kv_type)
+        self.model = load_model(lib, path, n_gpu_layers)
+        try:
+            self.ctx = new_context(lib, self.model, n_ctx, n_batch, n_seq_max,
+                                   n_threads or default_threads(lib, self.model), kv_type)
+        except SDTError:
+            lib.llama_model_free(self.model)
+            self.model = None
+            raise SDTError(f"llama.cpp cannot create a context for {path} (n_ctx {n_ctx}, n_seq_max {n_seq_max})") from None
         self.mem = lib.llama_get_memory(self.ctx)
         self.n_ctx = lib.llama_n_ctx(self.ctx)
-        self.vocab = lib.llama_model_get_vocab(self.model)
-        self.vocab_size = lib.llama_vocab_n_tokens(self.vocab)
-        self.eos_id = lib.llama_vocab_eos(self.vocab)
+        self.max_positions = int(lib.llama_model_n_ctx_train(self.model)) or None  # the GGUF's trained context
+        self.vocab = Vocabulary(lib, self.model)
+        self.vocab_size, self.eos_id = self.vocab.size, self.vocab.eos_id
         self.batch = lib.llama_batch_init(n_batch, 0, 1)
         self.cost = Cost()
         self._nodes: dict[int, _Node] = {}
@@ -113,71 +98,28 @@ class LlamaCppBackbone(Backbone):
         self.cell_budget = self.n_ctx // 8 if cell_budget is None else int(cell_budget)
         self._next = 0
 
-    def _default_threads(self) -> int:
-        """1 for small models, else up to 4 cores. ggml synchronises its threads after every op: a
-        small model's ops are too short to share, and when another process holds a core every op
-        waits for the descheduled thread (measured: 8-row steps of the default backbone take
-        ~1 ms on 1 thread, ~0.7 s on 2 threads with one of the 2 cores busy)."""
-        small = self.lib.llama_model_n_params(self.model) < SMALL_MODEL_PARAMS
-        return 1 if small else min(4, os.cpu_count() or 1)
-
-    def _new_context(self, n_ctx: int, n_threads: int, kv_type: str):
-        lib = self.lib
-        p = lib.llama_context_default_params()
-        p.n_ctx, p.n_batch, p.n_ubatch, p.n_seq_max = n_ctx, self.n_batch, self.n_batch, self.n_seq_max
-        p.n_threads = p.n_threads_batch = n_threads
-        p.kv_unified = True
-        p.type_k = p.type_v = lib.GGML_TYPE_F32 if kv_type == "f32" else lib.GGML_TYPE_F16
-        p.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        ctx = lib.llama_init_from_model(self.model, p)
-        if not ctx:
-            lib.llama_model_free(self.model)
-            self.model = None
-            raise SDTError(f"llama.cpp cannot create a context for {self.path} (n_ctx {n_ctx}, n_seq_max {self.n_seq_max})")
-        return ctx
+    # --- text ---------------------------------------------------------------------------------
 
     # --- text ---------------------------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
-        """Ids of `text` with the GGUF vocabulary (no BOS/EOS added; special-token text parsed, as HF does)."""
-        raw = text.encode("utf-8")
-        cap = len(raw) + 8
-        buf = (self.lib.llama_token * cap)()
-        n = self.lib.llama_tokenize(self.vocab, raw, len(raw), buf, cap, False, True)
-        if n < 0:
-            raise SDTError(f"llama.cpp failed to tokenize {text[:40]!r}")
-        return list(buf[:n])
-
-    def _piece(self, token: int, special: bool) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = self.lib.llama_token_to_piece(self.vocab, int(token), buf, 64, 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self.lib.llama_token_to_piece(self.vocab, int(token), buf, -n, 0, special)
-        return buf.raw[:n]
+        return self.vocab.tokenize(text)
 
     def detokenize(self, ids: list[int]) -> str:
-        """Text of ids; special tokens render as nothing, bad UTF-8 as U+FFFD."""
-        return b"".join(self._piece(t, False) for t in ids).decode("utf-8", errors="replace")
+        return self.vocab.detokenize(ids)
 
     def token_strings(self) -> list[str]:
-        """Per id: its text, special tokens by name, a lone non-UTF-8 byte as '<0xAB>'."""
-        out = []
-        for t in range(self.vocab_size):
-            raw = self._piece(t, True)
-            try:
-                out.append(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                out.append("".join(f"<0x{b:02X}>" for b in raw))
-        return out
+        return self.vocab.token_strings()
 
     # --- prefixes -----------------------------------------------------------------------------
 
-    def start(self, prompt_ids: list[int], soft_prompt: np.ndarray | None = None) -> tuple[int, np.ndarray]:
-        """Prefill the prompt on a fresh sequence id. Returns (handle, logits [V] float32)."""
-        if soft_prompt is not None:
+    def start(self, segments) -> tuple[int, np.ndarray]:
+        """Prefill token ids (or token-id segments, in order) on a fresh sequence id. Returns
+        (handle, logits [V] float32 numpy). Embedding segments raise SDTError: llama.cpp takes ids only."""
+        segments = as_segments(segments)
+        if any(is_embedding(seg) for seg in segments):
             raise SDTError(SOFT_PROMPT_NEEDS_HF)
-        prompt = tuple(int(t) for t in prompt_ids)
+        prompt = tuple(int(t) for seg in segments for t in np.asarray(seg).reshape(-1))
         if not prompt:
             raise SDTError("the llama.cpp backbone needs a non-empty prompt")
         h = self._add_node(-1, prompt, len(prompt))
@@ -186,7 +128,7 @@ class LlamaCppBackbone(Backbone):
         return h, self._decode(rows, {h})[0]
 
     def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32).
+        """handles [B], tokens [B] -> (new handles [B], logits [B, V] float32 numpy).
 
         Rows go through llama_decode in chunks of at most n_seq_max - 1 (every new prefix needs its
         own sequence id while it is decoded), normally one chunk."""
@@ -438,6 +380,12 @@ class LlamaCppBackbone(Backbone):
         """The logits of the last decode's n outputs, in batch order: one copy, [n, V] float32."""
         ptr = self.lib.llama_get_logits(self.ctx)
         return np.ctypeslib.as_array(ptr, shape=(n, self.vocab_size)).astype(np.float32, copy=True)
+
+    def weights_sha256(self) -> str:
+        """The sha256 of the GGUF file."""
+        from specdifftree.files import file_sha256
+
+        return file_sha256(self.path)
 
     def live_handles(self) -> int:
         """How many handles hold a sequence id now (<= n_seq_max)."""
