@@ -67,9 +67,9 @@ def export_gguf(hf_dir: str | Path, out_path: str | Path, dtype: str = "f32") ->
 def default_gguf(dtype: str = "f32") -> Path:
     """The embedded default backbone as GGUF, exported once into sdt_home()/backbones."""
     from specdifftree.paths import sdt_home
-    from specdifftree.prior.default import ensure_default_backbone
+    from specdifftree.prior.default import default_backbone
 
-    src = ensure_default_backbone()
+    src = default_backbone()
     out = sdt_home() / "backbones" / f"{src.name}-{dtype}.gguf"
     out.parent.mkdir(parents=True, exist_ok=True)
     return out if out.is_file() else export_gguf(src, out, dtype)
@@ -78,8 +78,8 @@ def default_gguf(dtype: str = "f32") -> Path:
 def _import_gguf():
     try:
         import gguf
-    except ImportError as e:
-        raise SDTError("GGUF export needs the 'gguf' package: pip install gguf") from e
+    except ImportError:
+        raise SDTError("GGUF export needs the 'gguf' package, which is not installed: pip install 'specdifftree[gguf]'") from None
     return gguf
 
 

@@ -7,9 +7,12 @@ special tokens. This is exactly a GPT-2 style BPE with an empty merge list, whic
 
 from __future__ import annotations
 
-EOS_TOKEN = "<|endoftext|>"
+from specdifftree.data.corpus import EOS_TOKEN  # the text that ends each pretraining document
+
 PAD_TOKEN = "<|pad|>"
 SPECIAL_TOKENS = [EOS_TOKEN, PAD_TOKEN]
+EOS_ID, PAD_ID = 256, 257  # the special tokens follow the 256 byte tokens
+VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)  # 258
 
 
 def bytes_to_unicode() -> dict[int, str]:

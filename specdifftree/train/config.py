@@ -7,6 +7,9 @@ configs/train/ (`TrainConfig.from_name`):
     full      more data and epochs
 
 The same config trains every stage (each stage restarts the optimizer and its warm-up).
+
+`BackbonePreset` is the embedded default backbone's architecture and pretraining recipe
+(`sdt pretrain-backbone --preset NAME`, `train/backbone.py`); its presets are configs/backbone/*.yaml.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
+from specdifftree.data.corpus import CorpusMix
 from specdifftree.errors import SDTError
 from specdifftree.prior.encoder import EncoderConfig
+from specdifftree.prior.tokenizer import EOS_ID, PAD_ID, VOCAB_SIZE
 
 
 @dataclass
@@ -80,3 +85,65 @@ class TrainConfig:
 # OpenTSLM's epochs per curriculum stage (REFERENCES.md); stage 6 (ours) as stage 2, its nearest task
 UPSTREAM_EPOCHS = {"stage1_mcq": 30, "stage2_captioning": 20, "stage3_cot": 30, "stage4_sleep_cot": 60,
                    "stage5_ecg_cot": 60, "stage6_forecast": 20}
+
+
+@dataclass
+class BackbonePreset:
+    """Architecture (a Llama) and pretraining recipe of the embedded backbone."""
+
+    name: str = "default"
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    head_dim: int = 32
+    intermediate_size: int = 384
+    max_position_embeddings: int = 2048
+    steps: int = 1200  # about 7M training tokens
+    batch_size: int = 4  # rows per step
+    seq_len: int = 1536  # tokens per row; every document fits in one row
+    lr: float = 2e-3
+    warmup: int = 60  # linear warm-up steps, then cosine decay to lr * min_lr_ratio
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0
+    threads: int = 1  # torch threads while training (fixed: reduction order depends on it; one
+                      # thread keeps its speed on a busy machine, where two slowed a build 3.5x)
+    minutes: float = 25.0  # rough build time on 2 cores (~5k tokens/s), for the first-use message
+    # the corpus (`CorpusMix`, whose defaults are the corpus of default-v5-base)
+    captions: str = CorpusMix.captions  # caption documents: "sentence" or "hierarchical"
+    real_share: float = CorpusMix.real_share  # share of series windows taken from real series (when present)
+    history: tuple = CorpusMix.history  # history lengths of a document, log-uniform in [lo, hi]
+    horizon: tuple = CorpusMix.horizon  # forecast lengths of a forecast document, uniform in [lo, hi]
+    periodic_share: float = CorpusMix.periodic_share  # share of synthetic windows that are repeated shapes
+    ett_share: float = CorpusMix.ett_share  # share of real windows from the ETT columns (0: series drawn uniformly)
+    init: str = ""  # start from these weights instead of random ones: a backbone directory name under
+                    # specdifftree/assets/backbones, or else a backbone preset (built first, cached);
+                    # their sha256 goes in the record; more layers than init's come from `expand_layers`
+
+    def __post_init__(self) -> None:
+        self.history, self.horizon = tuple(self.history), tuple(self.horizon)
+        for key, (lo, hi) in (("history", self.history), ("horizon", self.horizon)):
+            if not 1 <= lo <= hi:
+                raise SDTError(f"backbone preset '{self.name}': {key} must be [lo, hi] with 1 <= lo <= hi")
+
+    @classmethod
+    def from_name(cls, name: str) -> "BackbonePreset":
+        """configs/backbone/NAME.yaml over the defaults."""
+        from specdifftree.config import build, load_preset
+
+        return build(cls, load_preset("backbone", name), {"name": name}, where=f"backbone preset '{name}'")
+
+    def corpus_mix(self) -> CorpusMix:
+        """The corpus fields as the corpus generator takes them."""
+        return CorpusMix(self.captions, self.real_share, self.history, self.horizon, self.periodic_share,
+                         self.ett_share)
+
+    def llama_config(self):
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            vocab_size=VOCAB_SIZE, hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads, num_key_value_heads=self.num_heads, head_dim=self.head_dim,
+            intermediate_size=self.intermediate_size, max_position_embeddings=self.max_position_embeddings,
+            tie_word_embeddings=False, bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+        )
