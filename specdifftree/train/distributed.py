@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from specdifftree.paths import torchrun_env
+from specdifftree.train.examples import TokenizedSplit
 
 
 @dataclass
@@ -126,3 +127,25 @@ def process_group(placement=None):
     finally:
         if owned:
             td.destroy_process_group()
+
+
+@dataclass
+class Shard:
+    """This rank's examples of a split (all of them in one process), and where they sit in it."""
+
+    split: TokenizedSplit  # the examples this rank owns, in order
+    ids: list[int]  # their positions in the whole split
+    full: TokenizedSplit  # the whole split
+
+    @property
+    def local(self) -> dict[int, int]:
+        return {i: k for k, i in enumerate(self.ids)}
+
+
+def shard(split: TokenizedSplit, dist: Dist) -> Shard:
+    if dist.world == 1:
+        return Shard(split, list(range(len(split.examples))), split)
+    ids = dist.owned(len(split.examples))
+    own = TokenizedSplit([split.examples[i] for i in ids], [split.prompt_ids[i] for i in ids],
+                         [split.answer_ids[i] for i in ids])
+    return Shard(own, ids, split)

@@ -11,7 +11,7 @@ greedy text (`data.stages.parse_label`; an answer with no parsable label counts 
 reported on the test split as well. Stages without labels report next-token accuracy
 (teacher-forced argmax over the answer tokens) and no macro recall. Stages whose examples carry
 caption facts (stage 2: `meta["facts"]`) also report per-level fact accuracy of the greedy text,
-trained prior and backbone alone (`fact_accuracy`; the score is defined in data/captions.py).
+trained prior and backbone alone (`fact_accuracy`; the score is defined in data/captions/score.py).
 """
 
 from __future__ import annotations

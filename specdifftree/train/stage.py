@@ -1,40 +1,30 @@
-"""Curriculum training of the prior's encoder and logit-bias head, the LLM frozen (DESIGN.md 7).
+"""One curriculum stage (`train_stage`): the epochs, validation, early stopping, the resume state
+and the stage's files, for whichever variant `Run.variant` holds (train/bias.py, train/soft_prompt.py).
 
-    summary = train_prior(["stage1_mcq", ...], TrainConfig.from_name("smoke"), "default", Path("runs/prior"))
+    run = Run(out, cfg, backbone_ref, backbone)                      # the variant from cfg.variant
+    summary = train_stage(run, "stage1_mcq", parts, {"train": [...], "val": [...], "test": [...]})
 
-Per stage (`train_stage`): build the train / val / test examples (`data.stages.build_stage`),
-cache the frozen backbone's logits at every answer position of train and val once
-(`decode.answer_logits`), then per epoch: AdamW steps on the per-token NLL of answer + EOS under
-log_softmax(llm_logits + bias(series)), linear warm-up then linear decay, gradient clipping;
-validation loss / perplexity / accuracy; early stopping on the validation loss; an atomic resume
-state. The stage starts from the previous stage's best checkpoint and ends by writing
-`checkpoints/best`, `test_predictions.jsonl` (greedy decoding with the trained bias; the forecast
-grammar on stage 6), metrics.csv, plots, index.html and `stage.json` (the stage's test figures;
-its presence marks the stage done).
+Per epoch (`train_epoch`): AdamW steps on the variant's per-token NLL of answer + EOS, linear
+warm-up then linear decay, gradient clipping; then validation loss / perplexity / accuracy
+(`evaluate`); early stopping on the validation loss; an atomic resume state (`fit_stage`). The
+stage ends by writing `checkpoints/best`, `test_predictions.jsonl` (greedy decoding; the forecast
+grammar on stage 6), metrics.csv, plots, index.html and `stage.json` (the stage's test figures; its
+presence marks the stage done).
 
-Several series in one example (e.g. three accelerometer axes): each series is encoded and
-mean-pooled on its own, and the example's context vector is the mean of those pooled vectors
-before the head. This is invariant to the order of the series, and reduces exactly to the
-single-series bias that `sdt search` computes (`PriorParts.bias`) for one series.
-
-Variants (`cfg.variant`, `sdt train-prior --variant`): "bias" is the above (`BiasVariant`); "sp"
-trains an encoder + soft-prompt projector through the frozen LLM in OpenTSLM-SP's layout, LoRA
-optional from stage 3 (`train/soft_prompt.py`, `SPVariant`). Both go through the same epochs,
-resume state, metrics, plots and test predictions; a variant supplies the parts, the per-token
-NLL of a batch, the label choice, greedy decoding and the checkpoint format.
+A variant supplies the parts, the per-token NLL of a batch, the label choice, greedy decoding and
+the checkpoint format: fresh, load, modules, param_groups, train, eval, prepare, nll, choose,
+decode, prompt_text, save, finish (`bias.BiasVariant` is the reference).
 
 Determinism: epoch e of stage s reseeds torch and the data order from (seed, s, e), and torch
 runs with `cfg.threads` threads, so a run resumed after a kill ends with the same files as an
 uninterrupted one (metrics.csv and checkpoints/best byte for byte).
 
-Under torchrun (`torchrun --nproc-per-node N sdt train-prior ...`, train/distributed.py) rank r
-owns the train and val examples i with i % N == r and caches the backbone logits of those alone.
-Every rank walks the same global batches; each computes the NLL sum of the batch members it owns,
-scaled by N / (the batch's answer tokens), and DDP averages the gradients, so every step is the
-one-process step of the same global batch up to the order of float sums. Validation figures are
-gathered from the ranks' shares. Rank 0 alone writes checkpoints, the resume state, metrics,
-plots, test predictions and W&B; the test split is evaluated there. A kill of any rank stops the
-job (torchrun ends the others); `--resume` continues from the last committed epoch on every rank.
+Under torchrun each rank trains on its share of every global batch (`distributed.shard`): it
+computes the NLL sum of the batch members it owns, scaled by N / (the batch's answer tokens), and
+DDP averages the gradients, so every step is the one-process step of the same global batch up to
+the order of float sums. Validation figures are gathered from the ranks' shares
+(`evaluate_shards`). Rank 0 alone writes checkpoints, the resume state, metrics, plots, test
+predictions and W&B; the test split is evaluated there.
 """
 
 from __future__ import annotations
@@ -51,21 +41,15 @@ import numpy as np
 import torch
 
 from specdifftree.data.example import STAGES, Example
-from specdifftree.errors import SDTError
+from specdifftree.files import write_json
 from specdifftree.prior.model import PriorParts
 from specdifftree.train.config import TrainConfig
-from specdifftree.train.decode import answer_logits, decode_answers
-from specdifftree.train.examples import TokenizedSplit, check_examples, label_choices, tokenize_split
-from specdifftree.train.metrics import answer_nll, chance, fact_accuracy, label_metrics, next_token_hits
-from specdifftree.prior.checkpoint import RUN_MANIFEST as MANIFEST
-from specdifftree.prior.checkpoint import read_run_manifest as read_manifest
-from specdifftree.train.state import (STATE, load_state, optimizer_tensors,
-                                      restore_optimizer, save_state)
-from specdifftree.files import write_json
-from specdifftree.train.distributed import Dist, process_group, zero_loss
+from specdifftree.train.distributed import Dist, Shard, shard, zero_loss
+from specdifftree.train.examples import TokenizedSplit, tokenize_split
+from specdifftree.train.metrics import chance, fact_accuracy, label_metrics
+from specdifftree.train.state import STATE, load_state, optimizer_tensors, restore_optimizer, save_state
 
 FORECAST_STAGE = "stage6_forecast"
-UPSTREAM_STAGES = tuple(s for s in STAGES if s != FORECAST_STAGE)  # those with an official archive
 SPLITS = ("train", "val", "test")
 DatasetFn = Callable[..., list]  # build_stage(name, split, n, seed=, data_dir=, horizon=, context_length=[, upstream=])
 
@@ -85,12 +69,12 @@ class Run:
     dataset_fn: Optional[DatasetFn] = None
     progress: bool = True
     upstream: bool = False  # stages 1-5 from the official OpenTSLM data (data/upstream.py)
-    variant: object = None  # BiasVariant or soft_prompt.SPVariant, from cfg.variant
+    variant: object = None  # bias.BiasVariant or soft_prompt.SPVariant, from cfg.variant
     dist: Dist = field(default_factory=Dist)  # this process's rank under torchrun
 
     def __post_init__(self):
         if self.variant is None:
-            self.variant = _variant(self)
+            self.variant = make_variant(self)
 
 
 @dataclass
@@ -106,84 +90,18 @@ class StageState:
     rows: list = field(default_factory=list)
 
 
-@dataclass
-class Shard:
-    """This rank's examples of a split (all of them in one process), and where they sit in it."""
+def make_variant(run: Run):
+    """The variant `run.cfg.variant` names: "bias" (train/bias.py) or "sp" (train/soft_prompt.py)."""
+    if run.cfg.variant == "sp":
+        from specdifftree.train.soft_prompt import SPVariant
 
-    split: TokenizedSplit  # the examples this rank owns, in order
-    ids: list[int]  # their positions in the whole split
-    full: TokenizedSplit  # the whole split
+        return SPVariant(run)
+    from specdifftree.train.bias import BiasVariant
 
-    @property
-    def local(self) -> dict[int, int]:
-        return {i: k for k, i in enumerate(self.ids)}
+    return BiasVariant(run)
 
 
-def shard(split: TokenizedSplit, dist: Dist) -> Shard:
-    if dist.world == 1:
-        return Shard(split, list(range(len(split.examples))), split)
-    ids = dist.owned(len(split.examples))
-    own = TokenizedSplit([split.examples[i] for i in ids], [split.prompt_ids[i] for i in ids],
-                         [split.answer_ids[i] for i in ids])
-    return Shard(own, ids, split)
-
-
-# ------------------------------------------------------------------------------------------- data
-
-
-def build_examples(run: Run, stage: str) -> dict[str, list[Example]]:
-    """{split: checked examples} of one stage (`data.stages.build_stage` unless run.dataset_fn)."""
-    if run.dataset_fn is None:
-        from specdifftree.data.stages import build_stage
-
-        run.dataset_fn = build_stage
-    out = {}
-    extra = {"upstream": True} if run.upstream and stage in UPSTREAM_STAGES else {}
-    for split, n in zip(SPLITS, (run.cfg.n_train, run.cfg.n_val, run.cfg.n_test)):
-        out[split] = list(run.dataset_fn(stage, split, n, seed=run.seed, data_dir=run.data_dir,
-                                         horizon=run.cfg.horizon, context_length=run.cfg.context_length, **extra))
-        check_examples(out[split], stage, split, run.cfg.encoder.patch, run.cfg.encoder.max_len)
-    return out
-
-
-def cache_logits(run: Run, split: TokenizedSplit, what: str) -> None:
-    """Teacher-forced backbone logits of the gold answers, and of every option's ending on label stages."""
-    from tqdm.auto import tqdm
-
-    todo = (split.cached is None) + (split.labelled and split.choices is None)
-    with tqdm(total=todo * len(split.examples), desc=f"backbone logits ({what})", file=sys.stderr, leave=False,
-              disable=None if run.progress else True) as bar:
-        if split.cached is None:
-            split.cached = answer_logits(run.backbone, split.prompt_ids, split.answer_ids, run.cfg.backbone_batch,
-                                         progress=bar.update)
-        if split.labelled and split.choices is None:
-            split.choices = label_choices(split, run.backbone, run.cfg.backbone_batch, progress=bar.update)
-
-
-# ------------------------------------------------------------------------------------------- model
-
-
-def series_batch(examples: list[Example]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All series of the examples, right-padded: x [S, L] float32, mask [S, L] bool, owner [S] (example)."""
-    series = [(i, np.asarray(x, dtype=np.float32)) for i, ex in enumerate(examples) for x in ex.series]
-    L = max(len(x) for _, x in series)
-    x = np.zeros((len(series), L), np.float32)
-    mask = np.zeros((len(series), L), bool)
-    for s, (_, v) in enumerate(series):
-        x[s, : len(v)], mask[s, : len(v)] = v, True
-    owner = torch.tensor([i for i, _ in series], dtype=torch.long)
-    return torch.from_numpy(x), torch.from_numpy(mask), owner
-
-
-def context_bias(parts: PriorParts, examples: list[Example]) -> torch.Tensor:
-    """The logit bias of each example: head(mean over its series of the pooled encoding).  -> [B, V]"""
-    x, mask, owner = series_batch(examples)
-    h, patch_mask = parts.encode(x, mask)
-    pooled = parts.encoder.pool(h, patch_mask)  # [S, W]
-    B = len(examples)
-    summed = torch.zeros(B, pooled.shape[1], dtype=pooled.dtype).index_add(0, owner, pooled)
-    counts = torch.bincount(owner, minlength=B).to(pooled.dtype)
-    return parts.head(summed / counts[:, None])
+# ------------------------------------------------------------------------------------------- epochs
 
 
 def _batches(n: int, size: int) -> list[list[int]]:
@@ -284,9 +202,6 @@ def train_epoch(run: Run, parts, opt, part: Shard, st: StageState, stage: str, t
     v.eval(parts)
     loss_sum, tokens = run.dist.sum([loss_sum, tokens])
     return loss_sum / max(1, tokens)
-
-
-# ------------------------------------------------------------------------------------------- decoding
 
 
 def accuracy(split: TokenizedSplit, ev: dict) -> tuple[float, float]:
@@ -473,174 +388,3 @@ def _caption_facts(run: Run, test: TokenizedSplit, parts: PriorParts, ev0: dict,
     out.update({f"test_fact_accuracy_{k}_backbone": v for k, v in alone.items() if not k.startswith("n_")})
     out.update({f"test_fact_{k}": v for k, v in prior.items() if k.startswith("n_")})
     return out
-
-
-# ------------------------------------------------------------------------------------------- curriculum
-
-
-def _manifest(run: Run) -> dict:
-    return {"format": 1, "backbone": run.backbone_ref, "preset": run.cfg.preset, "seed": run.seed,
-            "variant": run.cfg.variant, "config": run.cfg.to_dict(), "upstream": run.upstream, "final_checkpoint": None}
-
-
-def _check_out(run: Run, stages: list[str]) -> dict:
-    """The run's manifest: new, or the existing one when it describes the same run."""
-    want = _manifest(run)
-    have = read_manifest(run.out)
-    if have is not None:
-        same = all(have.get(k) == want[k] for k in ("backbone", "seed", "config")) and \
-            have.get("variant", "bias") == want["variant"]
-        if not same or bool(have.get("upstream")) != run.upstream:
-            data = "upstream" if have.get("upstream") else "offline"
-            raise SDTError(f"{run.out} holds a train-prior run with another backbone, seed, preset, variant or data "
-                           f"({have.get('backbone')}, seed {have.get('seed')}, preset {have.get('preset')}, "
-                           f"{data} data); use another --out")
-        want["final_checkpoint"] = have.get("final_checkpoint")
-    if not run.resume:
-        started = [s for s in stages if (run.out / s).is_dir() and any((run.out / s).iterdir())]
-        if started:
-            raise SDTError(f"{run.out / started[0]} already exists; pass --resume to continue that run, "
-                           "or choose another --out")
-    return want
-
-
-def _starting_parts(run: Run, stage: str):
-    """The previous stage's best checkpoint in this run, else fresh parts (stage 1, or a lone stage)."""
-    i = STAGES.index(stage)
-    prev = run.out / STAGES[i - 1] / "checkpoints" / "best" if i > 0 else None
-    if prev is not None and (prev / "config.json").is_file():
-        return run.variant.load(prev, stage)
-    if prev is not None:
-        print(f"note: no {STAGES[i - 1]} checkpoint in {run.out}; {stage} starts from fresh parts", file=sys.stderr)
-    return run.variant.fresh(stage)
-
-
-class BiasVariant:
-    """Encoder + logit-bias head, trained over the frozen backbone's cached logits (the default)."""
-
-    def __init__(self, run: Run):
-        self.run = run
-
-    def fresh(self, stage: str) -> PriorParts:
-        run = self.run
-        return PriorParts.fresh(run.backbone.vocab_size, run.backbone_ref, seed=run.seed, encoder_config=run.cfg.encoder)
-
-    def load(self, directory: Path, stage: str) -> PriorParts:
-        parts = PriorParts.load(directory)
-        parts.backbone_ref = self.run.backbone_ref
-        return parts
-
-    def modules(self, parts: PriorParts) -> dict:
-        return {"encoder": parts.encoder, "head": parts.head}
-
-    def param_groups(self, parts: PriorParts) -> list[dict]:
-        lr = self.run.cfg.lr
-        return [{"params": list(parts.encoder.parameters()) + list(parts.head.parameters()), "lr": lr, "base_lr": lr}]
-
-    def train(self, parts: PriorParts) -> None:
-        parts.encoder.train(), parts.head.train()
-
-    def eval(self, parts: PriorParts) -> None:
-        parts.encoder.eval(), parts.head.eval()
-
-    def prepare(self, split: TokenizedSplit, what: str) -> None:
-        cache_logits(self.run, split, what)
-
-    def nll(self, parts: PriorParts, split: TokenizedSplit, idx: list[int], base: bool = False):
-        """(nll [M], owner [M], hits [M], biases [len(idx), V] numpy) under log_softmax(logits + bias)."""
-        logits, targets, owner = split.cached.rows(idx)
-        bias = context_bias(parts, [split.examples[i] for i in idx])
-        if base:
-            bias = torch.zeros_like(bias)
-        hits = next_token_hits(logits, targets, bias, owner)
-        return answer_nll(logits, targets, bias, owner), owner, hits, bias.detach().float().numpy()
-
-    def choose(self, parts: PriorParts, split: TokenizedSplit, ev: dict, base: bool) -> list:
-        return split.choices.predicted(torch.from_numpy(ev["bias"]))
-
-    def decode(self, split: TokenizedSplit, parts: PriorParts, ev: dict, forecast: bool) -> list[str]:
-        return decode_answers(self.run.backbone, split, ev["bias"], self.run.cfg, forecast)
-
-    def prompt_text(self, split: TokenizedSplit, i: int) -> str:
-        return split.examples[i].prompt()
-
-    def save(self, parts: PriorParts, target: Path, extra: dict) -> None:
-        from specdifftree.prior.checkpoint import parts_config, save_checkpoint
-
-        save_checkpoint(target, {"encoder": parts.encoder, "head": parts.head},
-                        {**parts_config(parts.encoder, parts.head, backbone=parts.backbone_ref), **extra})
-
-    def finish(self, parts: PriorParts) -> None:
-        """Nothing to undo on the backbone."""
-
-
-def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Path, seed: int = 0,
-                resume: bool = False, wandb: bool = True, data_dir: Optional[Path] = None,
-                dataset_fn: Optional[DatasetFn] = None, progress: bool = True, upstream: bool = False,
-                placement=None) -> dict:
-    """Train `stages` in curriculum order into `out`; returns {stage: test summary} (also OUT/summary.json;
-    {} on the ranks other than 0 under torchrun).
-    upstream: stages 1-5 read the official OpenTSLM data (downloaded on first use) instead of the
-    offline generators and shared data; stage 6 reads M4 and ETT either way. placement: where the frozen
-    backbone runs (a `prior.backbones.base.Placement`; default auto); its logits are cached on the host."""
-    from specdifftree.problem import absolute_spec
-
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise SDTError(f"unknown stage '{unknown[0]}' (choose from all, {', '.join(STAGES)})")
-    stages = sorted(set(stages), key=STAGES.index)
-    out, backbone_ref = Path(out), absolute_spec(backbone_ref)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        with process_group(placement) as dist:
-            run = Run(out, cfg, backbone_ref, None, seed, resume, wandb, Path(data_dir) if data_dir else None,
-                      dataset_fn, progress, upstream, dist=dist)
-            _curriculum(run, stages, dist.placement(placement))
-            if not dist.is_main:
-                return {}
-    finally:
-        torch.set_num_threads(threads)
-    return collect_summary(out)
-
-
-def _curriculum(run: Run, stages: list[str], placement) -> None:
-    """The stages in order; under torchrun every rank trains, rank 0 writes (ranks meet between stages)."""
-    from specdifftree.problem import open_backbone
-
-    out, main = run.out, run.dist.is_main
-    if run.dist.world > 1 and run.cfg.variant != "bias":
-        raise SDTError("torchrun trains the bias variant only; run --variant sp in one process")
-    manifest = _check_out(run, stages)
-    run.dist.barrier()  # every rank has checked --out before rank 0 writes into it
-    todo = [s for s in stages if not (out / s / "stage.json").is_file()]
-    examples = {s: build_examples(run, s) for s in todo}  # bad data fails here, before any training
-    run.backbone = open_backbone(run.backbone_ref, placement)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / MANIFEST, manifest)
-    for stage in stages:
-        if stage in examples:
-            parts = _starting_parts(run, stage)
-            train_stage(run, stage, parts, examples.pop(stage))
-            run.variant.finish(parts)
-        if main:
-            manifest["final_checkpoint"] = f"{stage}/checkpoints/best"
-            write_json(out / MANIFEST, manifest)
-            write_json(out / "summary.json", collect_summary(out))
-        run.dist.barrier()  # the next stage starts from this one's checkpoint, on every rank
-
-
-def _variant(run: Run):
-    if run.cfg.variant == "sp":
-        from specdifftree.train.soft_prompt import SPVariant
-
-        return SPVariant(run)
-    return BiasVariant(run)
-
-
-def collect_summary(out: Path) -> dict:
-    """{stage: its stage.json} for every finished stage of the run, in curriculum order."""
-    import json
-
-    return {s: json.loads((out / s / "stage.json").read_text()) for s in STAGES if (out / s / "stage.json").is_file()}
