@@ -22,19 +22,16 @@ so chance accuracy is 1 / k. Stage 1's options are per question (`Example.option
 correct one's value drawn uniformly): chance is 1/3. Real windows are used for about half the examples when `data_dir`
 holds them; the rest (and everything when `data_dir` is None) come from `data/synthetic.py`.
 
-Real series (data_dir): shared/data's layout (ett/, m4/, har_chest_acc/, ecg/) and any CSV files
-directly in data_dir (every numeric column is a series; used by stages 1, 2 and 6).
-
-Splits: real series follow `data/splits.py` (ETT, user CSVs and every long recording by time 60/20/20 ->
-train/val/test; the accelerometer per activity segment; M4 by series index, val being the last
-40% of the training series' rows); generated series use a different seed per split.
+Real series (data_dir, read by `data/stage_sources.py`): shared/data's layout (ett/, m4/,
+har_chest_acc/, ecg/) and any CSV files directly in data_dir (every numeric column is a series;
+used by stages 1, 2 and 6), split as `data/splits.py` says; generated series use a different seed
+per split.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
@@ -43,21 +40,20 @@ import numpy as np
 from specdifftree.data.example import STAGES, Example
 from specdifftree.data.features import dominant_period, spike_word, trend_word
 from specdifftree.data.prompts import forecast_answer, forecast_codec, forecast_prompt
-from specdifftree.data.splits import Part, ett_range, m4_is_eval
+from specdifftree.data.stage_sources import (ECG_FS, EEG_FS, HAR_FS, check_data_dir, draw_window, ecg_windows,
+                                             har_segments, univariate_groups)
 from specdifftree.data.synthetic import (ACTIVITIES, ECG_RHYTHMS, SLEEP_STAGES, accelerometer, ar_noise, ecg, eeg,
                                          seasonality, spikes, synthetic_series, trend)
 from specdifftree.errors import SDTError
 
 SplitName = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-PART: dict[str, Part] = {"train": "prior", "val": "flow", "test": "eval"}
 MCQ_CHOICES = 3  # options per stage-1 question (chance 1/3)
 OPTIONS: dict[str, tuple[str, ...]] = {
     "stage3_cot": ACTIVITIES, "stage4_sleep_cot": SLEEP_STAGES,
     "stage5_ecg_cot": ECG_RHYTHMS,
 }
 REAL_SHARE = 0.5  # share of examples drawn from real windows when data_dir has them
-HAR_FS, EEG_FS, ECG_FS = 52.0, 64.0, 48.0
 _ANSWER = re.compile(r"Answer:\s*\(?\s*([A-Za-z0-9_ -]*?)\s*\)?\s*\.?\s*$")
 
 
@@ -80,7 +76,7 @@ def build_stage(name: str, split: SplitName, n: int, seed: int = 0, data_dir: Op
     rng = np.random.default_rng([seed, SPLITS.index(split), STAGES.index(name)])
     root = Path(data_dir) if data_dir is not None else None
     if root is not None:
-        _check_data_dir(root)
+        check_data_dir(root)
     make = _BUILDERS[name]
     out = [make(rng, i, _Ctx(root, split, horizon, context_length)) for i in range(n)]
     order = rng.permutation(n)
@@ -110,64 +106,6 @@ class _Ctx:
     def real(self, rng: np.random.Generator, pool: list) -> bool:
         """Whether this example is drawn from `pool` (real windows)."""
         return bool(pool) and rng.random() < REAL_SHARE
-
-
-# --------------------------------------------------------------------------- real windows
-
-
-@lru_cache(maxsize=8)
-def _univariate(root: Path, split: str) -> tuple[tuple[tuple[str, np.ndarray, int], ...], ...]:
-    """Real univariate series of `split`, one group per dataset (ETT, M4, the user's CSV files),
-    each a tuple of (name, values, offset of values[0] in its file row / column):
-    - ETT (root/ett/ETTh{1,2}.csv) and every numeric column of root/*.csv: the split's part of
-      the time axis (data/splits.py: 60/20/20);
-    - M4 (root/m4/Hourly-{train,test}.csv): train = the first 60% of the training series' rows,
-      val = their last 40%, test = the held-out series with their test rows appended."""
-    from specdifftree.data.series import read_csv_columns
-    from specdifftree.data.sources import MIN_POINTS, read_ett, read_m4
-
-    def by_time(name: str, values: np.ndarray) -> tuple[str, np.ndarray, int]:
-        lo, hi = ett_range(len(values), PART[split])
-        return name, values[lo:hi], lo
-
-    ett = [by_time(f"{path.stem}:{col}", values) for path in (root / "ett" / "ETTh1.csv", root / "ett" / "ETTh2.csv")
-           if path.is_file() for col, values in read_ett(path).items()]
-    user = [by_time(f"{path.name}:{col}", values) for path in sorted(root.glob("*.csv"))
-            for col, values in read_csv_columns(path, min_len=MIN_POINTS).items()]
-    m4 = []
-    train, test = root / "m4" / "Hourly-train.csv", root / "m4" / "Hourly-test.csv"
-    if train.is_file() and test.is_file():
-        for i, s in enumerate(read_m4(train, test)):
-            cut = ett_range(len(s.values), "prior")[1]
-            if split == "test" and m4_is_eval(i):
-                m4.append((f"M4:{s.id}", np.concatenate([s.values, s.test]), 0))
-            elif split != "test" and not m4_is_eval(i):
-                m4.append((f"M4:{s.id}", s.values[:cut], 0) if split == "train" else (f"M4:{s.id}", s.values[cut:], cut))
-    return tuple(tuple(g) for g in (ett, m4, user) if g)
-
-
-def _check_data_dir(root: Path) -> None:
-    """An SDTError when root is missing or holds none of the sources the builders read."""
-    if not root.is_dir():
-        raise SDTError(f"data directory not found: {root}")
-    known = ("ett", "m4", "har_chest_acc", "ecg")
-    if not any((root / k).is_dir() for k in known) and not any(root.glob("*.csv")):
-        raise SDTError(f"{root} holds none of {', '.join(k + '/' for k in known)} or *.csv files; "
-                       "point the data directory at shared/data or at a folder of CSV series")
-
-
-def _window(rng: np.random.Generator, groups, n: int) -> Optional[tuple[str, np.ndarray]]:
-    """("name[start:stop]", n consecutive points) from a random group of (name, values, offset)
-    (uniform over groups, so a dataset with many short series does not crowd out one with few
-    long ones), a random series in it long enough, and a random start; start/stop count from the
-    beginning of the source row / column. None when no series has n points."""
-    groups = [g for g in (tuple(s for s in grp if len(s[1]) >= n) for grp in groups) if g]
-    if not groups:
-        return None
-    group = groups[int(rng.integers(len(groups)))]
-    name, values, offset = group[int(rng.integers(len(group)))]
-    start = int(rng.integers(len(values) - n + 1))
-    return f"{name}[{offset + start}:{offset + start + n}]", values[start:start + n].copy()
 
 
 # --------------------------------------------------------------------------- stage 1: MCQ
@@ -245,11 +183,11 @@ def _stage1(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
     kind = list(_MCQ)[int(rng.integers(len(_MCQ)))]
     make, targets = _MCQ[kind]
     target = targets[int(rng.integers(len(targets)))]
-    pool = _univariate(ctx.root, ctx.split) if ctx.root else ()
+    pool = univariate_groups(ctx.root, ctx.split) if ctx.root else ()
     source, item = "synthetic", None
     if ctx.real(rng, pool):
         for _ in range(10):
-            got = _window(rng, pool, ctx.length)
+            got = draw_window(rng, pool, ctx.length)
             item = make(rng, got[1], ctx.length, target) if got else None
             if item is not None and item.shows == target:
                 source = got[0]
@@ -275,12 +213,12 @@ STAGE2_CAP = 240  # characters per stage-2 caption: training cost grows with the
 
 
 def _stage2(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
-    """A hierarchical caption (data/captions.py) of one series, in a variant drawn uniformly from
+    """A hierarchical caption (data/captions/) of one series, in a variant drawn uniformly from
     those a series without labels has (statistics, structure, both); the prompt says which."""
     from specdifftree.data.captions import ASK, UNLABELLED_VARIANTS, Captioned, caption_series
 
-    pool = _univariate(ctx.root, ctx.split) if ctx.root else ()
-    got = _window(rng, pool, ctx.length) if ctx.real(rng, pool) else None
+    pool = univariate_groups(ctx.root, ctx.split) if ctx.root else ()
+    got = draw_window(rng, pool, ctx.length) if ctx.real(rng, pool) else None
     source, x = got if got else ("synthetic", synthetic_series(rng, ctx.length))
     variant = UNLABELLED_VARIANTS[int(rng.integers(len(UNLABELLED_VARIANTS)))]
     captions = caption_series(Captioned.build({"the series": x}), seed=rng)
@@ -294,27 +232,6 @@ def _stage2(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
 
 # --------------------------------------------------------------------------- stage 3: HAR CoT
 
-_HAR_LABELS = {1: "sitting", 3: "standing", 4: "walking", 5: "stairs"}  # accelerometer label -> activity
-
-
-@lru_cache(maxsize=4)
-def _har_segments(root: Path, split: str) -> dict[str, tuple[tuple[str, np.ndarray, int], ...]]:
-    """activity -> (file name, [T, 3], first row) pieces of the chest-accelerometer files: each
-    run of one label is cut by time 60/20/20 (data/splits.py), so every activity is in every split."""
-    from specdifftree.data.sources import read_accelerometer
-
-    out: dict[str, list] = {a: [] for a in ACTIVITIES}
-    for path in sorted((root / "har_chest_acc").glob("*.csv"), key=lambda p: p.name):
-        rec = read_accelerometer(path)
-        cuts = np.flatnonzero(np.diff(rec.labels)) + 1
-        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(rec.labels)]):
-            activity = _HAR_LABELS.get(int(rec.labels[lo]))
-            if activity:
-                a, b = ett_range(hi - lo, PART[split])
-                out[activity].append((path.name, rec.xyz[lo + a:lo + b], lo + a))
-    return {k: tuple(v) for k, v in out.items()}
-
-
 def _har_rationale(xyz: np.ndarray, fs: float) -> str:
     """Motion (std of the acceleration magnitude about its mean), the step rhythm (FFT period of
     the most active axis) and the posture (mean z) of xyz [T, 3]."""
@@ -327,8 +244,8 @@ def _har_rationale(xyz: np.ndarray, fs: float) -> str:
 def _stage3(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
     label = ACTIVITIES[i % len(ACTIVITIES)]
     n = 2 * ctx.length
-    pool = _har_segments(ctx.root, ctx.split)[label] if ctx.root and (ctx.root / "har_chest_acc").is_dir() else ()
-    got = _window(rng, (pool,), n) if ctx.real(rng, pool) else None
+    pool = har_segments(ctx.root, ctx.split)[label] if ctx.root and (ctx.root / "har_chest_acc").is_dir() else ()
+    got = draw_window(rng, (pool,), n) if ctx.real(rng, pool) else None
     source, xyz = got if got else ("synthetic", accelerometer(rng, n, HAR_FS, label))
     return Example(
         stage="stage3_cot", series=[xyz[:, 0], xyz[:, 1], xyz[:, 2]],
@@ -369,42 +286,6 @@ def _stage4(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
 
 # --------------------------------------------------------------------------- stage 5: ECG CoT
 
-_PREMATURE = set("AaJSVF")  # MIT beat codes of premature beats (atrial, nodal, supraventricular, ventricular, fusion)
-
-
-@lru_cache(maxsize=4)
-def _ecg_windows(root: Path, split: str, n: int) -> dict[str, tuple[tuple[str, np.ndarray, np.ndarray], ...]]:
-    """rhythm -> (name, lead [n] at ECG_FS, beat positions in that window) of the annotated WFDB
-    records in root/ecg, by time 60/20/20. A window is 'premature' when it holds an ectopic beat,
-    else its rate from the annotated RR intervals gives normal / fast / slow."""
-    from scipy.signal import resample_poly
-
-    from specdifftree.data.sources import read_wfdb
-
-    out: dict[str, list] = {r: [] for r in ECG_RHYTHMS}
-    for hea in sorted((root / "ecg").glob("*.hea"), key=lambda p: p.name):
-        if not hea.with_suffix(".atr").is_file():
-            continue
-        rec = read_wfdb(hea.with_suffix(""))
-        span = int(round(n * rec.fs / ECG_FS))  # samples of the record per window
-        lo, hi = ett_range(len(rec.signals), PART[split])
-        keep = [k for k, s in enumerate(rec.beat_symbols) if s.isalpha() or s == "/"]
-        beats, symbols = rec.beat_samples[keep], [rec.beat_symbols[k] for k in keep]
-        for start in range(lo, hi - span, span // 2):
-            inside = (beats >= start) & (beats < start + span)
-            if inside.sum() < 2:
-                continue
-            syms = [s for s, m in zip(symbols, inside) if m]
-            rate = 60.0 * rec.fs / np.median(np.diff(beats[inside]))
-            rhythm = ("premature" if _PREMATURE & set(syms) else
-                      "fast" if rate > 100 else "slow" if rate < 60 else "normal")
-            lead = resample_poly(rec.signals[start:start + span, 0], int(ECG_FS), int(rec.fs))[:n]
-            if len(lead) == n:
-                pos = (beats[inside] - start) * ECG_FS / rec.fs
-                out[rhythm].append((f"{rec.name}[{start}:{start + span}]", lead, pos))
-    return {k: tuple(v) for k, v in out.items()}
-
-
 def r_peaks(x: np.ndarray, fs: float) -> np.ndarray:
     """Sample positions of R peaks in one ECG lead x [T]: maxima above half the 99th percentile
     of |x - median|, at least 0.25 s apart."""
@@ -426,7 +307,7 @@ def _ecg_rationale(beats: np.ndarray, fs: float) -> str:
 def _stage5(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
     label = ECG_RHYTHMS[i % len(ECG_RHYTHMS)]
     n = 2 * ctx.length
-    pool = _ecg_windows(ctx.root, ctx.split, n)[label] if ctx.root and (ctx.root / "ecg").is_dir() else ()
+    pool = ecg_windows(ctx.root, ctx.split, n)[label] if ctx.root and (ctx.root / "ecg").is_dir() else ()
     if ctx.real(rng, pool):
         source, x, beats = pool[int(rng.integers(len(pool)))]
         x = x.copy()
@@ -446,8 +327,8 @@ def _stage5(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
 
 def _stage6(rng: np.random.Generator, i: int, ctx: _Ctx) -> Example:
     total = ctx.length + ctx.horizon
-    pool = _univariate(ctx.root, ctx.split) if ctx.root else ()
-    got = _window(rng, pool, total) if ctx.real(rng, pool) else None
+    pool = univariate_groups(ctx.root, ctx.split) if ctx.root else ()
+    got = draw_window(rng, pool, total) if ctx.real(rng, pool) else None
     source, x = got if got else ("synthetic", synthetic_series(rng, total))
     history, future = x[:ctx.length], x[ctx.length:]
     codec = forecast_codec(history)
