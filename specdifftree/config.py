@@ -12,7 +12,7 @@ and experiment files (with their `presets:`) all go through these functions.
     configs/backbone/NAME.yaml   `sdt pretrain-backbone --preset NAME` (BackbonePreset fields)
 
 The config dataclasses: SearchConfig (search/common.py), EncoderConfig (prior/encoder.py),
-BackbonePreset (prior/default.py), TrainConfig (train/config.py), AmortizeConfig
+BackbonePreset (train/config.py), TrainConfig (train/config.py), AmortizeConfig
 (amortize/train.py), SpeedConfig (bench/speed.py), ExperimentConfig (experiments/config.py).
 """
 

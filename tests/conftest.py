@@ -30,8 +30,8 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def default_backbone():
-    """The embedded default backbone's transformers directory, from the shared cache under
-    ~/.cache/specdifftree (built once on a fresh machine: a few minutes; waits on another build)."""
-    from specdifftree.prior.default import ensure_default_backbone
+    """The embedded default backbone's transformers directory (the packaged one; else built once into
+    the shared cache under ~/.cache/specdifftree: a few minutes; waits on another build)."""
+    from specdifftree.train.backbone import ensure_backbone
 
-    return ensure_default_backbone(progress=False)
+    return ensure_backbone(progress=False)

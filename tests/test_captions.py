@@ -1,4 +1,4 @@
-"""Hierarchical captions (data/captions.py): known answers on constructed series, determinism,
+"""Hierarchical captions (data/captions/): known answers on constructed series, determinism,
 NaN gaps, variants, fact parsing and scoring, labels, and fuzzing."""
 
 import re

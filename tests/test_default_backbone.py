@@ -10,11 +10,15 @@ import time
 import numpy as np
 import pytest
 
+from specdifftree.data import corpus
+from specdifftree.data.corpus import CorpusMix, generate_corpus
 from specdifftree.errors import SDTError
 from specdifftree.prior import default as bb
-from specdifftree.prior.default import (EOS_ID, PAD_ID, BackbonePreset, encode_document, ensure_default_backbone,
-                                        generate_corpus, load_hf_dir, pretrain_backbone)
-from specdifftree.prior.tokenizer import EOS_TOKEN
+from specdifftree.prior.default import default_backbone, load_hf_dir
+from specdifftree.prior.tokenizer import EOS_ID, EOS_TOKEN, PAD_ID
+from specdifftree.train import backbone as build
+from specdifftree.train.backbone import encode_document, ensure_backbone, pretrain_backbone
+from specdifftree.train.config import BackbonePreset
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +82,7 @@ def test_device_is_recorded_and_checked(tiny_build, monkeypatch, capsys, tmp_pat
     import torch
 
     from specdifftree.cli import main
-    from specdifftree.prior.default import _train
+    from specdifftree.train.backbone import _train
 
     record = json.loads((tiny_build[0] / "sdt_backbone.json").read_text())
     assert record["device"] == "cpu" and "--device" not in record["command"]
@@ -158,10 +162,10 @@ def test_corpus_mix_is_mostly_forecasting():
 
 
 def test_real_data_reads_only_the_first_60_percent():
-    root = bb.data_dir()
+    root = corpus.data_dir()
     if root is None or not (root / "ett" / "ETTh1.csv").is_file():
         pytest.skip("shared/data is not present")
-    series = dict(bb.real_series(root))
+    series = dict(corpus.real_series(root))
     assert len(series["ETTh1:OT"]) == int(17420 * 0.6)
     assert series["ETTh1:OT"][0] == pytest.approx(30.5310001373291)
     assert any(name.startswith("M4:") for name in series)
@@ -205,8 +209,6 @@ def test_presets():
 
 
 def test_preset_corpus_options_change_the_documents_only_when_set():
-    from specdifftree.prior.default import CorpusMix
-
     base = generate_corpus(60, seed=0, data=None)
     assert generate_corpus(60, seed=0, data=None, mix=CorpusMix(periodic_share=0.0)) == base
     long = generate_corpus(60, seed=0, data=None, mix=CorpusMix(history=(200, 256), horizon=(16, 16),
@@ -219,7 +221,7 @@ def test_preset_corpus_options_change_the_documents_only_when_set():
 
 
 def test_ett_share_draws_real_windows_from_the_ett_columns():
-    from specdifftree.prior.default import _window
+    from specdifftree.data.corpus import _window
 
     real = [("ETTh1:OT", np.arange(500.0)), ("M4:H1", 10_000 + np.arange(500.0)), ("M4:H2", 20_000 + np.arange(500.0))]
 
@@ -240,7 +242,7 @@ def test_init_starts_from_a_committed_backbone():
 
     from safetensors.torch import load_file
 
-    from specdifftree.prior.default import _train
+    from specdifftree.train.backbone import _train
 
     path = bb.packaged_backbone()
     layers = json.loads((path / "config.json").read_text())["num_hidden_layers"]
@@ -288,7 +290,7 @@ def test_expand_layers_keeps_the_function(deeper):
 
     from transformers import LlamaForCausalLM
 
-    from specdifftree.prior.default import expand_layers
+    from specdifftree.train.backbone import expand_layers
 
     p = BackbonePreset.from_name("tiny")  # 2 layers
     torch.manual_seed(0)
@@ -322,13 +324,13 @@ def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capf
         tmp.rename(out_dir)
         return out_dir
 
-    monkeypatch.setattr(bb, "pretrain_backbone", fake_build)
+    monkeypatch.setattr(build, "pretrain_backbone", fake_build)
     monkeypatch.setattr(bb, "PACKAGED", tmp_path / "not-installed")  # as if the install left it out
     name = bb.DEFAULT_BACKBONE
     stale = tmp_path / "backbones" / f"{name}.tmp-99999"
     stale.mkdir(parents=True)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(ensure_default_backbone(progress=False)))
+    threads = [threading.Thread(target=lambda: results.append(ensure_backbone(progress=False)))
                for _ in range(2)]
     for t in threads:
         t.start()
@@ -338,14 +340,12 @@ def test_ensure_builds_once_under_a_lock(tiny_build, tmp_path, monkeypatch, capf
     assert results == [tmp_path / "backbones" / name] * 2
     assert not stale.exists()
     assert "building the default backbone (first use, about" in capfd.readouterr().err
-    assert ensure_default_backbone() == results[0] and calls == ["default"]
+    assert ensure_backbone() == default_backbone() == results[0] and calls == ["default"]
     load_hf_dir(results[0])
 
 
 def test_captions_preset_corpus_has_hierarchical_captions_and_default_keeps_the_sentence():
     from specdifftree.data.captions import ASK, UNLABELLED_VARIANTS
-    from specdifftree.prior.default import BackbonePreset, CorpusMix, generate_corpus
-
     assert BackbonePreset.from_name("default").captions == "sentence"
     assert BackbonePreset.from_name("captions").captions == "hierarchical"
     plain = generate_corpus(150, seed=0, data=None)
@@ -363,7 +363,7 @@ def test_the_packaged_backbone_is_the_default_and_records_its_build():
     from specdifftree.machine import cpu_name
 
     path = bb.packaged_backbone()
-    assert path is not None and path.name == bb.DEFAULT_BACKBONE and ensure_default_backbone() == path
+    assert path is not None and path.name == bb.DEFAULT_BACKBONE and default_backbone() == path
     assert sum(f.stat().st_size for f in path.iterdir()) <= 25 * 2**20
     record = json.loads((path / "sdt_backbone.json").read_text())
     seed = BackbonePreset.from_name("default").seed
@@ -372,7 +372,7 @@ def test_the_packaged_backbone_is_the_default_and_records_its_build():
     assert BackbonePreset(**record["preset"]) == BackbonePreset.from_name("default") and record["seed"] == seed
     init = bb.PACKAGED / record["preset"]["init"] / "model.safetensors"  # what it trained on from, shipped too
     assert record["corpus"]["init_sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
-    assert record["prefix"]["steps"] == bb.PREFIX_STEPS and record["cpu"] and record["torch"]
+    assert record["prefix"]["steps"] == build.PREFIX_STEPS and record["cpu"] and record["torch"]
     assert record["corpus"]["real_series"] > 0  # built with shared/data present
     model, _ = load_hf_dir(path)
     assert model.config.num_hidden_layers == record["preset"]["num_layers"]
@@ -401,9 +401,9 @@ def test_rebuilding_the_packaged_backbone_starts_bit_for_bit_as_recorded(preset)
     record = json.loads((path / "sdt_backbone.json").read_text())
     # built as the preset is now (default-v5 and v6 were built as `--preset default`, when each was the default)
     assert BackbonePreset(**{**record["preset"], "name": preset}) == BackbonePreset.from_name(preset)
-    if bb.real_series(bb.data_dir()) == () or record["corpus"]["real_series"] != len(bb.real_series(bb.data_dir())):
+    if corpus.real_series(corpus.data_dir()) == () or record["corpus"]["real_series"] != len(corpus.real_series(corpus.data_dir())):
         pytest.fail("shared/data must be present as it was for the build (see sdt_backbone.json, corpus)")
-    got = bb.prefix_record(preset, seed=record["seed"])
+    got = build.prefix_record(preset, seed=record["seed"])
     want = record["prefix"]
     if (cpu_name(), torch.__version__) == (record["cpu"], record["torch"]):
         assert got == want

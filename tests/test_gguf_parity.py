@@ -269,4 +269,4 @@ def test_bad_inputs(tmp_path, model):
     with pytest.raises(SDTError, match="handle"):
         bb.advance(np.array([12345]), np.array([1]))
     with pytest.raises(SDTError, match="needs a transformers backbone"):
-        bb.start([1, 2], soft_prompt=np.zeros((3, 64), dtype=np.float32))
+        bb.start([np.zeros((3, 64), dtype=np.float32), [1, 2]])

@@ -194,12 +194,14 @@ def test_soft_prompt_prefill_and_tree_match_full_forward(model, tokenizer):
     soft = torch.randn(5, model.config.hidden_size)
     bb = make(model, tokenizer)
     prompt = [11, 12, 13]
-    root, logits = bb.start(prompt, soft_prompt=soft.numpy())
+    root, logits = bb.start([soft.numpy(), prompt])
+    logits = logits.numpy()
     assert bb.cost.forward_tokens == 5 + 3 and bb.depth(root) == 8   # the soft rows live in the KV pool
     np.testing.assert_allclose(logits, soft_forward(model, soft, prompt), atol=ATOL)
     assert np.abs(logits - full_forward(model, prompt)[0]).max() > 1e-2  # and they matter
     kids, logits = bb.advance(np.array([root, root]), np.array([40, 41]))
     (grand,), glog = bb.advance(kids[:1], np.array([42]))
+    assert isinstance(logits, torch.Tensor) and logits.device == bb.device  # logits stay where the model is
     for lg, seq in zip([*logits, glog[0]], [prompt + [40], prompt + [41], prompt + [40, 42]]):
         np.testing.assert_allclose(lg, soft_forward(model, soft, seq), atol=ATOL)
     assert bb.cost.forward_tokens == 8 + 3                              # one position per new token

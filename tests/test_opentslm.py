@@ -458,10 +458,9 @@ def test_search_tree_shares_the_prefill(tiny_llm, upstream, series_csv, one_thre
     context = build_context(str(series_csv), "v", 4, 30)
     problem, _ = build_problem(f"opentslm:{upstream[0]}", ["spectral"], context, backbone=f"hf:{tiny_llm[0]}")
     bb, rows = problem.prior.backbone, []
-    advance, starts = bb.advance_logits, []  # what the search calls: logits stay on the model's device
-    bb.advance_logits = lambda h, t: (rows.append(len(h)), advance(h, t))[1]
-    start_segments = bb.start_segments_logits
-    bb.start_segments_logits = lambda segs: (starts.append(1), start_segments(segs))[1]
+    advance, start, starts = bb.advance, bb.start, []
+    bb.advance = lambda h, t: (rows.append(len(h)), advance(h, t))[1]
+    bb.start = lambda segs: (starts.append(1), start(segs))[1]
     result = run_search(problem, "dts", SearchConfig(iterations=16, samples=4, batch_size=4))
     prefill = len(problem.prior.prompt_ids) + 8
     assert len(starts) == 1 and result.forward_tokens == prefill + sum(rows)

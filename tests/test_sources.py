@@ -192,7 +192,7 @@ def test_default_corpus_unchanged():
     on one machine only), which moves a printed number by one in its last digit now and then; so
     the text must match character for character except numbers, and each number may differ by at
     most one unit of its last printed digit. A change to the generators moves far more than that."""
-    from specdifftree.prior.default import generate_corpus
+    from specdifftree.data.corpus import generate_corpus
 
     want = (Path(__file__).parent / "data" / "default_corpus_40.txt").read_text()
     got = "".join(generate_corpus(40, seed=0, data=None))

@@ -78,7 +78,7 @@ def test_cached_logits_loss_equals_a_direct_forward(backbone, rng):
     from specdifftree.train.decode import answer_logits
     from specdifftree.train.examples import tokenize_split
     from specdifftree.train.metrics import answer_nll
-    from specdifftree.train.trainer import context_bias
+    from specdifftree.train.bias import context_bias
 
     split = tokenize_split(_examples(5, rng), backbone)
     cached = answer_logits(backbone, split.prompt_ids, split.answer_ids, batch=2)  # batches of unequal lengths
@@ -144,7 +144,7 @@ def test_llamacpp_backbone_caches_the_same_logits(tiny_hf, backbone, rng, tmp_pa
 def test_multi_series_bias_is_the_mean_of_pooled_encodings(rng):
     from specdifftree.prior.encoder import EncoderConfig
     from specdifftree.prior.model import PriorParts
-    from specdifftree.train.trainer import context_bias
+    from specdifftree.train.bias import context_bias
 
     parts = PriorParts.fresh(258, "x", encoder_config=EncoderConfig(width=16, layers=1, heads=2, ff=32))
     ex = _examples(2, rng)[1]  # two series of different lengths
@@ -260,7 +260,8 @@ def test_all_six_stages_write_every_file(trained):
 def test_stages_start_from_the_previous_best(trained, backbone, tmp_path, capsys):
     from specdifftree.prior.model import PriorParts
     from specdifftree.train.config import TrainConfig
-    from specdifftree.train.trainer import Run, _starting_parts
+    from specdifftree.train.curriculum import _starting_parts
+    from specdifftree.train.stage import Run
 
     out, _, _ = trained
     cfg = TrainConfig.from_name("test")
@@ -313,7 +314,8 @@ def test_upstream_flag_reads_the_official_data_for_stages_1_to_5(tiny_hf, tmp_pa
     assert code == 2 and "upstream data" in err and len(err.strip().splitlines()) == 1
 
     from specdifftree.train.config import TrainConfig
-    from specdifftree.train.trainer import Run, build_examples
+    from specdifftree.train.curriculum import build_examples
+    from specdifftree.train.stage import Run
 
     seen = []
     run = Run(tmp_path / "x", TrainConfig.from_name("test"), "hf:x", None, upstream=True,
@@ -375,7 +377,7 @@ def _config():
 _CHILD = """
 import sys
 from pathlib import Path
-from specdifftree.train.trainer import train_prior
+from specdifftree.train.curriculum import train_prior
 {setup}
 train_prior(stages, cfg, sys.argv[1], Path(sys.argv[2]), resume=sys.argv[3] == "1", wandb=False, progress=False)
 """
@@ -405,7 +407,7 @@ def _outputs(out: Path) -> dict:
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_same_outputs(tiny_hf, tmp_path):
-    from specdifftree.train.trainer import train_prior
+    from specdifftree.train.curriculum import train_prior
 
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     q = _child(tiny_hf, killed, False)
@@ -450,7 +452,7 @@ def _ddp_config():
 _DDP_SCRIPT = """
 import sys
 from pathlib import Path
-from specdifftree.train.trainer import train_prior
+from specdifftree.train.curriculum import train_prior
 from tests.test_train_prior import _ddp_config
 train_prior(["stage6_forecast"], _ddp_config(), sys.argv[1], Path(sys.argv[2]), resume=sys.argv[3] == "1",
             wandb=False, progress=False)
@@ -478,7 +480,7 @@ def _stage6_outputs(out: Path) -> dict:
 def test_torchrun_matches_one_process_and_resumes_after_a_rank_is_killed(tiny_hf, tmp_path):
     """Two DDP ranks (gloo): the test NLLs of one process within DDP_RTOL; only rank 0 writes; a
     SIGKILL of one rank mid-stage, then --resume, ends with the uninterrupted DDP run's files."""
-    from specdifftree.train.trainer import train_prior
+    from specdifftree.train.curriculum import train_prior
 
     one, ddp, killed = tmp_path / "one", tmp_path / "ddp", tmp_path / "killed"
     ref = _torchrun(tmp_path, tiny_hf, ddp, False, free_port())

@@ -144,7 +144,7 @@ def test_bias_only_options_are_refused():
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_gives_the_same_outputs_with_lora(tiny_hf, tmp_path):  # noqa: F811
-    from specdifftree.train.trainer import train_prior
+    from specdifftree.train.curriculum import train_prior
 
     stages = ["stage2_captioning", "stage3_cot"]
     cfg = _sp_config(lora=True, n_train=16, n_val=4, n_test=4, batch_size=4, epochs=3, patience=3)

@@ -251,9 +251,10 @@ class TSLMPrior(Prior):
     def start_rows(self):
         """(root handle, log-probs [V] float32 where the backbone keeps logits: numpy, or torch on its device)."""
         if self.segments is not None:  # OpenTSLM-SP's layout: text and series patches interleaved, one prefill
-            handle, logits = self._metered(self.backbone.start_segments_logits, self.segments)
+            segments = self.segments
         else:
-            handle, logits = self._metered(self.backbone.start_logits, self.prompt_ids, soft_prompt=self.soft_prompt)
+            segments = self.prompt_ids if self.soft_prompt is None else [self.soft_prompt, self.prompt_ids]
+        handle, logits = self._metered(self.backbone.start, segments)
         state = self.grammar.start if self.grammar is not None else None
         self._state[int(handle)] = state
         return handle, self._logp(logits[None], [state])[0]
@@ -261,7 +262,7 @@ class TSLMPrior(Prior):
     def advance_rows(self, handles: np.ndarray, tokens: np.ndarray):
         """(kids [B], log-probs [B, V] float32 where the backbone keeps logits: numpy, or torch on its device)."""
         handles, tokens = np.asarray(handles), np.asarray(tokens)
-        kids, logits = self._metered(self.backbone.advance_logits, handles, tokens)
+        kids, logits = self._metered(self.backbone.advance, handles, tokens)
         states = [None] * len(kids)
         if self.grammar is not None:
             states = [self.grammar.step(self._state[int(h)], int(t)) for h, t in zip(handles, tokens)]

@@ -1,5 +1,5 @@
 """The caption-consistency reward: does a forecast continue the structure of its history's
-level-2 caption (data/captions.py)? Defined exactly in S-ADT.md ("caption-consistency").
+level-2 caption (data/captions/)? Defined exactly in S-ADT.md ("caption-consistency").
 
 With h the history [L], f the first H values the codec reads from the text [n], R = max(h) - min(h)
 (1 when 0):
