@@ -10,8 +10,8 @@ from specdifftree.bench.exact import empirical, noise_floor, target, tv
 from specdifftree.problem import BUILTIN_PROBLEMS
 from specdifftree.prior.markov import MarkovPrior
 from specdifftree.search.common import Problem, SearchConfig
-from specdifftree.search.dts import backup, leaf_log_probs, run_dts, soft_value
-from specdifftree.search.tree import ROOT, Tree, save_graphml
+from specdifftree.search.dts import backup, evaluate, leaf_log_probs, new_search, reward, run_dts, soft_value
+from specdifftree.search.tree import ROOT, save_graphml
 
 
 def _two_level_tree(lam: float, rule: str):
@@ -21,16 +21,17 @@ def _two_level_tree(lam: float, rule: str):
         "initial": [0.6, 0.3, 0.1], "transition": [[0.5, 0.2, 0.3], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]],
     })
     rewards = {"": 0.0, "a": 1.0, "aa": -2.0, "b": 0.5}
-    tree = Tree(Problem(prior, lambda text, ctx: rewards[text]))
-    a = tree._new(ROOT, 0, math.log(0.6))
-    b = tree._new(ROOT, 1, math.log(0.3))
-    tree.evaluate(np.array([a, b]))
-    a_eos = tree._new(a, 2, math.log(0.3))
-    aa = tree._new(a, 0, math.log(0.5))
-    b_eos = tree._new(b, 2, math.log(0.8))
+    s = new_search(Problem(prior, lambda text, ctx: rewards[text]), np.random.default_rng(0))
+    tree = s.tree
+    a = tree.add(ROOT, 0, math.log(0.6))
+    b = tree.add(ROOT, 1, math.log(0.3))
+    evaluate(s, np.array([a, b]))
+    a_eos = tree.add(a, 2, math.log(0.3))
+    aa = tree.add(a, 0, math.log(0.5))
+    b_eos = tree.add(b, 2, math.log(0.8))
     tree.draws[[a, b, a_eos, aa, b_eos]] = [3, 1, 2, 1, 1]  # multiplicities for the "count" rule
     for leaf in (a_eos, aa, b_eos, a_eos):  # a_eos backed up twice: a revisit changes visits, not values
-        tree.leaf_reward(leaf)
+        reward(s, leaf)
         backup(tree, leaf, lam, rule)
     return tree, a, b
 
@@ -177,3 +178,42 @@ def test_graphml_export(tmp_path, toy3):
     root = g.nodes["0"]
     assert root["visits"] == 200 and root["text"] == "<root>"
     assert {"token", "visits", "value", "reward", "logp"} <= set(root)
+
+
+def test_tree_is_storage_and_the_moves_are_functions_of_dts():
+    """`search/tree.py` never reaches the prior or the problem (no move lives on the storage), and
+    `search/dts.py` defines the moves as module-level functions."""
+    import ast
+    import inspect
+
+    from specdifftree.search import dts, tree
+
+    source = ast.parse(inspect.getsource(tree))
+    names = {n.attr for n in ast.walk(source) if isinstance(n, ast.Attribute)}
+    names |= {n.id for n in ast.walk(source) if isinstance(n, ast.Name)}
+    reach = {"prior", "problem", "start", "advance", "release", "features", "score", "rng", "random"}
+    assert not names & reach, names & reach
+    funcs = {n.name for n in ast.parse(inspect.getsource(dts)).body if isinstance(n, ast.FunctionDef)}
+    assert {"select", "expand", "rollout", "backup", "grow", "run_dts"} <= funcs
+    methods = {n.name for c in ast.walk(source) if isinstance(c, ast.ClassDef) for n in c.body
+               if isinstance(n, ast.FunctionDef)}
+    assert not methods & {"select", "expand", "rollout", "backup", "descend", "draw", "evaluate"}
+
+
+def test_children_are_arrays_in_creation_order():
+    """Child links are blocks of one array (no per-node dict); a node's children come back in the
+    order they were added, and `child` finds each by its token."""
+    from specdifftree.search.tree import NO_NODE, NO_PARENT, NO_TOKEN, Tree
+
+    t = Tree(eos=99, max_len=50, capacity=2)
+    root = t.add(NO_PARENT, NO_TOKEN, 0.0)
+    made = {p: [] for p in range(4)}
+    rng = np.random.default_rng(0)
+    for i in range(200):
+        p = int(rng.integers(0, min(4, t.size)))
+        made[p].append(t.add(p, 1000 + i, -1.0))
+    for p, kids in made.items():
+        assert t.children(p).tolist() == kids
+        assert all(t.child(p, int(t.token[k])) == k for k in kids)
+    assert t.child(root, 5) == NO_NODE
+    assert not any(isinstance(v, dict) for k, v in vars(t).items() if k != "fields")

@@ -9,6 +9,7 @@ import torch
 
 from specdifftree.cli import main
 from specdifftree.prior.model import PriorParts
+from specdifftree.search.sampler import on_host
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -130,8 +131,8 @@ def test_soft_prompt_checkpoint_round_trips_and_changes_the_logprobs(tiny_dirs, 
     prompt = forecast_prompt(x, H, forecast_codec(x))
     plain = PriorParts.fresh(258, f"hf:{hf_dir}", seed=1)  # same encoder and head, no projector
     assert plain.soft_prompt_for(x) is None and np.array_equal(plain.bias(x), back.bias(x))
-    _, without = TSLMPrior(bb, prompt, 8, plain.bias(x)).start()
-    _, with_sp = TSLMPrior(bb, prompt, 8, back.bias(x), soft_prompt=soft).start()
+    without = on_host(TSLMPrior(bb, prompt, 8, plain.bias(x)).start()[1])
+    with_sp = on_host(TSLMPrior(bb, prompt, 8, back.bias(x), soft_prompt=soft).start()[1])
     assert np.abs(with_sp - without).max() > 1e-3
     with torch.inference_mode():  # without a projector: exactly log_softmax(backbone logits + bias)
         logits = bb.model(torch.tensor([bb.tokenize(prompt)])).logits[0, -1].numpy()

@@ -243,16 +243,17 @@ CONTINUATION = [ord(c) for c in " up, 12"]                # byte tokens of the t
 def our_logprobs(weights, llm_dir: Path, max_len: int = 16):
     from specdifftree.prior.backbones.hf import HFBackbone
     from specdifftree.prior.opentslm import SERIES_TEXT, UpstreamPrompt, opentslm_prior
+    from specdifftree.search.sampler import on_host
 
     texts = [SERIES_TEXT.format(mean=x.mean(), std=np.std(x, ddof=1)) for x in (X1, X2)]
     prompt = UpstreamPrompt(PRE, list(zip(texts, (X1, X2))), POST)
     backbone = HFBackbone.from_pretrained(str(llm_dir))
     prior = opentslm_prior(weights, backbone, prompt, max_len)
     handle, lp = prior.start()
-    rows = [lp]
+    rows = [on_host(lp)]
     for t in CONTINUATION:
         kids, lps = prior.advance(np.array([handle]), np.array([t]))
-        handle, lp = int(kids[0]), lps[0]
+        handle, lp = int(kids[0]), on_host(lps)[0]
         rows.append(lp)
     return np.stack(rows), prior, texts
 

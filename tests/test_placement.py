@@ -19,6 +19,7 @@ from specdifftree.cli import main
 from specdifftree.errors import SDTError
 from specdifftree.prior.backbones.base import Placement
 from specdifftree.prior.backbones.hf import HFBackbone
+from specdifftree.search.sampler import on_host
 
 ETTH1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ett" / "ETTh1.csv"
 needs_etth1 = pytest.mark.skipif(not ETTH1.is_file(), reason="needs ../shared/data/ett/ETTh1.csv beside the checkout")
@@ -92,8 +93,10 @@ def test_bf16_logprobs_agree_with_float32_within_the_stated_tolerance(tiny_dir):
     bf16 = _forecast_prior(tiny_dir, Placement("cpu", "bfloat16"))
     assert bf16.backbone.dtype == torch.bfloat16 and f32.backbone.dtype == torch.float32
     (ra, la), (rb, lb) = f32.start(), bf16.start()
+    la, lb = on_host(la), on_host(lb)
     toks = np.array([ord("1"), ord("2"), ord("-"), ord("3"), ord("9")])
     (_, la2), (_, lb2) = f32.advance(np.full(5, ra), toks), bf16.advance(np.full(5, rb), toks)
+    la2, lb2 = on_host(la2), on_host(lb2)
     a, b = np.vstack([la[None], la2]), np.vstack([lb[None], lb2])
     assert a.dtype == b.dtype == np.float32  # log-probs are float32 whatever the weights
     allowed = np.isfinite(a)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from specdifftree.data.example import STAGES, Example
+from specdifftree.search.sampler import on_host
 from tests.test_train_prior import _child_process, _run, tiny_hf  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,12 +55,13 @@ def test_training_loss_is_the_search_priors_log_prob(backbone):
     for r in range(3):
         prior = TSLMPrior(backbone, "", 64, segments=prompt_segments(parts, backbone, layout, r))
         h, lp = prior.start()
+        lp = on_host(lp)
         want = []
         for t in answers[r]:
             want.append(-lp[t])
             if t != backbone.eos_id:
                 kids, lps = prior.advance(np.array([h]), np.array([t]))
-                h, lp = int(kids[0]), lps[0]
+                h, lp = int(kids[0]), on_host(lps)[0]
         np.testing.assert_allclose(nll[owner == r].numpy(), want, atol=1e-4)
 
 

@@ -18,10 +18,9 @@ from specdifftree.bench.exact import empirical, noise_floor, target, tv
 from specdifftree.prior.base import Cost, Prior
 from specdifftree.search import rows as row_module
 from specdifftree.search.common import Problem, SearchConfig
-from specdifftree.search.sampling import sample_tokens
-from specdifftree.search.dts import leaf_log_probs, run_dts
-from specdifftree.search.rows import RowPool, sample_rows
-from specdifftree.search.tree import Tree
+from specdifftree.search.dts import leaf_log_probs, new_search, rollout, run_dts
+from specdifftree.search.rows import RowPool
+from specdifftree.search.sampler import sample, warp
 
 WIDE_TOKENS, FIRST = 5000, 600  # vocabulary (EOS extra); tokens the first position can take
 
@@ -100,9 +99,10 @@ def test_dts_is_exact_at_vocabulary_5001(wide, monkeypatch):
 
 def test_no_node_field_is_as_wide_as_the_vocabulary(wide):
     problem, _, _ = wide
-    tree = Tree(Problem(WideMarkov(), wide_reward))
+    s = new_search(Problem(WideMarkov(), wide_reward), np.random.default_rng(0))
     for _ in range(50):
-        tree.rollout(np.array([0, 0, 0, 0]), np.random.default_rng(0))
+        rollout(s, np.array([0, 0, 0, 0]))
+    tree = s.tree
     arrays = [v for v in vars(tree).values() if isinstance(v, np.ndarray)]
     assert arrays and all(a.ndim == 1 for a in arrays)
     assert not hasattr(tree, "logprobs")
@@ -110,7 +110,7 @@ def test_no_node_field_is_as_wide_as_the_vocabulary(wide):
 
 def test_row_sampler_host_and_torch_agree():
     """The device path (torch; here on the CPU) draws the same tokens as the host path from the same
-    uniforms, and both agree with `sample_tokens` (the sampler the other methods use)."""
+    uniforms, without and with temperature / top-k / top-p, and masked tokens are never drawn."""
     import torch
 
     rng = np.random.default_rng(0)
@@ -118,11 +118,19 @@ def test_row_sampler_host_and_torch_agree():
     logits[:, ::7] = -np.inf  # masked tokens (a grammar) are never drawn
     logp = (logits - np.log(np.exp(logits).sum(-1, keepdims=True))).astype(np.float32)
     u = np.random.default_rng(5).random(16)
-    host_tok, host_lp = sample_rows(logp, u)
-    dev_tok, dev_lp = sample_rows(torch.from_numpy(logp), u)
+    host_tok, host_lp = sample(logp, u)
+    dev_tok, dev_lp = sample(torch.from_numpy(logp), u)
     assert np.array_equal(host_tok, dev_tok) and np.allclose(host_lp, dev_lp)
-    assert np.array_equal(host_tok, sample_tokens(logp, np.random.default_rng(5)))
     assert np.all(host_tok % 7 != 0) and np.allclose(host_lp, logp[np.arange(16), host_tok])
+    for opts in ({"temperature": 0.5}, {"top_k": 5}, {"top_p": 0.6}, {"temperature": 1.5, "top_k": 40, "top_p": 0.9}):
+        host = warp(logp, **opts)
+        dev = warp(torch.from_numpy(logp), **opts).numpy()
+        assert np.array_equal(np.isfinite(host), np.isfinite(dev)) and np.allclose(host, dev, equal_nan=True), opts
+        host_tok, host_lp = sample(logp, u, **opts)
+        dev_tok, _ = sample(torch.from_numpy(logp), u, **opts)
+        assert np.array_equal(host_tok, dev_tok), opts
+        assert np.all(np.isfinite(host[np.arange(16), host_tok])) and np.all(host_tok % 7 != 0)
+        assert np.allclose(host_lp, logp[np.arange(16), host_tok])  # the values of the unwarped rows
 
 
 @pytest.mark.parametrize("kind", ["numpy", "torch"])

@@ -15,6 +15,7 @@ import numpy as np
 from specdifftree.amortize.buffer import Record
 from specdifftree.amortize.flow import Flow, terminal_children
 from specdifftree.search.common import Problem
+from specdifftree.search.sampler import on_host
 from specdifftree.search.sampling import ancestral
 
 CHUNK = 256  # prefixes per batched prior call when walking buffers
@@ -63,6 +64,7 @@ def walk_prefixes(problem: Problem, store: PrefixStore, sequences: list[np.ndarr
     `CHUNK` prefixes per call, storing their features and log-probs; handles are released level by level."""
     prior = problem.prior
     root, logp0 = prior.start()
+    logp0 = on_host(logp0)
     store.add([()], prior.features(np.array([root]), [[]]), logp0[None])
     level, depth = {(): root}, 0
     while True:
@@ -71,6 +73,7 @@ def walk_prefixes(problem: Problem, store: PrefixStore, sequences: list[np.ndarr
         for i in range(0, len(kids), CHUNK):
             chunk = kids[i: i + CHUNK]
             handles, logp = prior.advance(np.array([level[k[:-1]] for k in chunk]), np.array([k[-1] for k in chunk]))
+            logp = on_host(logp)
             store.add(chunk, prior.features(handles, [list(k) for k in chunk]), logp)
             nxt.update(zip(chunk, handles.tolist()))
         prior.release(np.array(list(level.values())))

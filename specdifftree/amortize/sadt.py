@@ -1,6 +1,6 @@
 """S-ADT: search amortized by a flow network (`sdt amortize`), two ways.
 
-sadt         DTS on a `FlowTree`. Selection draws a child with probability
+sadt         DTS's moves with S-ADT's plug-ins. Selection draws a child with probability
              ~ p(a|s) exp(lam ((1 - alpha) v_hat + alpha F_phi)), and new children are drawn from
              q instead of p. The rollout policy is explicit: with `rollout="q"` (default) each new
              node is rolled out with q to a terminal, as DTS does with p; with `rollout="flow"` a
@@ -24,84 +24,68 @@ import numpy as np
 from specdifftree.amortize.flow import Flow, load_flow
 from specdifftree.errors import SDTError
 from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, make_sample
-from specdifftree.search.dts import backup, grow, path_logp
-from specdifftree.search.rows import is_numpy, to_numpy
+from specdifftree.search.dts import (Search, backup, choose_soft, evaluate, grow, new_search, reward, rollout,
+                                     samples_at, select)
+from specdifftree.search.sampler import is_numpy, to_numpy
 from specdifftree.search.sampling import ancestral, draw_within_budget
 from specdifftree.search.tree import Tree
 
+Q, P, F = 0, 1, 2  # row channels: log q(.|s) (drawn from), log p(.|s), F_phi(s.a) for every a
+FLOW_FIELDS = {"flow": np.float64}  # [N] F_phi of a node as predicted at its parent (terminal: its reward)
 
-class FlowTree(Tree):
-    """A search tree whose draws come from q and whose nodes carry F_phi.
 
-    The row pool holds three channels per evaluated node: log q(.|s) (what `draw` and `rollout`
-    sample from), log p(.|s) and F_phi(s.a) for every a; each child's `logp` stays log p(a|s) (its
-    weight in backup and selection). flow [N]: F_phi of a node as predicted at its parent (a
-    terminal node: its reward). `rollout_policy`: "flow" or "q".
-    """
+def flow_rows(flow: Flow):
+    """S-ADT's expansion proposal: the pool holds log q, log p and F_phi per evaluated node, each [B, V]."""
 
-    _FIELDS = {**Tree._FIELDS, "flow": np.float64}
-    _Q, _P, _F = 0, 1, 2  # row channels
-
-    def __init__(self, problem: Problem, flow, rollout_policy: str = "q"):
-        self.flow_fn = flow  # amortize.flow.Flow
-        self.rollout_policy = rollout_policy
-        super().__init__(problem)
-
-    def _channels(self, nodes: np.ndarray, handles: np.ndarray, logp) -> list:
+    def propose(s: Search, nodes: np.ndarray, handles: np.ndarray, logp) -> list:
         logp = logp if is_numpy(logp) else to_numpy(logp)
-        log_q, child_flow = self.flow_fn.evaluate(handles, [self.tokens(n) for n in nodes.tolist()], logp)
+        log_q, child_flow = flow.evaluate(handles, [s.tree.tokens(n) for n in nodes.tolist()], logp)
         return [np.asarray(log_q, np.float32), logp, child_flow]
 
-    def _new(self, parent: int, token: int, logp: float) -> int:
-        if parent < 0:
-            return super()._new(parent, token, logp)
-        slot = int(self.slot[parent])
-        n = super()._new(parent, token, self.rows.value(slot, self._P, token))
-        self.flow[n] = self.rows.value(slot, self._F, token)
-        return n
-
-    def rollout(self, starts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """"q": DTS's rollout, drawing from q. "flow": no rollout: the new nodes are evaluated (one
-        forward token each, as one batch) so that later descents can pass them; F_phi is their value."""
-        if self.rollout_policy == "q":
-            return super().rollout(starts, rng)
-        self.evaluate(starts)
-        for n in starts[self.terminal[starts]].tolist():
-            self.leaf_reward(n)
-        return starts
-
-    def leaf_value(self, leaf: int):
-        """What a backup starts from: the reward at a terminal (None), F_phi elsewhere."""
-        return None if self.terminal[leaf] else float(self.flow[leaf])
+    return propose
 
 
-def choose_hybrid(cfg: SearchConfig):
-    """S-ADT selection: a child with probability ~ p(a|s) exp(lam ((1 - alpha) v_hat + alpha F_phi))."""
+def flow_child(s: Search, child: int) -> None:
+    """A child drawn from q keeps log p(a|s) as its weight, and F_phi(s.a) as its parent predicts it."""
+    t = s.tree
+    slot, token = int(t.slot[t.parent[child]]), int(t.token[child])
+    t.logp[child] = t.rows.value(slot, P, token)
+    t.flow[child] = t.rows.value(slot, F, token)
 
-    def choose(tree: FlowTree, n: int, kids: np.ndarray, rng: np.random.Generator) -> int:
-        v = (1 - cfg.alpha) * tree.value[kids] + cfg.alpha * tree.flow[kids]
-        s = cfg.lam * v + tree.log_weight(kids, "prior")
-        p = np.exp(s - s.max())
-        return int(rng.choice(kids, p=p / p.sum()))
 
-    return choose
+def flow_leaf_value(tree: Tree, leaf: int):
+    """What a backup starts from: the reward at a terminal (None), F_phi elsewhere."""
+    return None if tree.terminal[leaf] else float(tree.flow[leaf])
+
+
+def flow_rollout(s: Search, starts: np.ndarray) -> np.ndarray:
+    """`--rollout flow`: no rollout. The new nodes [B] are evaluated (one forward token each, as one
+    batch) so that later descents can pass them; F_phi is their value."""
+    evaluate(s, starts)
+    for n in starts[s.tree.terminal[starts]].tolist():
+        reward(s, n)
+    return starts
+
+
+def hybrid_value(alpha: float):
+    """S-ADT's selection value (1 - alpha) v_hat + alpha F_phi of children [K]."""
+    return lambda tree, kids: (1 - alpha) * tree.value[kids] + alpha * tree.flow[kids]
 
 
 def run_sadt(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:
-    """`cfg.iterations` rounds of hybrid selection on a FlowTree, then `cfg.samples` re-descents
-    completed with q."""
+    """`cfg.iterations` rounds of hybrid selection on a tree drawing from q, then `cfg.samples`
+    re-descents completed with q."""
     if cfg.child_weight != "prior":
         raise SDTError("sadt weighs children by p(a|s) (they are drawn from q): use --child-weight prior")
     watch = Stopwatch(problem)
-    tree = FlowTree(problem, load_flow(cfg.flow, problem, cfg.lam, "--method sadt"), cfg.rollout)
-    choose = choose_hybrid(cfg)
-    grow(tree, problem, cfg, rng, choose, lambda leaf: backup(tree, leaf, cfg.lam, "prior", tree.leaf_value(leaf)),
-         progress)
-    tree.rollout_policy = "q"  # complete every final sample
-    starts = np.array([tree.descend(rng, 0.0, 0.0, choose) for _ in range(cfg.samples)])  # C = 0: no widening
-    leaves = tree.rollout(starts, rng)
-    unique = {n: make_sample(problem, tree.tokens(n), path_logp(tree, n)) for n in set(leaves.tolist())}
-    return watch.result("sadt", [unique[n] for n in leaves.tolist()], tree)
+    flow = load_flow(cfg.flow, problem, cfg.lam, "--method sadt")
+    s = new_search(problem, rng, propose=flow_rows(flow), on_child=flow_child, extra_fields=FLOW_FIELDS)
+    choose = choose_soft(cfg.lam, "prior", hybrid_value(cfg.alpha))
+    grow(s, cfg, choose, lambda tree, leaf: backup(tree, leaf, cfg.lam, "prior", flow_leaf_value(tree, leaf)),
+         rollout_fn=rollout if cfg.rollout == "q" else flow_rollout, progress=progress)
+    starts = np.array([select(s, choose, 0.0, 0.0) for _ in range(cfg.samples)])  # C = 0: no widening
+    leaves = rollout(s, starts)  # every final sample completed with q
+    return watch.result("sadt", samples_at(problem, s.tree, leaves), s.tree)
 
 
 def run_sadt_sample(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:

@@ -8,6 +8,7 @@ import numpy as np
 
 from specdifftree.prior.base import Cost, Prior
 from specdifftree.search.common import Problem, logsumexp
+from specdifftree.search.sampler import on_host
 
 Seq = tuple[int, ...]
 
@@ -20,7 +21,7 @@ def enumerate_sequences(prior: Prior, limit: int = 200_000) -> dict[Seq, float]:
     saved = Cost(prior.cost.forward_tokens, prior.cost.model_calls)
     out: dict[Seq, float] = {}
     root, logp0 = prior.start()
-    frontier = [((), 0.0, root, logp0)]
+    frontier = [((), 0.0, root, on_host(logp0))]
     while frontier:
         nxt_h, nxt_t, nxt_meta = [], [], []
         for seq, lp, h, logp in frontier:
@@ -38,7 +39,7 @@ def enumerate_sequences(prior: Prior, limit: int = 200_000) -> dict[Seq, float]:
         if not nxt_meta:
             break
         handles, logps = prior.advance(np.array(nxt_h), np.array(nxt_t))
-        frontier = [(s, lp, h, l) for (s, lp), h, l in zip(nxt_meta, handles.tolist(), logps)]
+        frontier = [(s, lp, h, l) for (s, lp), h, l in zip(nxt_meta, handles.tolist(), on_host(logps))]
     prior.cost = saved
     return out
 

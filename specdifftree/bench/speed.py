@@ -185,7 +185,7 @@ def sampling_run(backbone, prompt_ids: list[int], n_new: int, batch: int, seed: 
                                           pad_token_id=backbone.tokenizer.pad_token_id or 0)
         _sync(backbone)
         return batch * (out.shape[1] - len(prompt_ids)), time.perf_counter() - t0
-    from specdifftree.search.sampling import sample_tokens
+    from specdifftree.search.sampler import sample
 
     rng = np.random.default_rng(seed)
     per_call = max(1, (backbone.n_ctx - len(prompt_ids)) // batch)  # what fits in the KV cells at once
@@ -193,7 +193,7 @@ def sampling_run(backbone, prompt_ids: list[int], n_new: int, batch: int, seed: 
     done = 0
     while done < n_new:
         done += backbone.sample(prompt_ids, min(per_call, n_new - done), batch,
-                                lambda lg: sample_tokens(lg - lg.max(1, keepdims=True), rng)).shape[1]
+                                lambda lg: sample(lg - lg.max(1, keepdims=True), rng.random(len(lg)))[0]).shape[1]
     return batch * done, time.perf_counter() - t0
 
 

@@ -13,9 +13,10 @@ by whoever holds its handle. Cost is counted on `prior.cost`.
 
     x = prior.features(handles, prefixes)        # [B, D], for flow networks (S-ADT): no forward pass
 
-Tree searches call `start_rows` / `advance_rows` instead: the same, except that a prior may return
-the log-probs where its model runs (a torch tensor on its device), so that only the tokens drawn
-from them cross to the host (`search.rows`). By default they are `start` / `advance`.
+The log-probs stay where the prior computes them: numpy on the host (Markov chains, llama.cpp
+backbones) or a torch tensor on the model's device (transformers backbones), so that a tree
+search moves only the tokens it draws to the host (`search.sampler`, `search.rows`). Code that
+reads whole rows on the host copies them with `search.sampler.on_host`.
 """
 
 from __future__ import annotations
@@ -68,11 +69,12 @@ class Prior(ABC):
         return len(self.vocab)
 
     @abstractmethod
-    def start(self) -> tuple[int, np.ndarray]:
-        """Evaluate the prompt. Returns (root handle, next-token log-probs [V])."""
+    def start(self):
+        """Evaluate the prompt. Returns (root handle, next-token log-probs [V]: numpy, or torch on the
+        model's device)."""
 
     @abstractmethod
-    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def advance(self, handles: np.ndarray, tokens: np.ndarray):
         """Feed `tokens[i]` to the prefix `handles[i]`.
 
         Args:
@@ -81,16 +83,9 @@ class Prior(ABC):
         Returns:
             kids: [B] int handles of the extended prefixes (a handle may be advanced many times:
                   branching is free).
-            logp: [B, V] float, next-token log-probs after each extended prefix.
+            logp: [B, V] float, next-token log-probs after each extended prefix (numpy, or torch
+                  on the model's device).
         """
-
-    def start_rows(self):
-        """`start`, its log-probs [V] as numpy or as a torch tensor on the model's device."""
-        return self.start()
-
-    def advance_rows(self, handles: np.ndarray, tokens: np.ndarray):
-        """`advance`, its log-probs [B, V] as numpy or as a torch tensor on the model's device."""
-        return self.advance(handles, tokens)
 
     def release(self, handles: np.ndarray) -> None:
         """The caller no longer needs these handles (frees KV memory where there is any)."""

@@ -154,11 +154,6 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _on_host(rows) -> np.ndarray:
-    """numpy rows as they are, torch rows copied to the host.  [..., V] -> [..., V]"""
-    return rows if isinstance(rows, np.ndarray) else rows.cpu().numpy()
-
-
 def _one_series(history: np.ndarray, device=None):
     """[L] -> a float32 torch batch [1, L] on `device`."""
     import torch
@@ -248,7 +243,7 @@ class TSLMPrior(Prior):
             self._device_rows[key] = torch.as_tensor(row, dtype=torch.float32, device=device)
         return self._device_rows[key]
 
-    def start_rows(self):
+    def start(self):
         """(root handle, log-probs [V] float32 where the backbone keeps logits: numpy, or torch on its device)."""
         if self.segments is not None:  # OpenTSLM-SP's layout: text and series patches interleaved, one prefill
             segments = self.segments
@@ -259,7 +254,7 @@ class TSLMPrior(Prior):
         self._state[int(handle)] = state
         return handle, self._logp(logits[None], [state])[0]
 
-    def advance_rows(self, handles: np.ndarray, tokens: np.ndarray):
+    def advance(self, handles: np.ndarray, tokens: np.ndarray):
         """(kids [B], log-probs [B, V] float32 where the backbone keeps logits: numpy, or torch on its device)."""
         handles, tokens = np.asarray(handles), np.asarray(tokens)
         kids, logits = self._metered(self.backbone.advance, handles, tokens)
@@ -268,14 +263,6 @@ class TSLMPrior(Prior):
             states = [self.grammar.step(self._state[int(h)], int(t)) for h, t in zip(handles, tokens)]
         self._state.update(zip(np.asarray(kids).tolist(), states))
         return kids, self._logp(logits, states)
-
-    def start(self) -> tuple[int, np.ndarray]:
-        handle, logp = self.start_rows()
-        return handle, _on_host(logp)
-
-    def advance(self, handles: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        kids, logp = self.advance_rows(handles, tokens)
-        return kids, _on_host(logp)
 
     def release(self, handles: np.ndarray) -> None:
         for h in np.asarray(handles).tolist():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, make_sample
+from specdifftree.search.sampler import on_host
 
 
 def run_beam(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:
@@ -20,7 +21,7 @@ def run_beam(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, prog
     prior, W = problem.prior, cfg.beam_width
     handle, logp0 = prior.start()
     handles = np.array([handle], dtype=np.int64)  # [B] live beams, B <= W
-    next_logp = logp0[None]  # [B, V]
+    next_logp = on_host(logp0)[None]  # [B, V], on the host: every step ranks all B * V continuations
     scores = np.zeros(1)  # [B] cumulative log p
     seqs: list[list[int]] = [[]]
     finished: list[tuple[list[int], float]] = []
@@ -35,7 +36,8 @@ def run_beam(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, prog
         go = ~ends
         dropped = handles
         if go.any():
-            handles, next_logp = prior.advance(handles[beam[go]], tok[go])
+            handles, rows = prior.advance(handles[beam[go]], tok[go])
+            next_logp = on_host(rows)
         else:
             handles = np.zeros(0, dtype=np.int64)
         prior.release(np.unique(dropped))

@@ -1,6 +1,6 @@
-"""UCT Monte-Carlo tree search with progressive widening and mean backups, on the DTS tree.
+"""UCT Monte-Carlo tree search with progressive widening and mean backups, on the DTS moves.
 
-Selection is `Tree.descend` with the UCB rule of DTS* (`choose_uct`), which here reads mean
+Selection is `dts.select` with the UCB rule of DTS* (`choose_uct`), which here reads mean
 values: argmax of mean(c) + c_uct sqrt(log N(s) / N(c)). Rollouts run batched as in DTS; the
 backup keeps, at each node on the path, the running mean of the rewards that went through it.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch
-from specdifftree.search.dts import best_found, choose_uct, grow
+from specdifftree.search.dts import best_found, choose_uct, grow, new_search
 from specdifftree.search.tree import ROOT, Tree
 
 
@@ -27,6 +27,6 @@ def run_mcts(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, prog
     """`cfg.iterations` select -> expand -> rollout -> backup, `cfg.batch_size` rollouts per batched round,
     stopping early when `cfg.budget` is exhausted."""
     watch = Stopwatch(problem)
-    tree = Tree(problem)
-    grow(tree, problem, cfg, rng, choose_uct(cfg), lambda leaf: mean_backup(tree, leaf), progress)
-    return watch.result("mcts", best_found(tree, cfg.samples), tree)
+    s = new_search(problem, rng)
+    grow(s, cfg, choose_uct(cfg), mean_backup, progress=progress)
+    return watch.result("mcts", best_found(problem, s.tree, cfg.samples), s.tree)

@@ -1,4 +1,4 @@
-"""Next-token log-prob rows of tree nodes, held in a pool bounded in bytes, and token draws from them.
+"""Next-token log-prob rows of tree nodes, held in a pool bounded in bytes.
 
 A row is a node's log p(.|s) over the whole vocabulary: [V] floats, 608 KB at V = 151,936. A tree
 needs a node's row only to draw more children from it, so rows are not node fields: `RowPool`
@@ -8,49 +8,17 @@ row was evicted and that draws again has it recomputed by the prior from its par
 token, counted on the prior's cost), so every draw is still exactly from p(.|s).
 
 Rows may have several channels of the same shape (S-ADT: log q, log p, F_phi of each child); draws
-come from channel 0. Only drawn ids and the values at them cross to the host: [B] each.
+come from channel 0 (`search.sampler.sample`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from specdifftree.search.sampler import is_numpy, to_numpy
+
 ROW_POOL_BYTES = 256 * 2**20  # rows held at most, all channels together
 MIN_ROWS = 64  # rows held whatever the vocabulary (a batch's rows must fit at once)
-
-
-def is_numpy(x) -> bool:
-    return isinstance(x, np.ndarray)
-
-
-def to_numpy(x) -> np.ndarray:
-    """A host copy of rows (numpy or torch) as float32.  [B, V] -> [B, V]"""
-    if is_numpy(x):
-        return np.asarray(x, dtype=np.float32)
-    return x.detach().float().cpu().numpy()
-
-
-def sample_rows(rows, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One token per row by inverse CDF at uniforms u, and its log-prob.
-
-    rows: [B, V] normalised log-probs (numpy, or torch on any device); u: [B] in [0, 1).
-    Returns (tokens [B] int64, log-probs at them [B] float64), both on the host. The token is the
-    number of CDF entries <= u * total, as `search.sampling.sample_tokens` draws with the same u.
-    """
-    B = len(u)
-    if is_numpy(rows):
-        p = np.exp(np.asarray(rows, dtype=np.float64))
-        cdf = np.cumsum(p, axis=-1)
-        idx = np.minimum((cdf <= (u * cdf[:, -1])[:, None]).sum(axis=-1), rows.shape[-1] - 1)
-        return idx.astype(np.int64), np.asarray(rows[np.arange(B), idx], dtype=np.float64)
-    import torch
-
-    wide = torch.float32 if rows.device.type == "mps" else torch.float64  # mps has no float64
-    cdf = torch.cumsum(torch.exp(rows.to(wide)), dim=-1)
-    target = torch.as_tensor(u, dtype=wide, device=rows.device) * cdf[:, -1]
-    idx = torch.searchsorted(cdf, target[:, None], right=True).clamp_(max=rows.shape[-1] - 1)
-    vals = torch.gather(rows, 1, idx)
-    return idx[:, 0].cpu().numpy().astype(np.int64), vals[:, 0].double().cpu().numpy()
 
 
 def _empty_like_rows(row, n: int):

@@ -1,4 +1,4 @@
-"""Token sampling (warping, inverse-CDF draws, batched ancestral decoding), the decoding baselines
+"""Batched ancestral decoding with the one token sampler (`search.sampler`), the decoding baselines
 built on it (greedy, sampling), and what the sampling baselines share: drawing in batches until a
 budget is spent, and resampling by log-weights."""
 
@@ -9,35 +9,9 @@ from typing import Callable, Optional, TypeVar
 import numpy as np
 
 from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, logsumexp, make_sample
+from specdifftree.search.sampler import on_host, sample
 
 T = TypeVar("T")
-
-
-def warp(logp: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
-    """Temperature, top-k and top-p applied to log-probs, renormalised.  [B, V] -> [B, V]"""
-    x = np.asarray(logp, dtype=np.float64) / temperature
-    if top_k and top_k < x.shape[-1]:
-        kth = np.sort(x, axis=-1)[..., -top_k][..., None]
-        x = np.where(x >= kth, x, -np.inf)
-    x = x - logsumexp(x, axis=-1, keepdims=True)
-    if top_p < 1.0:
-        order = np.argsort(-x, axis=-1)
-        sorted_p = np.exp(np.take_along_axis(x, order, axis=-1))
-        keep_sorted = np.cumsum(sorted_p, axis=-1) - sorted_p < top_p  # always keeps the top token
-        keep = np.zeros_like(keep_sorted)
-        np.put_along_axis(keep, order, keep_sorted, axis=-1)
-        x = np.where(keep, x, -np.inf)
-        x = x - logsumexp(x, axis=-1, keepdims=True)
-    return x
-
-
-def sample_tokens(logp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One token per row by inverse CDF.  logp: [B, V] normalised -> [B] int"""
-    p = np.exp(np.asarray(logp, dtype=np.float64))
-    cdf = np.cumsum(p, axis=-1)
-    u = rng.random(p.shape[0]) * cdf[:, -1]
-    idx = (cdf <= u[:, None]).sum(axis=-1)
-    return np.minimum(idx, p.shape[-1] - 1)
 
 
 def ancestral(problem: Problem, n: int, rng: np.random.Generator, temperature: float = 1.0,
@@ -46,6 +20,7 @@ def ancestral(problem: Problem, n: int, rng: np.random.Generator, temperature: f
     """Draw `n` complete sequences from the (warped) prior as one batch, as batched `generate` would.
 
     Every live sequence pays one forward token per step; the prompt is prefilled once and shared.
+    The rows are read on the host ([B, V] per step), as the policy and the log-prob sums need them.
     `policy(handles [B], prefixes, logp [B, V]) -> log-probs [B, V]` replaces the prior as the
     distribution drawn from (S-ADT's q); it is called before the handles are released.
     Returns (tokens without EOS, log p(x|c) under the unwarped prior) per sequence.
@@ -53,14 +28,15 @@ def ancestral(problem: Problem, n: int, rng: np.random.Generator, temperature: f
     prior = problem.prior
     root, root_logp = prior.start()
     handles = np.full(n, root, dtype=np.int64)
-    logp = np.repeat(root_logp[None], n, axis=0)
+    logp = np.repeat(on_host(root_logp)[None], n, axis=0)
     tokens: list[list[int]] = [[] for _ in range(n)]
     total = np.zeros(n)
     live = np.arange(n)
     for _ in range(prior.max_len):
         step_logp = logp[live]
         draw_from = step_logp if policy is None else policy(handles[live], [tokens[i] for i in live], step_logp)
-        tok = np.argmax(draw_from, axis=-1) if greedy else sample_tokens(warp(draw_from, temperature, top_k, top_p), rng)
+        tok = np.argmax(draw_from, axis=-1) if greedy else \
+            sample(draw_from, rng.random(len(live)), temperature, top_k, top_p)[0]
         total[live] += step_logp[np.arange(len(live)), tok]
         go = tok != prior.eos_id
         for i, t in zip(live[go], tok[go]):
@@ -70,7 +46,8 @@ def ancestral(problem: Problem, n: int, rng: np.random.Generator, temperature: f
         if len(live) == 0 or len(tokens[live[0]]) == prior.max_len:
             prior.release(done_with)
             break
-        handles[live], logp[live] = prior.advance(handles[live], tok[go])
+        handles[live], rows = prior.advance(handles[live], tok[go])
+        logp[live] = on_host(rows)
         prior.release(done_with)
     return [(t, float(s)) for t, s in zip(tokens, total)]
 

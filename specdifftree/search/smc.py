@@ -19,7 +19,8 @@ import numpy as np
 
 from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, logsumexp, make_sample
 from specdifftree.search.registry import POTENTIALS, load_potential
-from specdifftree.search.sampling import sample_tokens, spend_in_batches, weighted_draws
+from specdifftree.search.sampler import on_host, sample
+from specdifftree.search.sampling import spend_in_batches, weighted_draws
 
 
 def ess(log_w: np.ndarray) -> float:
@@ -44,7 +45,7 @@ def twist(problem: Problem, cfg: SearchConfig, tokens: list[int], terminal: bool
 
 def sweep(problem: Problem, root: tuple[int, np.ndarray], K: int, cfg: SearchConfig, rng: np.random.Generator,
           progress=None, flow=None) -> tuple[list[tuple[list[int], float]], np.ndarray]:
-    """One SMC run of K particles from the prefilled prompt `root` = (handle, log-probs [V]).
+    """One SMC run of K particles from the prefilled prompt `root` = (handle, log-probs [V] on the host).
 
     Every live particle pays one forward token per step (one batched call); resampled duplicates
     share their parent's handle. Returns the terminal particles as (tokens, log p(x|c)) and their
@@ -60,7 +61,7 @@ def sweep(problem: Problem, root: tuple[int, np.ndarray], K: int, cfg: SearchCon
     log_z = 0.0
     while live.any():
         idx = np.flatnonzero(live)
-        tok = sample_tokens(next_logp[idx], rng)
+        tok = sample(next_logp[idx], rng.random(len(idx)))[0]
         if flow is not None:  # F_phi(s.a) at the drawn child (terminal: its reward), read before s grows
             new_phi = flow.evaluate(handles[idx], [tokens[i] for i in idx.tolist()], next_logp[idx])[1][
                 np.arange(len(idx)), tok]
@@ -77,7 +78,8 @@ def sweep(problem: Problem, root: tuple[int, np.ndarray], K: int, cfg: SearchCon
         go = idx[~ends]
         dropped = handles[idx]
         if len(go):
-            handles[go], next_logp[go] = prior.advance(handles[go], tok[~ends])
+            handles[go], rows = prior.advance(handles[go], tok[~ends])
+            next_logp[go] = on_host(rows)
         prior.release(np.setdiff1d(dropped, [root[0]]))
         if progress is not None:
             progress(1)
@@ -102,7 +104,8 @@ def run_smc(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progr
     flow = None
     if cfg.potential in POTENTIALS:  # "flow": F_phi, from amortize/ (the registry names where)
         flow = load_potential(cfg.potential)(problem, cfg)
-    root = problem.prior.start()
+    handle, root_logp = problem.prior.start()
+    root = (handle, on_host(root_logp))
     sweeps = spend_in_batches(problem, cfg.budget, cfg.particles, lambda k: sweep(problem, root, k, cfg, rng, progress, flow))
     problem.prior.release(np.array([root[0]]))
     particles = [p for ps, _ in sweeps for p in ps]
