@@ -158,7 +158,6 @@ def download(dataset: Dataset, dest: Optional[Path] = None, log: Callable[[str],
             out.append(target)
             continue
         start = time.monotonic()
-        log(f"{f.path}: downloading {f.url}" + (f" ({f.size:,} bytes)" if f.size else ""))
         known = f"sha256:{f.sha256}" if f.sha256 else None
         try:
             pooch.retrieve(f.url, known, fname=target.name, path=target.parent,
