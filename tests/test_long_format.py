@@ -30,7 +30,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
 @pytest.mark.skipif(not ETTH1.is_file(), reason="shared/data is not beside the checkout")
 def test_out_csv_writes_median_and_bands_with_the_files_dates(run_cli, tmp_path):
     code, _, err = run_cli([*SEARCH, "--series", ETTH1, "--out", tmp_path / "r.json", "--out-csv",
-                            tmp_path / "f.csv", "--level", 95, "--level", 80])
+                            tmp_path / "f.csv", "--level", 95, "--level", "80,95"])
     assert code == 0, err
     header, rows = read_csv(tmp_path / "f.csv")
     assert header == ["unique_id", "ds", "sample", "sample-lo-95", "sample-lo-80", "sample-hi-80", "sample-hi-95"]
@@ -69,7 +69,8 @@ def test_monthly_dates_continue_at_the_inferred_frequency(tmp_path):
 
 def test_bad_levels_and_missing_series_fail_before_loading(run_cli, tmp_path):
     code, _, err = run_cli([*SEARCH, "--series", ETTH1, "--out-csv", tmp_path / "f.csv", "--level", 100])
-    assert code == 2 and "must be in (0, 100)" in err and err.count("\n") == 1
+    assert code == 2 and "--level 100: a prediction interval's level must be a number in (0, 100)" in err
+    assert err.count("\n") == 1
     code, _, err = run_cli(["search", "--prior", "markov:toy3", "--out-csv", tmp_path / "f.csv"])
     assert code == 2 and "--out-csv writes a forecast: it needs --series" in err
     with pytest.raises(SDTError, match="none of the 1 samples holds 3 values"):

@@ -26,12 +26,19 @@ from specdifftree.errors import SDTError
 from specdifftree.experiments.metrics import forecast_matrix
 
 
-def check_levels(levels: Sequence[float]) -> list[float]:
-    """Levels in (0, 100), sorted and without repeats; SDTError naming the first bad one."""
-    for level in levels:
-        if not 0 < float(level) < 100:
-            raise SDTError(f"--level {level:g}: a prediction interval's level must be in (0, 100), e.g. 80 or 95")
-    return sorted({float(level) for level in levels})
+def check_levels(levels: Sequence) -> list[float]:
+    """Levels in (0, 100), sorted and without repeats; SDTError naming the first bad one. A level
+    given as text may hold several, separated by commas or spaces ("80,95", "80 95")."""
+    out = set()
+    for piece in (p for level in levels for p in str(level).replace(",", " ").split()):
+        try:
+            level = float(piece)
+        except ValueError:
+            level = float("nan")
+        if not 0 < level < 100:
+            raise SDTError(f"--level {piece}: a prediction interval's level must be a number in (0, 100), e.g. 80 or 95")
+        out.add(level)
+    return sorted(out)
 
 
 def forecast_rows(samples: list[dict], context: Context, method: str, levels: Sequence[float] = (),
