@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from specdifftree.errors import SDTError
+from specdifftree.machine import seeded
 
 # name -> (transformers config class, its keyword arguments)
 SHAPES: dict[str, tuple[str, dict]] = {
@@ -64,10 +65,8 @@ def shape_dir(name: str, layers: int | None = None, seed: int = 0) -> Path:
     out = sdt_home() / "shapes" / f"{name}-L{config.num_hidden_layers}-s{seed}"
     if (out / "model.safetensors").is_file():
         return out
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    torch.random.set_rng_state(state)
+    with seeded(seed):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed build
     model.save_pretrained(tmp)

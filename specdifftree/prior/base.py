@@ -122,7 +122,9 @@ class Prior(ABC):
         """
         raise SDTError(f"the {type(self).__name__} prior offers no features for a flow network")
 
-    def fingerprint(self) -> str:
-        """Names the model behind p(x|c), not the context: a flow network or search buffer made
-        with one prior is valid exactly for priors with the same fingerprint."""
-        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]
+    def weights_sha256(self) -> str:
+        """The identity of the model behind p(x|c), not of the context: the sha256 of its weights files
+        (`files.files_sha256`; a model held in memory only: of its tensors, every value). A search
+        buffer or flow network made with one prior is valid exactly for priors with the same
+        identity, and run records name it. A prior without weights is named by `describe()`."""
+        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()

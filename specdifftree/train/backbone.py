@@ -18,12 +18,13 @@ rate; default-v5 is default-v5-base (the `scratch4` preset, the `BackbonePreset`
 
 Training: AdamW, linear warm-up then cosine decay to 10%, gradient clip 1.0, rows packed greedily
 with whole documents (each row starts with a document at position 0), right-padded with PAD, loss
-on non-pad tokens. Deterministic: the corpus comes from the seed, the weights from
-torch.manual_seed(seed), and torch runs with a fixed thread count (`BackbonePreset.threads`)
-because the thread count changes the order of float reductions. Two builds with the same seed on
-the same machine give bit-identical safetensors; a different CPU or torch build may differ in the
-last bits. The record of a build (sdt_backbone.json) holds hashes of its first PREFIX_STEPS steps
-(`prefix_record`), which tests/test_default_backbone.py rebuilds.
+on non-pad tokens. Deterministic: the corpus comes from the seed, the weights from torch's
+generator seeded with it (`machine.seeded`, restored after the build), and torch runs with a fixed
+thread count (`BackbonePreset.threads`) because the thread count changes the order of float
+reductions. Two builds with the same seed on the same machine give bit-identical safetensors; a
+different CPU or torch build may differ in the last bits. The record of a build (sdt_backbone.json)
+holds hashes of its first PREFIX_STEPS steps (`prefix_record`), which tests/test_default_backbone.py
+rebuilds.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import numpy as np
 from specdifftree.data.corpus import ETT_TRAIN_FRACTION, MIX, iter_documents, real_series
 from specdifftree.errors import SDTError
 from specdifftree.files import replace_dir
+from specdifftree.machine import seeded
 from specdifftree.paths import default_data_dir as data_dir
 from specdifftree.prior import default
 from specdifftree.prior.tokenizer import EOS_ID, EOS_TOKEN, PAD_ID, VOCAB_SIZE
@@ -157,38 +159,38 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str
     old_threads = torch.get_num_threads()
     torch.set_num_threads(p.threads)
     try:
-        torch.manual_seed(seed)  # on the CPU: the initial weights are the same on every device
-        model = LlamaForCausalLM(p.llama_config()).to(dev)
-        model.train()
-        decay = [w for w in model.parameters() if w.dim() >= 2]
-        no_decay = [w for w in model.parameters() if w.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=p.lr, betas=(0.9, 0.95))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, p))
-        if p.init:
-            _load_init(model, p.init)
-        docs = iter_documents(seed, max_tokens=p.seq_len, mix=p.corpus_mix())
-        batches = _batches(docs, p.batch_size, p.seq_len)
-        losses, tokens, seen, prefix = [], 0, hashlib.sha256(), None
-        bar = tqdm(range(steps), desc=f"pretraining {p.name} backbone", disable=not progress, file=sys.stderr)
-        for step in bar:
-            ids = next(batches)
-            labels = ids.masked_fill(ids == PAD_ID, -100)
-            loss = model(input_ids=ids.to(dev), labels=labels.to(dev)).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            tokens += int((ids != PAD_ID).sum())
-            seen.update(ids.numpy().tobytes())
-            if step + 1 == min(PREFIX_STEPS, steps):
-                prefix = {"steps": step + 1, "batches_sha256": seen.hexdigest(),
-                          "weights_sha256": _weights_sha256(model), "losses": list(losses)}
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        bar.close()
-        model.eval().to("cpu")
+        with seeded(seed):  # initialised on the CPU: the same weights on every device
+            model = LlamaForCausalLM(p.llama_config()).to(dev)
+            model.train()
+            decay = [w for w in model.parameters() if w.dim() >= 2]
+            no_decay = [w for w in model.parameters() if w.dim() < 2]
+            opt = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay},
+                                     {"params": no_decay, "weight_decay": 0.0}], lr=p.lr, betas=(0.9, 0.95))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, p))
+            if p.init:
+                _load_init(model, p.init)
+            docs = iter_documents(seed, max_tokens=p.seq_len, mix=p.corpus_mix())
+            batches = _batches(docs, p.batch_size, p.seq_len)
+            losses, tokens, seen, prefix = [], 0, hashlib.sha256(), None
+            bar = tqdm(range(steps), desc=f"pretraining {p.name} backbone", disable=not progress, file=sys.stderr)
+            for step in bar:
+                ids = next(batches)
+                labels = ids.masked_fill(ids == PAD_ID, -100)
+                loss = model(input_ids=ids.to(dev), labels=labels.to(dev)).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                tokens += int((ids != PAD_ID).sum())
+                seen.update(ids.numpy().tobytes())
+                if step + 1 == min(PREFIX_STEPS, steps):
+                    prefix = {"steps": step + 1, "batches_sha256": seen.hexdigest(),
+                              "weights_sha256": _weights_sha256(model), "losses": list(losses)}
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.close()
+            model.eval().to("cpu")
     finally:
         torch.set_num_threads(old_threads)
     return model, {"losses": losses, "tokens": tokens, "prefix": prefix, "device": _device_name(dev)}

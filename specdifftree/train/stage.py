@@ -42,6 +42,7 @@ import torch
 
 from specdifftree.data.example import STAGES, Example
 from specdifftree.files import write_json
+from specdifftree.machine import seeded
 from specdifftree.prior.model import PriorParts
 from specdifftree.train.config import TrainConfig
 from specdifftree.train.distributed import Dist, Shard, shard, zero_loss
@@ -177,29 +178,29 @@ def train_epoch(run: Run, parts, opt, part: Shard, st: StageState, stage: str, t
     per-token train loss."""
     cfg, v = run.cfg, run.variant
     rng = np.random.default_rng(_epoch_seed(run.seed, stage, st.epoch + 1))
-    torch.manual_seed(int(rng.integers(2**31)))
-    order = rng.permutation(len(part.full.examples))
-    local, lengths = part.local, [len(a) for a in part.full.answer_ids]
-    v.train(parts)
-    params = [p for g in opt.param_groups for p in g["params"]]
-    warmup = max(1, round(cfg.warmup_frac * total_steps))
-    loss_sum, tokens = 0.0, 0
-    for lo in range(0, len(order), cfg.batch_size):
-        idx = order[lo: lo + cfg.batch_size].tolist()
-        batch_tokens = sum(lengths[i] for i in idx)
-        loss, nll_sum, n_tok = loss_fn(part.split, [local[i] for i in idx if i in local], batch_tokens)
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * _lr_factor(st.step, warmup, total_steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        st.step += 1
-        loss_sum += nll_sum
-        tokens += n_tok
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item() / run.dist.world:.4f}")
-    v.eval(parts)
+    with seeded(int(rng.integers(2**31))):  # this epoch's torch stream (dropout); the caller's again after it
+        order = rng.permutation(len(part.full.examples))
+        local, lengths = part.local, [len(a) for a in part.full.answer_ids]
+        v.train(parts)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        warmup = max(1, round(cfg.warmup_frac * total_steps))
+        loss_sum, tokens = 0.0, 0
+        for lo in range(0, len(order), cfg.batch_size):
+            idx = order[lo: lo + cfg.batch_size].tolist()
+            batch_tokens = sum(lengths[i] for i in idx)
+            loss, nll_sum, n_tok = loss_fn(part.split, [local[i] for i in idx if i in local], batch_tokens)
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * _lr_factor(st.step, warmup, total_steps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            st.step += 1
+            loss_sum += nll_sum
+            tokens += n_tok
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item() / run.dist.world:.4f}")
+        v.eval(parts)
     loss_sum, tokens = run.dist.sum([loss_sum, tokens])
     return loss_sum / max(1, tokens)
 
