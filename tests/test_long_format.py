@@ -60,10 +60,13 @@ def test_monthly_dates_continue_at_the_inferred_frequency(tmp_path):
     series = tmp_path / "monthly.csv"
     months = [f"{2000 + m // 12}-{m % 12 + 1:02d}-01" for m in range(30)]
     series.write_text("Month,y\n" + "".join(f"{d},{i}\n" for i, d in enumerate(months)))
-    ctx = context_from_array(np.arange(30.0), horizon=3, meta={"series_file": str(series), "column": "y", "end": 30})
+    # the forecast series is the first where covariates came from other files
+    meta = {"series_file": [str(series), str(tmp_path / "other.csv")], "column": ["y", "z"], "end": 30}
+    ctx = context_from_array(np.arange(30.0), horizon=3, meta=meta)
     samples = [{"values": [30.0 + k, 31.0, 32.0]} for k in range(5)]
     rows = forecast_rows(samples, ctx, "dts", levels=[50])
     assert [r["ds"][:10] for r in rows] == ["2002-07-01", "2002-08-01", "2002-09-01"]
+    assert rows[0]["unique_id"] == "monthly_y"
     assert rows[0]["dts"] == 32.0 and rows[0]["dts-lo-50"] == 31.0 and rows[0]["dts-hi-50"] == 33.0
 
 

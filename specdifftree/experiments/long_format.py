@@ -57,9 +57,8 @@ def forecast_rows(samples: list[dict], context: Context, method: str, levels: Se
         out[f"{method}-lo-{level:g}"] = np.quantile(full, 0.5 - level / 200, axis=0)
     for level in levels:
         out[f"{method}-hi-{level:g}"] = np.quantile(full, 0.5 + level / 200, axis=0)
-    meta = context.meta
-    uid = unique_id or "_".join(str(p) for p in (Path(meta["series_file"]).stem if meta.get("series_file") else "series",
-                                                   meta.get("column")) if p)
+    file, column = forecast_source(context)
+    uid = unique_id or "_".join(str(p) for p in (Path(file).stem if file else "series", column) if p)
     ds = future_stamps(context, H)
     return [{"unique_id": uid, "ds": ds[t], **{k: float(v[t]) for k, v in out.items()}} for t in range(H)]
 
@@ -80,9 +79,10 @@ def write_forecast_csv(path: str | Path, samples: list[dict], context: Context, 
 def future_stamps(context: Context, horizon: int) -> list:
     """The `horizon` stamps after the history: timestamps ("YYYY-MM-DD HH:MM:SS") continuing the
     series file's date column at the history's frequency, else integer row indices."""
-    meta, L = context.meta, len(context.series)
-    end = meta.get("end", L)
-    stamps = history_stamps(meta["series_file"], end - L, end) if meta.get("series_file") else None
+    file, _ = forecast_source(context)
+    L = len(context.series)
+    end = context.meta.get("end", L)
+    stamps = history_stamps(file, end - L, end) if file else None
     if stamps is None:
         return list(range(end, end + horizon))
     import pandas as pd
@@ -91,11 +91,19 @@ def future_stamps(context: Context, horizon: int) -> list:
     if freq is None:
         steps = np.diff(stamps.asi8)
         if len(steps) == 0 or not np.all(steps == steps[0]) or steps[0] <= 0:
-            raise SDTError(f"{meta['series_file']}: the history's timestamps are not evenly spaced, so the "
+            raise SDTError(f"{file}: the history's timestamps are not evenly spaced, so the "
                            "forecast's cannot be inferred")
         freq = pd.Timedelta(int(steps[0]), unit="ns")
     future = pd.date_range(stamps[-1], periods=horizon + 1, freq=freq)[1:]
     return [str(t) for t in future]
+
+
+def forecast_source(context: Context) -> tuple[Optional[str], Optional[str]]:
+    """(series file, column) of the forecast series (the first, where covariates came from other
+    series), or Nones for a context made from an array."""
+    file, column = (v[0] if isinstance(v, (list, tuple)) else v
+                    for v in (context.meta.get("series_file"), context.meta.get("column")))
+    return file, column
 
 
 def history_stamps(path: str | Path, start: int, end: int):
@@ -124,4 +132,4 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-__all__ = ["check_levels", "forecast_rows", "future_stamps", "history_stamps", "write_forecast_csv"]
+__all__ = ["check_levels", "forecast_rows", "forecast_source", "future_stamps", "history_stamps", "write_forecast_csv"]
