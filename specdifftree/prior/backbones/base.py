@@ -95,7 +95,10 @@ def steady_host_memory(threshold: int = 1 << 20) -> bool:
     default raises its mmap threshold to the size of the largest freed block, after which such
     buffers come from the heap, fragment it and the process's RSS creeps up with every step (measured:
     ~35 KB per tree node at V = 151,936); a fixed threshold returns them to the OS when freed (~3 KB).
-    Returns whether the setting took."""
+    Returns whether the setting took.
+
+    The setting is process-wide, so no backbone makes it: `sdt` does, once, when a command starts
+    (cli/__init__.py); a program that runs long searches through the Python API may call this itself."""
     import ctypes
     import sys
 

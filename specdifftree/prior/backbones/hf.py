@@ -27,7 +27,7 @@ import torch
 from transformers import DynamicCache
 
 from specdifftree.errors import SDTError
-from specdifftree.prior.backbones.base import Backbone, Placement, as_segments, is_embedding, steady_host_memory
+from specdifftree.prior.backbones.base import Backbone, Placement, as_segments, is_embedding
 from specdifftree.prior.backbones.hf_cache import PoolStep, pool_cache, step_mask
 from specdifftree.prior.backbones.kv_pool import KVPool, left_padded
 from specdifftree.prior.base import Cost
@@ -53,8 +53,6 @@ class HFBackbone(Backbone):
         self._layer_types = self._check_layer_types()
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
-        if self.device.type == "cpu":
-            steady_host_memory()
         out = model.get_output_embeddings()
         self.vocab_size = int(out.weight.shape[0]) if out is not None else int(self.config.vocab_size)
         self.eos_id = self._eos_id()

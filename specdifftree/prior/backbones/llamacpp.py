@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from specdifftree.errors import SDTError
-from specdifftree.prior.backbones.base import Backbone, as_segments, is_embedding, steady_host_memory
+from specdifftree.prior.backbones.base import Backbone, as_segments, is_embedding
 from specdifftree.prior.backbones.llamacpp_api import Vocabulary, default_threads, llama, load_model, new_context
 from specdifftree.prior.base import Cost
 
@@ -66,7 +66,6 @@ class LlamaCppBackbone(Backbone):
                  n_threads: int | None = None, kv_type: str = "f32", n_gpu_layers: int = 0,
                  cell_budget: int | None = None):
         self.lib = lib = llama()
-        steady_host_memory()  # [B, V] logits are host buffers here
         path = Path(gguf_path)
         if not path.is_file():
             raise SDTError(f"GGUF file {path} does not exist")
