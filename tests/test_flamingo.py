@@ -2,6 +2,7 @@
 trainer's form and `store_to_file`'s), matched against an independent plain-torch implementation of
 upstream's forward (open-flamingo 2.0's helpers as OpenTSLM uses them); safe loading; convert."""
 
+import json
 import os
 from pathlib import Path
 
@@ -377,3 +378,57 @@ def test_a_backbone_of_another_vocabulary_is_refused(llama_ckpt, tmp_path):
     build_hf_tokenizer().save_pretrained(other)  # has a pad token: one token fewer is added
     with pytest.raises(SDTError, match="token rows"):
         flamingo_backbone(load_opentslm(llama_ckpt[1]), str(other))
+
+
+# ------------------------------------------------------------------------------ search
+
+
+@pytest.fixture(scope="module")
+def three_columns(tmp_path_factory):
+    t = np.arange(120)
+    rng = np.random.default_rng(0)
+    cols = [50 + 10 * np.sin(t / 4), 3 * np.cos(t / 7) + rng.normal(0, 0.3, 120), rng.normal(0, 1, 120).cumsum()]
+    path = tmp_path_factory.mktemp("csv") / "xyz.csv"
+    path.write_text("x,y,z\n" + "\n".join(",".join(f"{c[i]:.3f}" for c in cols) for i in range(120)) + "\n")
+    return path
+
+
+def search(run_cli, prior, llm_dir, csv, out, method, *extra):
+    args = ["search", "--prior", prior, "--backbone", f"hf:{llm_dir}", "--series", csv, "--column", "x",
+            "--column", "y", "--column", "z", "--context-length", 40, "--horizon", 4, "--reward", "spectral",
+            "--method", method, "--iterations", 8, "--samples", 3, "--particles", 3, "--batch-size", 3,
+            "--beam-width", 3, "-q", "--out", out, *extra]
+    code, _, err = run_cli(args)
+    assert code == 0, err
+    return json.loads(Path(out).read_text())
+
+
+def test_every_method_searches_a_flamingo_checkpoint_on_three_series(llama_ckpt, three_columns, tmp_path, run_cli,
+                                                                       one_thread):
+    from specdifftree.search.registry import METHODS
+
+    llm_dir, path = llama_ckpt[0], llama_ckpt[1]
+    methods = [m for m in METHODS if not m.startswith(("sadt", "stats:")) and "naive" not in m]
+    for method in methods:
+        rec = search(run_cli, f"opentslm:{path}", llm_dir, three_columns, tmp_path / f"{method}.json", method)
+        assert rec["samples"] and rec["prior"]["media"]["series"] == 3, method
+        assert rec["prior"]["soft_prompt_tokens"] == 0 and rec["prior"]["media"]["patches"] == 3 * 10
+    rec = search(run_cli, f"opentslm:{path}", llm_dir, three_columns, tmp_path / "dts.json", "dts")
+    advanced = sum(len(s["tokens"]) - (len(s["tokens"]) == rec["prior"]["max_len"]) for s in rec["samples"])
+    assert rec["stats"]["forward_tokens"] >= rec["prior"]["prompt_tokens"] + advanced
+
+
+def test_the_converted_checkpoint_gives_the_same_samples(llama_ckpt, three_columns, tmp_path, run_cli, one_thread):
+    llm_dir, path = llama_ckpt[0], llama_ckpt[1]
+    code, _, err = run_cli(["convert", "opentslm", path, "--backbone", f"hf:{llm_dir}", "--out", tmp_path / "conv"])
+    assert code == 0, err
+    a = search(run_cli, f"opentslm:{path}", llm_dir, three_columns, tmp_path / "a.json", "dts", "--seed", 3)
+    b = search(run_cli, str(tmp_path / "conv"), llm_dir, three_columns, tmp_path / "b.json", "dts", "--seed", 3)
+    assert [s["tokens"] for s in a["samples"]] == [s["tokens"] for s in b["samples"]]
+    assert a["prior"]["media"] == b["prior"]["media"]
+
+
+def test_several_series_need_an_opentslm_prior(tiny_hf, three_columns, run_cli):
+    code, _, err = run_cli(["search", "--prior", f"hf:{tiny_hf}", "--series", three_columns, "--column", "x",
+                            "--column", "y", "--horizon", 4, "--context-length", 20, "--reward", "spectral", "-q"])
+    assert code == 2 and "opentslm" in err, err
