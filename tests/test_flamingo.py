@@ -320,6 +320,10 @@ def test_prefill_once_then_branch_equals_a_full_forward_per_branch(llama_ckpt, o
         assert np.abs(np.stack(rows) - want[2:]).max() < 1e-4
     assert prior.cost.forward_tokens == before + 3  # each branch pays for its own tokens only
     assert prior.cost.forward_tokens - 3 - 2 == len(prior.prompt_ids)  # the prompt once
+    # memory: one pool slot (self-attention K/V of every layer) per prompt position and per node, nothing
+    # per node for the media, whose keys and values are one tensor per context
+    assert prior.backbone.pool.in_use == len(prior.prompt_ids) + 2 + 3
+    assert prior.media.kv.shape == (2, 2, HEADS, LATENTS, DIM_HEAD)
 
 
 def test_both_on_disk_forms_and_the_conversion_give_the_same_prior(tmp_path, tiny_llama, one_thread):
