@@ -16,7 +16,7 @@ from specdifftree.errors import SDTError
 VIS, DEPTH, LATENTS, PATCH, MAX_PATCHES = 32, 2, 64, 4, 128  # upstream: 128, 6, 64, 4, 1024
 HEADS, DIM_HEAD = 8, 64  # open-flamingo's, in the perceiver and the cross-attention
 PRE, POST = "You are an expert in time series.", "Predict the next values. Answer:"
-CONTINUATION = [ord(c) for c in " 12, 3"]  # byte tokens of the tiny tokenizer
+CONTINUATION = [ord(c) for c in "12, 3"]  # byte tokens of the tiny tokenizer, after the answer's space
 
 
 # ------------------------------------------------------------------------------ upstream, in plain torch
@@ -249,7 +249,7 @@ def texts(series):
 
 def reference(up, tok, series, continuation):
     text = PRE + "".join(f" <image> {t} <|endofchunk|>" for t in texts(series)) + f" {POST}"
-    ids = tok(text).input_ids
+    ids = tok(text).input_ids + [ord(" ")]  # the answer " {answer}" starts with a space: one byte token here
     with torch.no_grad():
         logits = up.logits(ids + continuation, series, tok.convert_tokens_to_ids("<image>"))
     return ids, torch.log_softmax(logits[len(ids) - 1:].double(), -1).numpy()

@@ -321,10 +321,16 @@ class FlamingoPrior(TSLMPrior):
 
 def flamingo_prior(weights, backbone, prompt, max_len: int, grammar=None, name: str = "opentslm"):
     """A prior (every search method runs on it) over a `flamingo_backbone` with this prompt: one
-    BOS, the text as upstream writes it, the media computed once."""
+    BOS, the text as upstream writes it, then the space upstream puts before every answer
+    (`" {answer}"`) where the tokenizer gives it tokens of its own (Llama-3, Gemma before digits),
+    prefilled so that the search starts where the trained answer's text starts; the media
+    computed once."""
     if getattr(backbone, "media", None) is None:
         raise SDTError("an OpenTSLM-Flamingo prior needs the backbone `flamingo_backbone` builds")
-    ids = list(backbone.tokenizer(prompt_text(prompt))["input_ids"])
+    text = prompt_text(prompt)
+    ids = list(backbone.tokenizer(text)["input_ids"])
+    spaced = list(backbone.tokenizer(text + " ")["input_ids"])
+    ids = spaced if spaced[: len(ids)] == ids else ids
     media = media_context(weights, backbone, prompt, ids)
     prior = FlamingoPrior(backbone, prompt.text(), max_len, bias=None, name=name, grammar=grammar,
                            series_features=media.pooled, parts_id=weights.weights_sha256(), segments=[ids])
