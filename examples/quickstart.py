@@ -38,7 +38,7 @@ def main() -> None:
 
     print(f"{'method':12s} {'forward tokens':>14s} {'mean reward':>11s} {'MASE':>6s}")
     for method in ("sample", "best-of-n", "dts"):
-        result = sdt.search(prior, context, reward="spectral", method=method, budget=800, samples=8, seed=0)
+        result = sdt.generate(prior, context, reward="spectral", method=method, budget=800, samples=8, seed=0)
         _, metrics = sdt.forecast_record(result, context)
         mean_reward = np.mean([s.reward for s in result.samples])
         print(f"{method:12s} {result.forward_tokens:14d} {mean_reward:11.3f} {metrics.get('mase', float('nan')):6.2f}")
@@ -49,7 +49,7 @@ def main() -> None:
         sdt.collect_buffer(buffer, prior, ["spectral"], train_contexts, sdt.SearchConfig(iterations=16, batch_size=8))
         small = sdt.AmortizeConfig(steps=30, eval_every=15, batch_size=8, hidden=32, val_samples=2)  # seconds
         summary = sdt.train_flow([buffer], prior, ["spectral"], flow, cfg=small)
-        result = sdt.search(prior, context, reward="spectral", method="sadt-sample", flow=str(flow), samples=8)
+        result = sdt.generate(prior, context, reward="spectral", method="sadt-sample", flow=str(flow), samples=8)
         print(f"flow network: best at step {summary['best_step']}; sadt-sample spent {result.forward_tokens} forward tokens "
               f"for {len(result.samples)} samples")
     return None

@@ -4,69 +4,160 @@
 
     prior = sdt.open_prior("default")                         # load a prior once (backbone + trained parts)
     context = sdt.context_from_array(history, horizon=24)     # a query from a numpy array
-    result = sdt.search(prior, context, reward="spectral", method="dts", budget=20_000)
+    result = sdt.generate(prior, context, reward="spectral", method="dts", budget=20_000)
     samples, metrics = sdt.forecast_record(result, context)   # forecasts as numbers, CRPS / MASE / Spec-W1
     sdt.train_flow(["buf.safetensors"], "default", ["spectral"], "runs/flow")   # S-ADT flow network
     sdt.run_experiment("experiments/sadt_table.yaml", preset="smoke")          # a grid of cells
+
+`generate` returns the SearchResult; `search_run` (what `sdt search` calls) also keeps the problem
+and config, and makes the `--out` record, the tree, buffer and plot files from them. A problem
+built by hand runs with `run_search(problem, method, cfg)`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from specdifftree.amortize.pipeline import collect_buffer, train_flow
 from specdifftree.amortize.train import AmortizeConfig
-from specdifftree.data.context import Context
-from specdifftree.problem import (PriorSource, PriorSpec, Queries, build_context, context_from_array, forecast_record,
-                                  open_prior)
+from specdifftree.data.context import Context, build_context, context_from_array
+from specdifftree.experiments.metrics import forecast_matrix, forecast_record
+from specdifftree.prior.backbones.base import Placement
+from specdifftree.prior.sources import PriorSource, open_prior
+from specdifftree.prior.spec import PriorSpec
+from specdifftree.problem import Queries
 from specdifftree.search.common import Problem, SearchConfig, SearchResult
-from specdifftree.search.registry import METHODS, run_search, uses_flow
+from specdifftree.search.registry import METHODS, get_method, run_search
+
+PriorLike = Union[str, PriorSpec, PriorSource, Queries]
 
 
-def search(prior: Union[str, PriorSpec, PriorSource, Queries], context: Optional[Context] = None, *,
-           reward: Union[str, Sequence[str]] = (), method: str = "dts", budget: Optional[int] = None,
-           lam: Optional[float] = None, progress: bool = False, **options) -> SearchResult:
-    """Search or sample from pi*(x) ~ p(x|c) exp(lam r(x)) with one method.
+@dataclass
+class SearchRun:
+    """One query searched with one method: the opened queries, the problem (its prior holds the
+    cost meter), the validated config and the result."""
+
+    queries: Queries
+    problem: Problem
+    cfg: SearchConfig
+    method: str
+    result: SearchResult
+    backbone: Optional[str] = None  # --backbone as given
+
+    @cached_property
+    def forecast(self) -> tuple[list[dict], dict]:
+        """The samples as JSON with their parsed forecasts, and the forecast metrics (`forecast_record`)."""
+        return forecast_record(self.result, self.problem.context, season=self.cfg.season)
+
+    def record(self) -> dict:
+        """What `sdt search --out` writes: the result, each sample with its parsed forecast, the
+        forecast metrics, the prior, the weights it ran with and the options.
+
+        weights: {"sha256": the prior's weights identity (Prior.weights_sha256), "checkpoint": the
+        trained prior the spec resolved to (None: the backbone alone), "installed_prior": whether
+        `default` meant the prior `sdt prior install` put in place}."""
+        source = self.queries.source
+        samples, metrics = self.forecast
+        checkpoint = getattr(source, "checkpoint", None)
+        weights = {"sha256": self.problem.prior.weights_sha256(),
+                   "checkpoint": None if checkpoint is None else str(checkpoint),
+                   "installed_prior": source.spec.text == "default" and checkpoint is not None}
+        return {**self.result.to_dict(), "samples": samples, "forecast_metrics": metrics,
+                "prior": self.problem.prior.describe(), "weights": weights,
+                "config": {"prior": source.spec.text, "backbone": self.backbone, "reward": list(self.queries.rewards),
+                           **self.cfg.to_dict()}}
+
+    def save_tree(self, path: Union[str, Path]) -> None:
+        """The search tree as GraphML (tree methods only)."""
+        from specdifftree.errors import SDTError
+        from specdifftree.search.tree import save_graphml
+
+        if self.result.tree is None:
+            raise SDTError(f"--save-tree needs a tree method (dts, dts-star, mcts), not '{self.method}'")
+        save_graphml(self.result.tree, str(path))
+
+    def save_buffer(self, path: Union[str, Path]):
+        """Append the finished tree to the search buffer at `path` (for `sdt amortize`)."""
+        from specdifftree.amortize.buffer import save_search
+
+        return save_search(str(path), self.problem, self.result, prior=self.queries.source.spec.text,
+                           rewards=list(self.queries.rewards), lam=self.cfg.lam, cfg=self.cfg)
+
+    def plot(self, path: Union[str, Path]) -> None:
+        """The forecast as a PNG: history, the samples' fan and median, the truth when known."""
+        from specdifftree.experiments.plots import plot_forecast
+
+        context = self.problem.context
+        meta = context.meta
+        title = f"{Path(meta['series_file']).name} {meta.get('column') or ''} end={meta['end']}: {self.method}"
+        plot_forecast(context.series, context.target, forecast_matrix(self.forecast[0], context.horizon), context.horizon,
+                      str(path), title)
+
+
+def search_run(prior: PriorLike, context: Optional[Context] = None, *, reward: Union[str, Sequence[str]] = (),
+               method: str = "dts", lam: Optional[float] = None, backbone: Optional[str] = None,
+               placement: Optional[Placement] = None, progress: bool = False, **options) -> SearchRun:
+    """Search or sample from pi*(x) ~ p(x|c) exp(lam r(x)) with one method (what `sdt search` does).
 
     prior:   a spec ("default", "hf:DIR", "markov:toy3", ...), an opened prior (`open_prior`, so a
              model loads once for many queries), or `Queries` (prior, reward and lambda together).
     reward:  one spec or several (summed), as `sdt search --reward`; a built-in problem brings its own.
-    budget:  cap on forward tokens; lam: inverse temperature (default: the built-in problem's, else 1).
-    options: any other SearchConfig field (iterations, samples, seed, flow, alpha, ...).
+    lam:     inverse temperature (default: the built-in problem's, else 1). backbone, placement: as
+             for `open_prior` (when `prior` is a spec).
+    options: any SearchConfig field (budget, iterations, samples, seed, flow, alpha, ...).
     """
+    get_method(method)  # fail fast on a typo, before loading anything
     if isinstance(prior, Queries):
         queries = prior
     else:
         rewards = [reward] if isinstance(reward, str) else list(reward)
-        queries = Queries.open(prior, rewards, lam)
-    cfg = SearchConfig(lam=queries.lam if lam is None else lam, budget=budget, **options).validate()
-    return search_problem(queries.problem(context), method, cfg, rewards=list(queries.rewards), progress=progress)
+        queries = Queries.open(prior, rewards, lam, backbone=backbone, placement=placement)
+    cfg = SearchConfig(lam=queries.lam if lam is None else lam, **options).validate()
+    problem = queries.problem(context)
+    result = run_search(problem, method, cfg, show_progress=progress)
+    return SearchRun(queries, problem, cfg, method, result, backbone)
 
 
-def search_problem(problem: Problem, method: str, cfg: SearchConfig, rewards: Sequence[str] = (),
-                   progress: bool = False) -> SearchResult:
-    """Run `method` on a built problem. A flow network (`cfg.flow`) must have been trained for the
-    same reward specs `rewards` (checked before anything runs)."""
-    if cfg.flow is not None and uses_flow(method, cfg):
-        from specdifftree.amortize.flow import check_reward
+def generate(prior: PriorLike, context: Optional[Context] = None, *, reward: Union[str, Sequence[str]] = (),
+             method: str = "dts", budget: Optional[int] = None, lam: Optional[float] = None,
+             progress: bool = False, **options) -> SearchResult:
+    """The samples of `method` from pi*(x) ~ p(x|c) exp(lam r(x)) for one context: `search_run`'s
+    result. budget: cap on forward tokens; the other arguments as for `search_run`."""
+    return search_run(prior, context, reward=reward, method=method, lam=lam, progress=progress, budget=budget,
+                      **options).result
 
-        check_reward(cfg.flow, list(rewards))
-    return run_search(problem, method, cfg, show_progress=progress)
+
+def train_prior(stage: str = "all", preset: str = "default", backbone: str = "default",
+                out_dir: Union[str, Path] = "runs/prior", *, variant: str = "bias", lora: bool = False,
+                resume: bool = False, seed: int = 0, wandb: bool = True, data_dir: Union[str, Path, None] = None,
+                upstream: bool = False, placement: Optional[Placement] = None) -> dict:
+    """Train the prior's encoder and logit-bias head (variant "bias") or soft-prompt projector ("sp")
+    stage by stage on a frozen backbone (what `sdt train-prior` does). stage: "all" or one stage
+    name; preset: configs/train/NAME.yaml; data_dir: real datasets (default: ../shared/data when it
+    exists). Returns the summary per stage ({} on torchrun ranks other than 0)."""
+    from specdifftree.data.example import STAGES
+    from specdifftree.paths import default_data_dir
+    from specdifftree.train.config import TrainConfig
+    from specdifftree.train.curriculum import train_prior as train_stages
+
+    stages = list(STAGES) if stage == "all" else [stage]
+    cfg = TrainConfig.from_name(preset).for_variant(variant, lora)
+    return train_stages(stages, cfg, backbone, Path(out_dir), seed=seed, resume=resume, wandb=wandb,
+                        data_dir=data_dir or default_data_dir(), upstream=upstream, placement=placement)
 
 
 def convert_opentslm(ckpt: Union[str, Path], out_dir: Union[str, Path], backbone: Optional[str] = None) -> Path:
-    """An upstream OpenTSLM-SP checkpoint (model_checkpoint.pt or its folder) -> our pickle-free
+    """An upstream OpenTSLM checkpoint, SP or Flamingo (model_checkpoint.pt or its folder) -> our pickle-free
     checkpoint in `out_dir` (what `sdt convert opentslm` does). The pickle is read once, safely;
     the weights are checked against the base LLM (`backbone`, "hf:LLM_DIR"; default: from the
     model name), which the checkpoint records."""
-    from specdifftree.prior.opentslm import OpenTSLMWeights, attach, backbone_ref_for
-    from specdifftree.problem import absolute_spec, open_backbone
+    from specdifftree.prior.flamingo_ckpt import convert
+    from specdifftree.prior.opentslm import backbone_ref_for
 
-    weights = OpenTSLMWeights.load(ckpt)
-    ref = backbone or backbone_ref_for(str(ckpt))
-    llm = attach(weights, open_backbone(ref))
-    return weights.save(out_dir, absolute_spec(ref), llm.vocab_size)
+    return convert(ckpt, out_dir, backbone or backbone_ref_for(str(ckpt)))
 
 
 def run_experiment(config: Union[str, Path], preset: Optional[str] = None, out_dir: Union[str, Path, None] = None,
@@ -83,6 +174,6 @@ def run_experiment(config: Union[str, Path], preset: Optional[str] = None, out_d
     return run_grid(cfg, out_dir or default_out(cfg), wandb=wandb, progress=progress, log=log, ray=ray)
 
 
-__all__ = ["AmortizeConfig", "Context", "METHODS", "PriorSource", "Queries", "SearchConfig", "SearchResult",
-           "build_context", "collect_buffer", "context_from_array", "convert_opentslm", "forecast_record", "open_prior",
-           "run_experiment", "search", "search_problem", "train_flow"]
+__all__ = ["AmortizeConfig", "Context", "METHODS", "Placement", "PriorSource", "Queries", "SearchConfig", "SearchResult",
+           "SearchRun", "build_context", "collect_buffer", "context_from_array", "convert_opentslm", "forecast_record",
+           "generate", "open_prior", "run_experiment", "run_search", "search_run", "train_flow", "train_prior"]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from specdifftree.bench.exact import empirical, enumerate_sequences, target, tv
-from specdifftree.problem import BUILTIN_PROBLEMS
+from specdifftree.prior.builtin import BUILTIN_PROBLEMS
 from specdifftree.prior.markov import MarkovPrior
 from specdifftree.search.common import Problem, SearchConfig
 from specdifftree.search.registry import get_method

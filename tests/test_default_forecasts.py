@@ -11,7 +11,8 @@ import pytest
 
 from specdifftree.experiments.config import DatasetSpec
 from specdifftree.experiments.datasets import windows
-from specdifftree.problem import build_problem, forecast_record
+from specdifftree.experiments.metrics import forecast_record
+from specdifftree.problem import build_problem
 from specdifftree.search.registry import run_search
 from specdifftree.search.common import SearchConfig
 

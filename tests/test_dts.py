@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from specdifftree.bench.exact import empirical, noise_floor, target, tv
-from specdifftree.problem import BUILTIN_PROBLEMS
+from specdifftree.prior.builtin import BUILTIN_PROBLEMS
 from specdifftree.prior.markov import MarkovPrior
 from specdifftree.search.common import Problem, SearchConfig
 from specdifftree.search.dts import backup, evaluate, leaf_log_probs, new_search, reward, run_dts, soft_value

@@ -12,7 +12,7 @@ import numpy as np
 
 from specdifftree.bench.exact import empirical, noise_floor, target, tv
 from specdifftree.errors import SDTError
-from specdifftree.problem import BUILTIN_PROBLEMS
+from specdifftree.prior.builtin import BUILTIN_PROBLEMS
 from specdifftree.search.common import Problem, SearchConfig
 from specdifftree.search.registry import get_method, run_search
 

@@ -40,7 +40,7 @@ class SearchWindow:
 
     def context(self):
         """The search's `Context` (history, horizon, codec, truth where the file has it)."""
-        from specdifftree.problem import build_context
+        from specdifftree.data.context import build_context
 
         return build_context(self.series, self.column, self.horizon, self.context_length, self.end)
 

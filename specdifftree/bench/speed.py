@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from specdifftree.errors import SDTError
+from specdifftree.machine import seeded
 
 TARGET_RATIO, TARGET_FORWARD = 1.0, 1.1
 
@@ -60,7 +61,7 @@ class SpeedConfig:
 
 def bench_spec(backbone: str, backend: str | None = None) -> str:
     """The --prior spec to open: `default` on the gguf backend is its f32 GGUF export (made once)."""
-    from specdifftree.problem import parse_prior
+    from specdifftree.prior.spec import parse_prior
 
     kind = "gguf" if parse_prior(backbone).kind == "gguf" else "hf"
     backend = backend or kind
@@ -176,15 +177,15 @@ def sampling_run(backbone, prompt_ids: list[int], n_new: int, batch: int, seed: 
         import torch
 
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=backbone.device)
-        torch.manual_seed(seed)
-        _sync(backbone)
-        t0 = time.perf_counter()
-        with torch.inference_mode():  # eos_token_id=None: EOS does not stop a row
+        with seeded(seed), torch.inference_mode():  # eos_token_id=None: EOS does not stop a row
+            _sync(backbone)
+            t0 = time.perf_counter()
             out = backbone.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
                                           max_new_tokens=n_new, num_return_sequences=batch, eos_token_id=None,
                                           pad_token_id=backbone.tokenizer.pad_token_id or 0)
-        _sync(backbone)
-        return batch * (out.shape[1] - len(prompt_ids)), time.perf_counter() - t0
+            _sync(backbone)
+            seconds = time.perf_counter() - t0
+        return batch * (out.shape[1] - len(prompt_ids)), seconds
     from specdifftree.search.sampler import sample
 
     rng = np.random.default_rng(seed)
@@ -295,6 +296,43 @@ def _threads(backbone) -> int:
 
         return torch.get_num_threads()
     return int(backbone.lib.llama_n_threads(backbone.ctx))
+
+
+def run_speed(backbone: str = "default", cfg: SpeedConfig | None = None, *, shape: str | None = None,
+              layers: int | None = None, backend: str | None = None, series: str | None = None,
+              column: str | None = None, context_length: int = 96, horizon: int = 24, node_memory: bool = True,
+              placement=None) -> dict:
+    """What `sdt bench speed` reports: `speed_report` on the backbone (or a random model of `shape`,
+    cut to `layers`), with the long-prompt rows when `cfg.long_prompt`, and with `node_memory` the
+    peak RSS per tree node of whole searches in child processes. placement: a Placement."""
+    from specdifftree.prior.backbones.base import Placement
+    from specdifftree.problem import Queries
+
+    cfg = cfg or SpeedConfig()
+    placement = placement or Placement()
+    if shape is not None:
+        from specdifftree.bench.shapes import shape_dir
+
+        backbone = f"hf:{shape_dir(shape, layers)}"
+    elif layers is not None:
+        raise SDTError("--layers cuts a --shape; give --shape NAME")
+    spec = bench_spec(backbone, backend)
+    window = bench_window(series, column, context_length, horizon)
+    queries = Queries.open(spec, ["spectral"], placement=placement)
+    problem = queries.problem(window.context())
+    report = speed_report(problem, cfg)
+    if shape is not None:
+        report["shape"], report["layers"] = shape, layers
+    if cfg.long_prompt:  # the same backbone, loaded once, on a longer prompt
+        ctx = context_for_prompt(problem.prior.backbone, series, column, horizon, cfg.long_prompt)
+        add_long_prompt(report, queries.problem(ctx), cfg)
+    if node_memory:  # whole searches in child processes: their peak RSS is theirs alone
+        from specdifftree.bench.memory import node_memory as measure
+
+        args = ("--device", placement.device, "--dtype", placement.dtype,
+                *(("--n-gpu-layers", str(placement.n_gpu_layers)) if placement.n_gpu_layers is not None else ()))
+        report["node_memory"] = measure(spec, window, args)
+    return report
 
 
 def summary(report: dict) -> str:

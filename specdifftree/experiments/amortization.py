@@ -49,7 +49,7 @@ def train_experiment_flow(cfg: ExperimentConfig, ft: FlowTraining, flow_dir: Pat
     from specdifftree.amortize.train import AmortizeConfig
     from specdifftree.experiments.datasets import data_root, windows
     from specdifftree.files import write_json
-    from specdifftree.problem import open_prior
+    from specdifftree.prior.sources import open_prior
     from specdifftree.search.common import SearchConfig
 
     names = ft.datasets or [d.name for d in cfg.datasets]

@@ -11,9 +11,9 @@ a column per key, and `sdt compare` prints the distinct ones under its table.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
-from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -28,8 +28,6 @@ DISTRIBUTIONS = {"torch": "torch", "transformers": "transformers", "llama_cpp_py
 
 def provenance(prior_spec: str) -> dict:
     """The provenance of runs with the prior `prior_spec` on this machine (module docstring)."""
-    from specdifftree.problem import weight_files
-
     from specdifftree import __version__
 
     files = weight_files(prior_spec)
@@ -40,13 +38,37 @@ def provenance(prior_spec: str) -> dict:
 
 
 def _sha(path: Optional[Path]) -> str:
-    return "" if path is None or not Path(path).is_file() else _cached_sha(str(path), Path(path).stat().st_mtime_ns)
+    """The file's sha256 (files.file_sha256 hashes it once per process while it is unchanged), "" for none."""
+    return "" if path is None or not Path(path).is_file() else file_sha256(path)
 
 
-@lru_cache(maxsize=16)
-def _cached_sha(path: str, mtime_ns: int) -> str:
-    """A file is hashed once per process while it is unchanged (cells share their prior's weights)."""
-    return file_sha256(path)
+def weight_files(spec: str) -> dict[str, Optional[Path]]:
+    """The files holding a prior's weights, for run records: {"backbone": the backbone's weights
+    (model.safetensors, a GGUF file, a Markov JSON), "prior": the trained parts' weights.safetensors}.
+    None where there is no local file (a built-in Markov problem, a hub id, untrained parts).
+    `default` builds the default backbone if it is not built yet."""
+    from specdifftree.prior.spec import checkpoint_dir, parse_prior
+
+    parsed = parse_prior(spec)
+    if parsed.kind == "markov":
+        return {"backbone": Path(parsed.arg) if Path(parsed.arg).is_file() else None, "prior": None}
+    checkpoint = checkpoint_dir(parsed)
+    if checkpoint is None:
+        return {"backbone": backbone_file(parsed), "prior": None}
+    ref = parse_prior(json.loads((checkpoint / "config.json").read_text()).get("backbone", ""))
+    return {"backbone": backbone_file(ref), "prior": checkpoint / "weights.safetensors"}
+
+
+def backbone_file(ref) -> Optional[Path]:
+    """The weights file of a backbone reference (default, hf:DIR, gguf:FILE), or None (a hub id)."""
+    if ref.kind == "default":
+        from specdifftree.prior.default import default_backbone
+
+        return default_backbone() / "model.safetensors"
+    path = Path(ref.arg)
+    if ref.kind == "hf" and (path / "model.safetensors").is_file():
+        return path / "model.safetensors"
+    return path if ref.kind == "gguf" and path.is_file() else None
 
 
 def describe_provenance(rows: list[dict]) -> str:
@@ -70,4 +92,4 @@ def describe_provenance(rows: list[dict]) -> str:
     return "\n".join([head, *lines])
 
 
-__all__ = ["PROVENANCE_KEYS", "provenance", "describe_provenance", "version", "cpu_name"]
+__all__ = ["PROVENANCE_KEYS", "backbone_file", "describe_provenance", "provenance", "weight_files"]

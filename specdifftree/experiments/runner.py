@@ -16,7 +16,7 @@ records after every cell.
 
 With `ray` ("local", "auto" or "ray://HOST:PORT"; experiments/on_ray.py) every unfinished cell is
 a Ray task that writes its own cell directory as above, with the file's `resources` and
-`max_retries`; each worker opens the prior once for the cells it runs. The flow network is
+`max_retries`; each task opens the prior for its cell's windows. The flow network is
 trained by one task first. Same files and rows as a serial run; only wall times differ.
 
 Budgets. A cell's cap is budget * (the dataset's budget_scale) * (the method's budget_scale)
@@ -193,20 +193,13 @@ def _run_on_ray(cluster, cfg: ExperimentConfig, todo: list[Cell], wins: dict, ou
     return [c.key for i, c in enumerate(todo) if i in finished]
 
 
-_OPENED: dict = {}  # a Ray worker's opened prior, kept for the next cells it runs
-
-
 def _cell_task(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Path, wandb: bool) -> str:
-    """One cell in a Ray worker: torch on cfg.threads threads, the prior opened once per worker."""
+    """One cell in a Ray worker: torch on cfg.threads threads; the prior is opened for this cell's
+    windows and released with it (a worker keeps nothing between tasks)."""
     import torch
 
     torch.set_num_threads(cfg.threads)
-    key = json.dumps([cfg.prior, cfg.reward, cfg.search.get("lam"), cfg.backbone, cfg.device, cfg.dtype,
-                      cfg.n_gpu_layers])
-    if key not in _OPENED:
-        _OPENED.clear()
-        _OPENED[key] = open_queries(cfg)
-    run_cell(cfg, cell, wins, cell_dir, _OPENED[key], wandb=wandb)
+    run_cell(cfg, cell, wins, cell_dir, wandb=wandb)
     return cell.key
 
 
@@ -240,7 +233,7 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Pa
     window's problem has its own cost meter."""
     from specdifftree.experiments.plots import plot_cell
     from specdifftree.experiments.provenance import provenance
-    from specdifftree.problem import forecast_record
+    from specdifftree.experiments.metrics import forecast_record
     from specdifftree.search.registry import run_search
     from specdifftree.tracking import Tracker
 

@@ -6,13 +6,12 @@ Every method is called as `fn(problem, cfg, rng, progress=None) -> SearchResult`
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from specdifftree.errors import SDTError
+from specdifftree.entries import load_entry
+from specdifftree.errors import unknown_name
 from specdifftree.search.common import Problem, SearchConfig, SearchResult
 
 
@@ -35,8 +34,7 @@ class Method:
     reference: bool = False
 
     def load(self):
-        module, _, fn = self.entry.partition(":")
-        return getattr(importlib.import_module(module), fn)
+        return load_entry(self.entry)
 
     def __call__(self, problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:
         """Run the method as it is (unseeded, unvalidated: `run_search` is the usual way in)."""
@@ -75,9 +73,7 @@ POTENTIALS: dict[str, str] = {"flow": "specdifftree.amortize.sadt:flow_potential
 
 def get_method(name: str) -> Method:
     if name not in METHODS:
-        hint = difflib.get_close_matches(name, METHODS, n=1)
-        did = f" Did you mean '{hint[0]}'?" if hint else ""
-        raise SDTError(f"unknown method '{name}'.{did} Known: {', '.join(METHODS)}")
+        raise unknown_name("method", name, METHODS)
     return METHODS[name]
 
 
@@ -92,8 +88,7 @@ def uses_flow(method: str, cfg: SearchConfig) -> bool:
 
 
 def load_potential(name: str):
-    module, _, fn = POTENTIALS[name].partition(":")
-    return getattr(importlib.import_module(module), fn)
+    return load_entry(POTENTIALS[name])
 
 
 def run_search(problem: Problem, method: str, cfg: SearchConfig, show_progress: bool = False) -> SearchResult:

@@ -1,0 +1,93 @@
+"""`sdt bench exactness` (total variation to the exact pi* on enumerable problems) and `sdt bench
+speed` (DTS throughput on a real backbone)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from specdifftree.cli.options import CONTEXT, int_list, placement, placement_options
+
+
+@click.group(context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt bench exactness --problem toy3 --seeds 3
+  sdt bench speed --backbone default""")
+def bench():
+    """Benchmarks: exactness on enumerable problems, and search speed on a real backbone."""
+
+
+@bench.command(context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt bench exactness                          # toy3, default budgets, table
+  sdt bench exactness --problem deep2 --seeds 5 --json > exactness.json
+  sdt bench exactness --list""")
+@click.option("--problem", "problems", multiple=True, default=("toy3",), show_default=True,
+              help="Built-in problem(s); see --list.")
+@click.option("--budgets", default=None, help="Comma-separated forward-token budgets [default: per problem].")
+@click.option("--methods", default="dts,smc,best-of-n-is,sample", show_default=True)
+@click.option("--samples", type=int, default=5000, show_default=True, help="Samples drawn per run.")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Runs averaged per cell.")
+@click.option("--child-weight", type=click.Choice(["prior", "count"]), default="prior", show_default=True,
+              help="DTS child weight (see `sdt search --help`).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--list", "list_only", is_flag=True, help="List the built-in problems and exit.")
+def exactness(problems, budgets, methods, samples, seeds, child_weight, as_json, list_only):
+    """Total-variation distance to the exact pi* against forward tokens, with the i.i.d. noise floor."""
+    from specdifftree.bench.exactness import list_problems, run_exactness
+
+    if list_only:
+        click.echo(list_problems())
+        return
+    budget_list = int_list(budgets, "--budgets") if budgets else None
+    rows = run_exactness(list(problems), budget_list, [m.strip() for m in methods.split(",") if m.strip()],
+                         samples, seeds, progress=not as_json, child_weight=child_weight)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        from specdifftree.report import table
+
+        click.echo(table(rows))
+
+
+@bench.command(context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt bench speed                                  # the default backbone, transformers backend
+  sdt bench speed --backend gguf                   # the same weights through llama.cpp (f32 GGUF)
+  sdt bench speed --shape qwen3-0.6b --layers 2    # a random model with Qwen3's vocabulary and sizes
+  sdt bench speed --shape llama-3.2-1b --layers 2 --long-prompt 2000 --device cuda
+  sdt bench speed --backbone gguf:runs/bb.gguf --batch 32 --iterations 128 --json""")
+@click.option("--backbone", default="default", show_default=True, help="default | hf:DIR | gguf:FILE.")
+@click.option("--shape", default=None, metavar="NAME",
+              help="Instead of --backbone: a random-weight model shaped like llama-3.2-1b, qwen3-0.6b or "
+                   "gemma-3-270m (built once under $SDT_HOME/shapes).")
+@click.option("--layers", type=int, default=None, help="--shape: keep only this many decoder layers.")
+@click.option("--backend", type=click.Choice(["hf", "gguf"]), default=None,
+              help="Backend for --backbone default [default: hf; gguf:FILE runs on llama.cpp].")
+@click.option("--series", type=click.Path(dir_okay=False), default=None,
+              help="CSV of the context series [default: shared/data/ett/ETTh1.csv, column OT].")
+@click.option("--column", default=None, help="Column of --series.")
+@click.option("--context-length", type=int, default=96, show_default=True, help="History points in the prompt.")
+@click.option("--horizon", type=int, default=24, show_default=True, help="Values the forecast holds.")
+@click.option("--batch", type=int, default=16, show_default=True, help="DTS leaves per round = sampled sequences.")
+@click.option("--iterations", type=int, default=64, show_default=True, help="DTS iterations per run.")
+@click.option("--repeats", type=int, default=5, show_default=True,
+              help="Timed runs of each workload, alternating (medians and ranges are reported).")
+@click.option("--long-prompt", type=int, default=0, show_default=True,
+              help="Also measure at a forecast prompt of about this many tokens (e.g. 2000; 0: no).")
+@click.option("--node-memory/--no-node-memory", default=True, show_default=True,
+              help="Also run `sdt search --method dts` at budgets 1,000 and 6,000 in child processes and "
+                   "report how much their peak RSS grows per extra tree node (bound: 16 KiB).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@placement_options
+def speed(backbone, shape, layers, backend, series, column, context_length, horizon, node_memory, as_json, device,
+          dtype, n_gpu_layers, **opts):
+    """DTS token throughput vs plain batched sampling on the same model, forward tokens per new token, memory."""
+    from specdifftree.bench.speed import SpeedConfig, run_speed, summary
+
+    report = run_speed(backbone, SpeedConfig(**opts), shape=shape, layers=layers, backend=backend, series=series,
+                       column=column, context_length=context_length, horizon=horizon, node_memory=node_memory,
+                       placement=placement(device, dtype, n_gpu_layers))
+    click.echo(json.dumps(report, indent=1) if as_json else summary(report))
