@@ -436,3 +436,21 @@ def test_several_series_need_an_opentslm_prior(tiny_hf, three_columns, run_cli):
     code, _, err = run_cli(["search", "--prior", f"hf:{tiny_hf}", "--series", three_columns, "--column", "x",
                             "--column", "y", "--horizon", 4, "--context-length", 20, "--reward", "spectral", "-q"])
     assert code == 2 and "opentslm" in err, err
+
+
+def test_sadt_sample_runs_on_a_flow_trained_from_flamingo_trees(llama_ckpt, three_columns, tmp_path, run_cli,
+                                                                one_thread):
+    llm_dir, path = llama_ckpt[0], llama_ckpt[1]
+    spec, buf = f"opentslm:{path}", tmp_path / "buf"
+    for end in (80, 100):
+        search(run_cli, spec, llm_dir, three_columns, tmp_path / f"t{end}.json", "dts", "--end", end,
+               "--save-buffer", buf)
+    code, _, err = run_cli(["amortize", "--buffer", buf, "--prior", spec, "--backbone", f"hf:{llm_dir}",
+                            "--reward", "spectral", "--out", tmp_path / "flow", "--steps", 4, "--eval-every", 2,
+                            "--batch-size", 4, "--val-fraction", 0.5, "--no-wandb", "-q"])
+    assert code == 0, err
+    from specdifftree.amortize.buffer import read_buffer
+
+    assert all(len(r.query().covariates) == 2 for r in read_buffer(buf)[1])  # the flow sees the trees' three series
+    rec = search(run_cli, spec, llm_dir, three_columns, tmp_path / "sadt.json", "sadt-sample", "--flow", tmp_path / "flow")
+    assert rec["samples"] and rec["prior"]["media"]["series"] == 3
