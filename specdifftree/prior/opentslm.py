@@ -40,7 +40,8 @@ from specdifftree.prior.upstream_pickle import plain, read_upstream
 UPSTREAM_FILE = "model_checkpoint.pt"
 LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")
 # the hub model name prefix -> its base LLM (upstream's `load_pretrained` convention)
-BASE_LLMS = {"llama-3.2-1b": "meta-llama/Llama-3.2-1B", "llama-3.2-3b": "meta-llama/Llama-3.2-3B"}
+BASE_LLMS = {"llama-3.2-1b": "meta-llama/Llama-3.2-1B", "llama-3.2-3b": "meta-llama/Llama-3.2-3B",
+             "gemma-3-1b-pt": "google/gemma-3-1b-pt", "gemma-3-270m": "google/gemma-3-270m"}
 
 
 # ------------------------------------------------------------------------------------ weights
@@ -80,7 +81,8 @@ class OpenTSLMWeights:
         """From the dict `read_upstream` returns."""
         for key in ("encoder_state", "projector_state"):
             if not isinstance(ckpt.get(key), dict):
-                raise SDTError(f"{source}: no '{key}': not an OpenTSLM-SP checkpoint (Flamingo checkpoints are not supported)")
+                raise SDTError(f"{source}: no '{key}': not an OpenTSLM-SP checkpoint (nor a Flamingo one: "
+                               "no perceiver weights)")
         encoder = _upstream_encoder(ckpt["encoder_state"], source)
         projector = _upstream_projector(ckpt["projector_state"], source)
         lora, scale, config = {}, 0.0, {}
@@ -313,20 +315,6 @@ def opentslm_prior(weights: OpenTSLMWeights, backbone, prompt: UpstreamPrompt, m
 
 
 # ------------------------------------------------------------------------------------ --prior opentslm:
-
-
-def forecast_prior(weights: OpenTSLMWeights, backbone, context, name: str = "opentslm"):
-    """The prior of one forecasting context (data.context.Context with series and horizon): the
-    upstream layout around our forecast prompt (`data.prompts.opentslm_forecast_prompt`), the
-    forecast grammar on top. `backbone` carries the checkpoint (`attach`)."""
-    from specdifftree.data.prompts import opentslm_forecast_prompt
-    from specdifftree.prior.constraint import ForecastGrammar
-
-    codec, horizon = context.codec, int(context.horizon)
-    pre, post = opentslm_forecast_prompt(context.series, horizon, codec)
-    grammar = ForecastGrammar(backbone.token_strings(), backbone.eos_id, horizon, sep=codec.sep)
-    prompt = UpstreamPrompt.one_series(pre, context.series, post)
-    return opentslm_prior(weights, backbone, prompt, grammar.max_tokens(), grammar=grammar, name=name)
 
 
 def backbone_ref_for(source: str) -> str:
