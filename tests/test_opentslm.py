@@ -15,7 +15,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-from specdifftree.cli import main
 from specdifftree.errors import SDTError
 
 R, ALPHA = 4, 8  # LoRA rank and alpha (upstream: 16, 32), scaled down with everything else
@@ -151,10 +150,12 @@ def write_upstream_checkpoint(path: Path, llm, lora: bool = True) -> dict:
 def reference_logprobs(llm_dir: Path, parts: dict, pre: str, series: list, post: str, continuation: list[int],
                        llm=None):
     """Upstream's SP forward, written independently: each text segment tokenized with the default
-    special tokens, each series z-normalised (unbiased std + 1e-8), zero-padded to a multiple of 4,
-    encoded and projected; segments concatenated; LoRA merged as W + (alpha / r) B A; the LLM on
-    inputs_embeds. `llm`: a model that applies its LoRA itself (peft) instead. Returns next-token
-    log-probs [len(continuation) + 1, V] (float64)."""
+    special tokens, each series z-normalised in float32 (unbiased std + 1e-8), all series zero-padded
+    to the longest rounded up to a multiple of 4 and encoded as one batch, then projected; segments
+    concatenated; the answer tokenized with the special tokens (BOS first) as upstream's loss does;
+    LoRA merged as W + (alpha / r) B A; the LLM on inputs_embeds. `llm`: a model that applies its
+    LoRA itself (peft) instead. Returns next-token log-probs [len(continuation) + 1, V] (float64),
+    the first row the one after the answer's BOS."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(llm_dir)
@@ -169,13 +170,16 @@ def reference_logprobs(llm_dir: Path, parts: dict, pre: str, series: list, post:
         llm.load_state_dict(sd)
     emb = llm.get_input_embeddings()
     with torch.no_grad():
+        zs = [torch.tensor(x, dtype=torch.float32) for _, x in series]
+        zs = [(x - x.mean()) / (x.std() + 1e-8) for x in zs]
+        padded_len = -(-max(len(z) for z in zs) // 4) * 4
+        proj = parts["projector"](parts["encoder"](torch.stack([torch.cat([z, torch.zeros(padded_len - len(z))])
+                                                               for z in zs])))
         pieces = [emb(tok([pre], return_tensors="pt").input_ids[0])]
-        for text, x in series:
-            x = torch.tensor(x, dtype=torch.float32)
-            z = (x - x.mean()) / (x.std() + 1e-8)
-            z = torch.cat([z, torch.zeros(-len(z) % 4)])
-            pieces += [emb(tok([text], return_tensors="pt").input_ids[0]), parts["projector"](parts["encoder"](z[None]))[0]]
-        pieces += [emb(tok([post], return_tensors="pt").input_ids[0]), emb(torch.tensor(continuation, dtype=torch.long))]
+        for (text, _), p in zip(series, proj):
+            pieces += [emb(tok([text], return_tensors="pt").input_ids[0]), p]
+        answer = [tok.bos_token_id, *continuation]  # tokenizer(answer) with special tokens: BOS + the answer's ids
+        pieces += [emb(tok([post], return_tensors="pt").input_ids[0]), emb(torch.tensor(answer, dtype=torch.long))]
         logits = llm(inputs_embeds=torch.cat(pieces)[None]).logits[0, -(len(continuation) + 1):]
     return torch.log_softmax(logits.double(), -1).numpy()
 
@@ -184,10 +188,10 @@ def reference_logprobs(llm_dir: Path, parts: dict, pre: str, series: list, post:
 
 
 @pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory):
+def tiny_llm(tiny_llama, tmp_path_factory):
     """A tiny random Llama whose tokenizer adds a BOS to every encoded text, as Llama-3's does."""
     from tokenizers import processors
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     from specdifftree.prior.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer
 
@@ -197,14 +201,11 @@ def tiny_llm(tmp_path_factory):
     tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B",
                                                        special_tokens=[("<bos>", bos)])
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
-    torch.manual_seed(0)
-    llm = LlamaForCausalLM(LlamaConfig(vocab_size=259, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                                       tie_word_embeddings=False, bos_token_id=bos, eos_token_id=256, pad_token_id=257))
+    llm = tiny_llama(vocab_size=259, intermediate_size=48, bos_token_id=bos, pad_token_id=257)
     path = tmp_path_factory.mktemp("tiny_llama")
     llm.save_pretrained(path)
     hf_tok.save_pretrained(path)
-    return path, llm.eval()
+    return path, llm
 
 
 @pytest.fixture(scope="module")
@@ -224,13 +225,6 @@ def series_csv(tmp_path_factory):
     return path
 
 
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
-
 # ------------------------------------------------------------------------------ parity with the reference
 
 
@@ -240,13 +234,22 @@ X2 = np.random.default_rng(1).normal(10.0, 2.0, 17)       # a second series: 17 
 CONTINUATION = [ord(c) for c in " up, 12"]                # byte tokens of the tiny tokenizer
 
 
-def our_logprobs(weights, llm_dir: Path, max_len: int = 16):
+def upstream_texts(series) -> list[str]:
+    """Upstream's descriptions: mean and std of float32 torch tensors, printed with 4 decimals."""
+    from specdifftree.prior.opentslm import SERIES_TEXT
+
+    return [SERIES_TEXT.format(mean=t.mean(), std=t.std()) for t in (torch.tensor(x, dtype=torch.float32)
+                                                                     for x in series)]
+
+
+def our_logprobs(weights, llm_dir: Path, max_len: int = 16, series=(X1, X2)):
     from specdifftree.prior.backbones.hf import HFBackbone
-    from specdifftree.prior.opentslm import SERIES_TEXT, UpstreamPrompt, opentslm_prior
+    from specdifftree.prior.opentslm import UpstreamPrompt, opentslm_prior
     from specdifftree.search.sampler import on_host
 
-    texts = [SERIES_TEXT.format(mean=x.mean(), std=np.std(x, ddof=1)) for x in (X1, X2)]
-    prompt = UpstreamPrompt(PRE, list(zip(texts, (X1, X2))), POST)
+    texts = upstream_texts(series)
+    prompt = UpstreamPrompt.described(PRE, list(series), POST)
+    assert [t for t, _ in prompt.series] == texts
     backbone = HFBackbone.from_pretrained(str(llm_dir))
     prior = opentslm_prior(weights, backbone, prompt, max_len)
     handle, lp = prior.start()
@@ -255,7 +258,7 @@ def our_logprobs(weights, llm_dir: Path, max_len: int = 16):
         kids, lps = prior.advance(np.array([handle]), np.array([t]))
         handle, lp = int(kids[0]), on_host(lps)[0]
         rows.append(lp)
-    return np.stack(rows), prior, texts
+    return np.stack(rows), prior, list(zip(texts, series))
 
 
 def test_matches_an_independent_upstream_forward_from_the_original_and_the_converted_checkpoint(
@@ -265,20 +268,21 @@ def test_matches_an_independent_upstream_forward_from_the_original_and_the_conve
 
     llm_dir, (path, parts) = tiny_llm[0], upstream
     ours, prior, texts = our_logprobs(OpenTSLMWeights.load(path), llm_dir)
-    want = reference_logprobs(llm_dir, parts, PRE, list(zip(texts, (X1, X2))), POST, CONTINUATION)
+    want = reference_logprobs(llm_dir, parts, PRE, texts, POST, CONTINUATION)
     assert np.abs(ours - want).max() < 1e-4
 
-    # the LoRA matters (so the merge is tested), and BOS starts every text segment
-    no_lora = reference_logprobs(llm_dir, {**parts, "lora": {}}, PRE, list(zip(texts, (X1, X2))), POST, CONTINUATION)
+    # the LoRA matters (so the merge is tested), and BOS starts every text segment and the answer
+    no_lora = reference_logprobs(llm_dir, {**parts, "lora": {}}, PRE, texts, POST, CONTINUATION)
     assert np.abs(no_lora - want).max() > 1e-2
     bos = prior.backbone.tokenizer.bos_token_id
-    assert sum(seg[0] == bos for seg in prior.segments if np.asarray(seg).ndim == 1) == 4
+    assert sum(seg[0] == bos for seg in prior.segments if np.asarray(seg).ndim == 1) == 5
+    assert list(prior.segments[-1]) == [bos]
 
     out = convert_opentslm(path, tmp_path / "converted", f"hf:{llm_dir}")
     assert not list(out.glob("*.pt")) and (out / "weights.safetensors").is_file()
     again, _, _ = our_logprobs(OpenTSLMWeights.load(out), llm_dir)
     assert np.abs(again - want).max() < 1e-4
-    assert OpenTSLMWeights.load(out).fingerprint() == OpenTSLMWeights.load(path).fingerprint()
+    assert OpenTSLMWeights.load(out).weights_sha256() == OpenTSLMWeights.load(path).weights_sha256()
 
 
 def test_a_checkpoint_without_lora_and_a_download_folder(tiny_llm, tmp_path, one_thread):
@@ -289,7 +293,7 @@ def test_a_checkpoint_without_lora_and_a_download_folder(tiny_llm, tmp_path, one
     weights = OpenTSLMWeights.load(tmp_path)  # the folder `huggingface-cli download` fills
     assert weights.lora == {}
     ours, _, texts = our_logprobs(weights, tiny_llm[0])
-    want = reference_logprobs(tiny_llm[0], parts, PRE, list(zip(texts, (X1, X2))), POST, CONTINUATION)
+    want = reference_logprobs(tiny_llm[0], parts, PRE, texts, POST, CONTINUATION)
     assert np.abs(ours - want).max() < 1e-4
 
 
@@ -319,7 +323,7 @@ def test_a_checkpoint_saved_by_real_peft_matches_the_peft_model(tiny_llm, tmp_pa
     weights = OpenTSLMWeights.load(tmp_path / "model_checkpoint.pt")
     assert weights.lora_config["target_modules"] == sorted(TARGETS) and len(weights.lora) == 2 * len(TARGETS)
     ours, _, texts = our_logprobs(weights, tiny_llm[0])
-    want = reference_logprobs(tiny_llm[0], parts, PRE, list(zip(texts, (X1, X2))), POST, CONTINUATION, llm=model)
+    want = reference_logprobs(tiny_llm[0], parts, PRE, texts, POST, CONTINUATION, llm=model)
     assert np.abs(ours - want).max() < 1e-4
 
 
@@ -327,10 +331,44 @@ def test_prefill_counts_the_patch_positions_once(tiny_llm, upstream, one_thread)
     from specdifftree.prior.opentslm import OpenTSLMWeights
 
     _, prior, _ = our_logprobs(OpenTSLMWeights.load(upstream[0]), tiny_llm[0])
-    patches = (32 + 20) // 4
+    patches = 2 * 32 // 4  # the 17-point series is padded to the 30-point one's 32
     assert prior.describe()["soft_prompt_tokens"] == patches
     assert prior.cost.forward_tokens == len(prior.prompt_ids) + patches + len(CONTINUATION)
     assert prior.cost.model_calls == 1 + len(CONTINUATION)
+
+
+def test_two_series_of_unequal_length_are_padded_together_as_upstream(tiny_llm, upstream, one_thread):
+    """250 and 97 points: both padded to 252 (63 patches each), so the prefill holds 126 patch
+    positions (padding each series alone would give 63 + 25), and the log-probs match upstream's."""
+    from specdifftree.prior.opentslm import OpenTSLMWeights
+
+    rng = np.random.default_rng(4)
+    series = (1500 + 40 * np.sin(np.arange(250) / 5) + rng.normal(0, 3, 250), rng.normal(-20, 4, 97))
+    ours, prior, texts = our_logprobs(OpenTSLMWeights.load(upstream[0]), tiny_llm[0], series=series)
+    want = reference_logprobs(tiny_llm[0], upstream[1], PRE, texts, POST, CONTINUATION)
+    assert np.abs(ours - want).max() < 1e-4
+    assert [np.asarray(s).shape[0] for s in prior.segments if np.asarray(s).ndim == 2] == [63, 63]
+    assert prior.cost.forward_tokens == len(prior.prompt_ids) + 126 + len(CONTINUATION)
+
+
+def test_series_text_prints_float32_statistics():
+    from specdifftree.prior.opentslm_prompt import series_stats, series_text
+
+    x = np.random.default_rng(7).normal(1322.4, 35.0, 500)
+    t = torch.tensor(x, dtype=torch.float32)
+    assert series_stats(x) == (float(t.mean()), float(t.std()))
+    assert series_text(x, "{mean:.4f} {std:.4f}") == f"{float(t.mean()):.4f} {float(t.std()):.4f}"
+
+
+def test_the_answer_prefix_is_what_the_tokenizer_adds(tiny_llm):
+    from transformers import AutoTokenizer
+
+    from specdifftree.prior.opentslm_prompt import answer_prefix
+    from specdifftree.prior.tokenizer import build_hf_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llm[0])
+    assert answer_prefix(types.SimpleNamespace(tokenizer=tok)) == [tok.bos_token_id]
+    assert answer_prefix(types.SimpleNamespace(tokenizer=build_hf_tokenizer())) == []
 
 
 # ------------------------------------------------------------------------------ safe loading
@@ -365,7 +403,7 @@ def test_only_the_peft_config_is_unpickled_and_read_as_plain_data(upstream, monk
 
 @pytest.mark.parametrize("payload, name", [("evil", "system"), ("stranger", "test_opentslm.Stranger"),
                                            ("namespace", "argparse.Namespace")])
-def test_any_other_pickled_object_is_refused_in_one_line_and_never_runs(payload, name, tiny_llm, tmp_path, capsys):
+def test_any_other_pickled_object_is_refused_in_one_line_and_never_runs(payload, name, tiny_llm, tmp_path, run_cli):
     import argparse
 
     marker = tmp_path / "ran"
@@ -377,8 +415,7 @@ def test_any_other_pickled_object_is_refused_in_one_line_and_never_runs(payload,
 
     with pytest.raises(SDTError, match=f"refused to load: the pickle needs the class .*{name}"):
         read_upstream(bad)
-    code, _, err = run_cli(["convert", "opentslm", bad, "--backbone", f"hf:{tiny_llm[0]}", "--out", tmp_path / "o"],
-                           capsys)
+    code, _, err = run_cli(["convert", "opentslm", bad, "--backbone", f"hf:{tiny_llm[0]}", "--out", tmp_path / "o"])
     assert code == 2 and len(err.strip().splitlines()) == 1 and name in err, err
     assert not marker.exists()
     assert not (tmp_path / "o").exists()
@@ -399,15 +436,12 @@ def test_bad_checkpoints_and_backbones_are_one_line_errors(upstream, tmp_path):
         default_backbone_ref(str(upstream[0]))
 
 
-def test_a_backbone_of_another_width_is_refused(upstream, tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+def test_a_backbone_of_another_width_is_refused(upstream, tiny_llama):
     from specdifftree.prior.backbones.hf import HFBackbone
     from specdifftree.prior.opentslm import OpenTSLMWeights, attach
     from specdifftree.prior.tokenizer import build_hf_tokenizer
 
-    llm = LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                       num_attention_heads=2, num_key_value_heads=2))
+    llm = tiny_llama(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
     with pytest.raises(SDTError, match="16-wide"):
         attach(OpenTSLMWeights.load(upstream[0]), HFBackbone(llm, build_hf_tokenizer()))
 
@@ -420,12 +454,12 @@ def search_args(spec, tiny_llm, series_csv, *extra):
             "--context-length", 30, "--horizon", 4, "--reward", "spectral", "-q", *extra]
 
 
-def test_dts_smc_and_sadt_sample_search_the_checkpoint(tiny_llm, upstream, series_csv, tmp_path, capsys, one_thread):
+def test_dts_smc_and_sadt_sample_search_the_checkpoint(tiny_llm, upstream, series_csv, tmp_path, one_thread, run_cli):
     spec = f"opentslm:{upstream[0]}"
     for method in ("dts", "smc"):
         out = tmp_path / f"{method}.json"
         code, _, err = run_cli(search_args(spec, tiny_llm, series_csv, "--method", method, "--iterations", 12,
-                                           "--samples", 4, "--particles", 4, "--batch-size", 4, "--out", out), capsys)
+                                           "--samples", 4, "--particles", 4, "--batch-size", 4, "--out", out))
         assert code == 0, err
         rec = json.loads(out.read_text())
         assert len(rec["samples"]) == 4 and all(len(s["values"]) == 4 for s in rec["samples"])
@@ -434,15 +468,15 @@ def test_dts_smc_and_sadt_sample_search_the_checkpoint(tiny_llm, upstream, serie
     buf = tmp_path / "buf"
     for end in (120, 160):
         code, _, err = run_cli(search_args(spec, tiny_llm, series_csv, "--end", end, "--method", "dts",
-                                           "--iterations", 10, "--batch-size", 5, "--save-buffer", buf), capsys)
+                                           "--iterations", 10, "--batch-size", 5, "--save-buffer", buf))
         assert code == 0, err
     code, _, err = run_cli(["amortize", "--buffer", buf, "--prior", spec, "--backbone", f"hf:{tiny_llm[0]}",
                             "--reward", "spectral", "--out", tmp_path / "flow", "--steps", 4, "--eval-every", 2,
-                            "--batch-size", 4, "--val-fraction", 0.5, "--no-wandb", "-q"], capsys)
+                            "--batch-size", 4, "--val-fraction", 0.5, "--no-wandb", "-q"])
     assert code == 0, err
     out = tmp_path / "sadt.json"
     code, _, err = run_cli(search_args(spec, tiny_llm, series_csv, "--method", "sadt-sample", "--flow",
-                                       tmp_path / "flow", "--samples", 4, "--out", out), capsys)
+                                       tmp_path / "flow", "--samples", 4, "--out", out))
     assert code == 0, err
     rec = json.loads(out.read_text())
     prefill = rec["prior"]["prompt_tokens"] + rec["prior"]["soft_prompt_tokens"]
@@ -450,9 +484,20 @@ def test_dts_smc_and_sadt_sample_search_the_checkpoint(tiny_llm, upstream, serie
     assert rec["stats"]["forward_tokens"] == prefill + advanced  # the patches are paid for once
 
 
+def test_search_takes_several_series_files(tiny_llm, upstream, series_csv, tmp_path, one_thread, run_cli):
+    """--series twice: both described and encoded (padded together), the first forecast."""
+    out = tmp_path / "two.json"
+    args = search_args(f"opentslm:{upstream[0]}", tiny_llm, series_csv, "--method", "dts", "--iterations", 6,
+                       "--samples", 2, "--out", out)
+    code, _, err = run_cli(args[:5] + ["--series", series_csv] + args[5:])
+    assert code == 0, err
+    assert json.loads(out.read_text())["prior"]["soft_prompt_tokens"] == 2 * 8
+
+
 def test_search_tree_shares_the_prefill(tiny_llm, upstream, series_csv, one_thread):
     """DTS on the checkpoint: one prefill (text + patches), then exactly one position per advanced row."""
-    from specdifftree.problem import build_context, build_problem
+    from specdifftree.data.context import build_context
+    from specdifftree.problem import build_problem
     from specdifftree.search.registry import run_search
     from specdifftree.search.common import SearchConfig
 
@@ -467,8 +512,8 @@ def test_search_tree_shares_the_prefill(tiny_llm, upstream, series_csv, one_thre
     assert len(starts) == 1 and result.forward_tokens == prefill + sum(rows)
 
 
-def test_backbone_option_is_refused_where_it_means_nothing(tiny_llm, capsys):
-    code, _, err = run_cli(["search", "--prior", "markov:toy3", "--backbone", f"hf:{tiny_llm[0]}", "-q"], capsys)
+def test_backbone_option_is_refused_where_it_means_nothing(tiny_llm, run_cli):
+    code, _, err = run_cli(["search", "--prior", "markov:toy3", "--backbone", f"hf:{tiny_llm[0]}", "-q"])
     assert code == 2 and "--backbone applies to opentslm" in err
 
 
