@@ -156,8 +156,9 @@ def convert_opentslm(ckpt: Union[str, Path], out_dir: Union[str, Path], backbone
     model name), which the checkpoint records."""
     from specdifftree.prior.flamingo_ckpt import convert
     from specdifftree.prior.opentslm import backbone_ref_for
+    from specdifftree.prior.sources import open_backbone
 
-    return convert(ckpt, out_dir, backbone or backbone_ref_for(str(ckpt)))
+    return convert(ckpt, out_dir, backbone or backbone_ref_for(str(ckpt)), open_backbone)
 
 
 def run_experiment(config: Union[str, Path], preset: Optional[str] = None, out_dir: Union[str, Path, None] = None,

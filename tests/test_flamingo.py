@@ -329,7 +329,8 @@ def test_prefill_once_then_branch_equals_a_full_forward_per_branch(llama_ckpt, o
 def test_both_on_disk_forms_and_the_conversion_give_the_same_prior(tmp_path, tiny_llama, one_thread):
     import safetensors.torch
 
-    from specdifftree.prior.flamingo_ckpt import convert, load_opentslm
+    from specdifftree.api import convert_opentslm
+    from specdifftree.prior.flamingo_ckpt import load_opentslm
 
     llm_dir, path, up, tok = write_checkpoint(tmp_path / "a", tiny_llama(vocab_size=259), form="store_to_file")
     series = series_pair()
@@ -337,7 +338,7 @@ def test_both_on_disk_forms_and_the_conversion_give_the_same_prior(tmp_path, tin
     trainer = tmp_path / "trainer.pt"
     torch.save({"model_state": OpenTSLMFlamingoLike(up).state_dict(), "epoch": 1}, trainer)
     assert sum(1 for k in torch.load(trainer, weights_only=True)["model_state"] if "old_decoder_blocks" in k) > 0
-    out = convert(trainer, tmp_path / "converted", f"hf:{llm_dir}")
+    out = convert_opentslm(trainer, tmp_path / "converted", f"hf:{llm_dir}")
     tensors = safetensors.torch.load_file(out / "weights.safetensors")
     assert not any("old_decoder_blocks" in k or "gated_cross_attn_layers" in k for k in tensors)
     assert sum(t.numel() for t in tensors.values()) == sum(

@@ -1,7 +1,7 @@
 """OpenTSLM checkpoints of either variant, told apart by their keys, and the Flamingo one's weights.
 
     weights = load_opentslm("model_checkpoint.pt")     # OpenTSLMWeights (SP) or FlamingoWeights
-    backbone = open_llm(weights, "hf:LLM_DIR", placement)
+    backbone = open_llm(weights, "hf:LLM_DIR", placement, open_backbone)   # prior.sources' opener
     prior = forecast_prior_of(weights, backbone, context)
 
 Upstream writes a Flamingo model in two forms, both read with `torch.load(weights_only=True)`
@@ -215,10 +215,10 @@ def load_opentslm(path: str | Path):
     return OpenTSLMWeights.from_upstream(ckpt, str(path))
 
 
-def open_llm(weights, ref: str, placement=None):
-    """The backbone a checkpoint runs on: SP -> the LLM `ref` names with the LoRA merged in;
-    Flamingo -> the checkpoint's own LLM, architecture and tokenizer from `ref` (hf:LLM_DIR)."""
-    from specdifftree.prior.sources import open_backbone
+def open_llm(weights, ref: str, placement, open_backbone):
+    """The backbone a checkpoint runs on: SP -> the LLM `ref` names (opened by `open_backbone`,
+    prior.sources') with the LoRA merged in; Flamingo -> the checkpoint's own LLM, architecture and
+    tokenizer from `ref` (hf:LLM_DIR)."""
     from specdifftree.prior.spec import parse_prior
 
     if not isinstance(weights, FlamingoWeights):
@@ -252,13 +252,13 @@ def forecast_prior_of(weights, backbone, context, name: str = "opentslm"):
     return opentslm_prior(weights, backbone, prompt, grammar.max_tokens(), grammar=grammar, name=name)
 
 
-def convert(ckpt: str | Path, out_dir: str | Path, ref: str) -> Path:
+def convert(ckpt: str | Path, out_dir: str | Path, ref: str, open_backbone) -> Path:
     """An OpenTSLM checkpoint of either variant -> our pickle-free checkpoint (safetensors + JSON),
-    checked against its LLM `ref` first."""
+    checked against its LLM `ref` first (`open_llm`)."""
     from specdifftree.prior.spec import absolute_spec
 
     weights = load_opentslm(ckpt)
-    llm = open_llm(weights, ref)
+    llm = open_llm(weights, ref, None, open_backbone)
     if isinstance(weights, FlamingoWeights):
         return weights.save(out_dir, absolute_spec(ref))
     return weights.save(out_dir, absolute_spec(ref), llm.vocab_size)

@@ -167,7 +167,7 @@ def open_opentslm(spec: PriorSpec, placement: Optional[Placement] = None) -> Ope
     from specdifftree.prior.opentslm import backbone_ref_for
 
     weights = load_opentslm(spec.arg)  # SP or Flamingo, from the keys
-    backbone = open_llm(weights, spec.backbone or backbone_ref_for(spec.arg), placement)
+    backbone = open_llm(weights, spec.backbone or backbone_ref_for(spec.arg), placement, open_backbone)
     return OpenTSLMSource(spec, backbone, weights, checkpoint=Path(spec.arg))
 
 
