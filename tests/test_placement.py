@@ -124,11 +124,12 @@ def test_bf16_forecast_runs_end_to_end(tiny_dir, tmp_path, capsys):
 
 
 @needs_etth1
-def test_dts_keeps_rows_on_the_model_device_and_never_copies_them_to_the_host(tiny_dir):
-    """The tree draws from torch rows where the model runs: the numpy `advance` ([B, V] on the host)
-    is never called by DTS, and only ids and scalars come back."""
+def test_dts_keeps_rows_on_the_model_device_and_never_copies_them_to_the_host(tiny_dir, monkeypatch):
+    """The prior gives torch rows where the model runs and the tree draws from them there: no [B, V]
+    host copy (`on_host`, `to_numpy`) is made by DTS, and only ids and scalars come back."""
     from specdifftree.rewards import parse_reward
     from specdifftree.problem import build_context
+    from specdifftree.search import rows, sampler
     from specdifftree.search.common import Problem, SearchConfig
     from specdifftree.search.dts import run_dts
 
@@ -137,10 +138,22 @@ def test_dts_keeps_rows_on_the_model_device_and_never_copies_them_to_the_host(ti
     def no_host_rows(*_a, **_k):
         raise AssertionError("a [B, V] host copy was asked for")
 
-    prior.advance = no_host_rows
-    prior.start = no_host_rows
+    given = []
+
+    def recording(fn):
+        def call(*args):
+            handles, logp = fn(*args)
+            given.append(logp)
+            return handles, logp
+        return call
+
+    prior.start, prior.advance = recording(prior.start), recording(prior.advance)
+    monkeypatch.setattr(sampler, "on_host", no_host_rows)
+    monkeypatch.setattr(sampler, "to_numpy", no_host_rows)
+    monkeypatch.setattr(rows, "to_numpy", no_host_rows)
     problem = Problem(prior, parse_reward(["spectral"]), build_context(str(ETTH1), "OT", 6, 32, 12000))
     result = run_dts(problem, SearchConfig(iterations=32, batch_size=8, samples=8), np.random.default_rng(0))
+    assert given and all(isinstance(r, torch.Tensor) and r.device == prior.backbone.device for r in given)
     pool = result.tree.rows.data[0]
     assert isinstance(pool, torch.Tensor) and pool.device == prior.backbone.device and pool.dtype == torch.float32
     assert len(result.samples) == 8 and result.tree.size > 1
