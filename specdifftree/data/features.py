@@ -1,5 +1,5 @@
 """What a series shows, computed from its values: trend, dominant period, spikes, and a caption
-sentence built from them. Used by the backbone corpus (`prior/default.py`) and the curriculum
+sentence built from them. Used by the backbone corpus (`data/corpus.py`) and the curriculum
 stages (`data/stages.py`), so both describe series the same way."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every function takes a `numpy.random.Generator` and draws from it in a fixed order, so a seed
 gives the same series on every run. `synthetic_series` is the mix the default backbone's corpus
-is made of (`prior/default.py`); changing the order of its draws changes that corpus.
+is made of (`data/corpus.py`); changing the order of its draws changes that corpus.
 
 Labelled generators (the label is what the series was built to show):
     ecg(rng, n, fs, rhythm)          rhythm in ECG_RHYTHMS           -> [n]  (mV-like)
