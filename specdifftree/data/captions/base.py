@@ -1,12 +1,6 @@
 """What a caption is made of: the captioned series (`Captioned`, `Event`), the facts and
-sentences of a caption (`Fact`, `Sentence`, `Captions`), and the levels, variants and limits.
-
-Variants (VARIANTS): low; middle; high-summary; high-all; middle+low; high+low; high+middle;
-all, each with a length cap in characters (whole sentences are dropped from the end of each
-level, the first sentence of each level always kept).
-
-Time is written in the series' unit (`time_unit`): points without a sampling rate; else
-seconds, minutes or hours: the first in which the whole series lasts at most 1500 of them.
+sentences of a caption (`Fact`, `Sentence`, `Captions`), and the levels, variants and limits
+(the package docstring says what each level and variant holds).
 """
 
 from __future__ import annotations
