@@ -93,16 +93,20 @@ def sample(rows, u: np.ndarray, temperature: float = 1.0, top_k: int = 0,
     device); u: [B] in [0, 1). Returns (tokens [B] int64, the values of `rows` at them [B]
     float64), both on the host.
     """
-    B = len(u)
+    B, V = len(u), rows.shape[-1]
     drawn = warp(rows, temperature, top_k, top_p) if is_warped(temperature, top_k, top_p) else rows
     if is_numpy(rows):
         cdf = np.cumsum(np.exp(np.asarray(drawn, dtype=np.float64)), axis=-1)
-        idx = np.minimum((cdf <= (u * cdf[:, -1])[:, None]).sum(axis=-1), rows.shape[-1] - 1)
+        target = u * cdf[:, -1]
+        if B == 1:  # one row (a tree's child choice, a widening draw): the same count, found by bisection
+            i = min(int(np.searchsorted(cdf[0], target[0], side="right")), V - 1)
+            return np.array([i], np.int64), np.array([rows[0, i]], np.float64)
+        idx = np.minimum((cdf <= target[:, None]).sum(axis=-1), V - 1)
         return idx.astype(np.int64), np.asarray(rows[np.arange(B), idx], dtype=np.float64)
     import torch
 
     cdf = torch.cumsum(torch.exp(drawn.to(_wide(rows))), dim=-1)
     target = torch.as_tensor(u, dtype=cdf.dtype, device=rows.device) * cdf[:, -1]
-    idx = torch.searchsorted(cdf, target[:, None], right=True).clamp_(max=rows.shape[-1] - 1)
+    idx = torch.searchsorted(cdf, target[:, None], right=True).clamp_(max=V - 1)
     vals = torch.gather(rows, 1, idx)
     return idx[:, 0].cpu().numpy().astype(np.int64), vals[:, 0].double().cpu().numpy()
