@@ -1,4 +1,4 @@
-"""Types and helpers every search method shares: the problem, the config, results, token sampling."""
+"""Types and helpers every search method shares: the problem, the config, results, logsumexp."""
 
 from __future__ import annotations
 
