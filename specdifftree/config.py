@@ -19,12 +19,11 @@ BackbonePreset (train/config.py), TrainConfig (train/config.py), AmortizeConfig
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from pathlib import Path
 from typing import Any, Iterable, Optional, TypeVar
 
-from specdifftree.errors import SDTError
+from specdifftree.errors import SDTError, close_match, unknown_name
 from specdifftree.paths import configs_dir
 
 T = TypeVar("T")
@@ -48,8 +47,8 @@ def no_unknown(d: dict, known: Iterable[str], where: str, what: str = "key") -> 
     known = set(known)
     for k in d:
         if k not in known:
-            hint = difflib.get_close_matches(str(k), known, n=1)
-            did = f" (did you mean '{hint[0]}'?)" if hint else ""
+            hint = close_match(str(k), known)
+            did = f" (did you mean '{hint}'?)" if hint else ""
             raise SDTError(f"{where}: unknown {what} '{k}'{did}")
 
 
@@ -75,9 +74,7 @@ def preset_path(kind: str, name: str) -> Path:
     path = configs_dir() / kind / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(preset_names(kind)) or "none"
-        hint = difflib.get_close_matches(name, preset_names(kind), n=1)
-        did = f" Did you mean '{hint[0]}'?" if hint else ""
-        raise SDTError(f"unknown {kind} preset '{name}'.{did} Known: {known} (files in {configs_dir() / kind})")
+        raise unknown_name(f"{kind} preset", name, preset_names(kind), f"{known} (files in {configs_dir() / kind})")
     return path
 
 
