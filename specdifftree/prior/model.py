@@ -15,8 +15,6 @@ protocol (`prior/base.py`), so every search method runs on it unchanged.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -46,18 +44,15 @@ class PriorParts:
         """Untrained parts, seeded: the head starts near zero, i.e. near the backbone's own distribution.
         soft_prompt_dim: the backbone's embedding width, to add a soft-prompt projector.
         encoder_config: an EncoderConfig (default: OpenTSLM's sizes)."""
-        import torch
-
+        from specdifftree.machine import seeded
         from specdifftree.prior.encoder import EncoderConfig, TransformerCNNEncoder
         from specdifftree.prior.heads import LogitBiasHead, SoftPromptProjector
 
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
         cfg = encoder_config or EncoderConfig()
-        parts = cls(TransformerCNNEncoder(cfg).eval(), LogitBiasHead(cfg.width, vocab_size).eval(), backbone_ref)
-        if soft_prompt_dim is not None:
-            parts.projector = SoftPromptProjector(cfg.width, soft_prompt_dim).eval()
-        torch.random.set_rng_state(gen_state)
+        with seeded(seed):
+            parts = cls(TransformerCNNEncoder(cfg).eval(), LogitBiasHead(cfg.width, vocab_size).eval(), backbone_ref)
+            if soft_prompt_dim is not None:
+                parts.projector = SoftPromptProjector(cfg.width, soft_prompt_dim).eval()
         return parts
 
     def save(self, directory: str | Path) -> Path:
@@ -127,14 +122,13 @@ class PriorParts:
         with torch.inference_mode():
             return self.head(torch.as_tensor(embedding, device=self.device)[None])[0].float().cpu().numpy()
 
-    def fingerprint(self) -> str:
-        """A hash of the trained parts' weights (what a flow network trained on this prior depends on)."""
-        h = hashlib.sha256()
-        for name, module in (("encoder", self.encoder), ("head", self.head), ("projector", self.projector)):
-            for key, t in ({} if module is None else module.state_dict()).items():
-                h.update(f"{name}.{key}".encode())
-                h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+    def weights_sha256(self) -> str:
+        """The sha256 of the weights.safetensors these parts save as (`save`), whether they were
+        loaded from one or never saved (hashes every weight)."""
+        from specdifftree.prior.checkpoint import checkpoint_sha256
+
+        return checkpoint_sha256({name: m for name, m in (("encoder", self.encoder), ("head", self.head),
+                                                           ("projector", self.projector)) if m is not None})
 
     def soft_prompt_for(self, history: np.ndarray) -> Optional[np.ndarray]:
         """The soft prompt of one context series, [P, D] float32, or None without a projector."""
@@ -161,6 +155,26 @@ def _one_series(history: np.ndarray, device=None):
     return torch.as_tensor(np.asarray(history, dtype=np.float32), device=device)[None]
 
 
+def check_positions(backbone: Backbone, n_prompt: int, max_len: int, grammar=None) -> None:
+    """SDTError when the prompt (n_prompt positions) plus the longest answer (max_len tokens) runs past
+    the positions the backbone was trained on (`max_positions`): it has never seen them, so the query
+    is refused before any forward, naming what to shorten."""
+    limit = getattr(backbone, "max_positions", None)
+    if not limit or n_prompt + max_len <= limit:
+        return
+    horizon = getattr(grammar, "horizon", None)
+    if n_prompt >= limit:
+        shorten = "shorten the history (--context-length) or the prompt"
+    elif horizon:
+        fit = (limit - n_prompt) * horizon // max_len
+        shorten = (f"shorten --horizon {horizon} (at most {fit} values fit after this prompt) "
+                   "or the history (--context-length)")
+    else:
+        shorten = "shorten the prompt or the answer's length"
+    raise SDTError(f"the prompt ({n_prompt} positions) plus the answer (up to {max_len} tokens) need "
+                   f"{n_prompt + max_len} positions, but the backbone was trained on {limit}: {shorten}")
+
+
 class TSLMPrior(Prior):
     """Backbone logits + a per-context bias, as log-probs, over the backbone's vocabulary."""
 
@@ -183,20 +197,22 @@ class TSLMPrior(Prior):
         self.grammar = grammar  # ForecastGrammar or None: masks tokens that would break the format
         self.soft_prompt = soft_prompt  # [P, D] embeddings before the prompt (transformers backbones), or None
         self.series_features = series_features  # [W] the encoded series (PriorParts.embed), for flow networks
-        self.parts_id = parts_id  # PriorParts.fingerprint() of the trained parts
+        self.parts_id = parts_id  # the trained parts' weights sha256 (PriorParts.weights_sha256)
         self._state: dict[int, tuple] = {}
         self._device_rows: dict = {}  # "bias" and grammar states -> [V] tensors on the model's device
         V = backbone.vocab_size
         self.bias = np.zeros(V, np.float32) if bias is None else np.asarray(bias, np.float32)
         if self.bias.shape != (V,):
             raise SDTError(f"the prior's bias head has {self.bias.shape[0]} outputs but the backbone has {V} tokens")
+        embedded = sum(len(seg) for seg in [soft_prompt, *(segments or [])] if seg is not None and np.ndim(seg) == 2)
+        check_positions(backbone, len(self.prompt_ids) + embedded, self.max_len, grammar)
 
     @classmethod
     def for_forecast(cls, backbone: Backbone, parts: PriorParts, context, name: str = "tslm",
                      parts_id: Optional[str] = None) -> "TSLMPrior":
         """The prior of one forecasting context (data.context.Context with series and horizon): the
         history written in the prompt, the grammar for exactly `horizon` numbers, and the bias (and
-        soft prompt) the trained parts compute from the series. parts_id: `parts.fingerprint()`
+        soft prompt) the trained parts compute from the series. parts_id: `parts.weights_sha256()`
         when the caller has it (it hashes every weight)."""
         from specdifftree.data.prompts import forecast_prompt
         from specdifftree.prior.constraint import ForecastGrammar
@@ -206,7 +222,7 @@ class TSLMPrior(Prior):
         embedding = parts.embed(history)  # the encoder runs once per context
         return cls(backbone, forecast_prompt(history, horizon, codec), grammar.max_tokens(),
                    parts.bias(history, embedding), name=name, grammar=grammar, soft_prompt=parts.soft_prompt_for(history),
-                   series_features=embedding, parts_id=parts_id or parts.fingerprint())
+                   series_features=embedding, parts_id=parts_id or parts.weights_sha256())
 
     def _metered(self, fn, *args, **kwargs):
         """Call the backbone and charge what it ran to this prior's meter."""
@@ -292,17 +308,12 @@ class TSLMPrior(Prior):
             cols.insert(1, np.broadcast_to(self.series_features, (len(h), len(self.series_features))))
         return np.concatenate(cols, axis=1)
 
-    def fingerprint(self) -> str:
-        """The backbone (vocabulary; each weight's name, shape and first and last values) and the trained parts."""
-        import torch
+    def weights_sha256(self) -> str:
+        """The backbone's weights sha256 and the trained parts' (`parts_id`), as one
+        (`files.combined_sha256`)."""
+        from specdifftree.files import combined_sha256
 
-        h = hashlib.sha256((self.parts_id + json.dumps(self.vocab)).encode())
-        model = getattr(self.backbone, "model", None)  # transformers backbones (llama.cpp: vocabulary only)
-        for key, t in ({} if model is None else model.state_dict()).items():
-            flat = t.detach().reshape(-1)
-            h.update(f"{key}{tuple(t.shape)}".encode())
-            h.update(torch.cat([flat[:64], flat[-64:]]).float().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return combined_sha256({"backbone": self.backbone.weights_sha256(), "prior": self.parts_id})
 
     def describe(self) -> dict:
         placement = {k: str(getattr(self.backbone, k)).removeprefix("torch.")  # transformers backbones
