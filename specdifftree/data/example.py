@@ -16,6 +16,8 @@ from typing import Optional
 
 import numpy as np
 
+from specdifftree.data.prompts import stated_mean
+
 STAGES = ("stage1_mcq", "stage2_captioning", "stage3_cot", "stage4_sleep_cot", "stage5_ecg_cot",
           "stage6_forecast")
 
@@ -41,6 +43,6 @@ class Example:
         lines = [self.pre_prompt]
         for name, x in zip(self.names, self.series):
             x = np.asarray(x, dtype=np.float64)
-            lines.append(f"{name}, it has mean {x.mean():.4g} and std {x.std():.4g}.")
+            lines.append(f"{name}, it has mean {stated_mean(x):.4g} and std {x.std():.4g}.")
         lines.append(self.post_prompt)
         return "\n".join(lines)

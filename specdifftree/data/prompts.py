@@ -15,7 +15,19 @@ def forecast_codec(history: np.ndarray) -> NumberCodec:
     return NumberCodec.anchored(history, sep=",")
 
 
+def stated_mean(x: np.ndarray) -> float:
+    """x's mean as a prompt states it: 0.0 where it is the roundoff of a centred series (under 1e-9
+    of the series' largest magnitude). That roundoff ("-4.114e-15") has digits that depend on the
+    CPU's SIMD path through numpy, so printing it would make the text, and what trains on it,
+    differ between machines."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = float(x.mean())
+    return 0.0 if abs(mean) <= 1e-9 * float(np.abs(x).max(initial=0.0)) else mean
+
+
 def describe(x: np.ndarray, name: str = "The series") -> str:
+    """The series' description line. It prints the plain mean, roundoff of a centred series included
+    (not `stated_mean`), because the committed backbones' corpora were written with it."""
     x = np.asarray(x, dtype=np.float64)
     return f"{name} has {len(x)} points, mean {x.mean():.4g} and std {x.std():.4g}."
 

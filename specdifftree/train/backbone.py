@@ -21,9 +21,10 @@ with whole documents (each row starts with a document at position 0), right-padd
 on non-pad tokens. Deterministic: the corpus comes from the seed, the weights from torch's
 generator seeded with it (`machine.seeded`, restored after the build), and torch runs with a fixed
 thread count (`BackbonePreset.threads`) because the thread count changes the order of float
-reductions. Two builds with the same seed on the same machine give bit-identical safetensors; a
-different CPU or torch build may differ in the last bits. The record of a build (sdt_backbone.json)
-holds hashes of its first PREFIX_STEPS steps (`prefix_record`), which tests/test_default_backbone.py
+reductions, with deterministic algorithms (`machine.training_threads`). Two builds with the same
+seed on the same machine give bit-identical safetensors; a machine with another
+`machine.fingerprint()` (another SIMD level of numpy or torch, another torch) may differ in the
+last bits. The record of a build (sdt_backbone.json, with that fingerprint as "machine") holds hashes of its first PREFIX_STEPS steps (`prefix_record`), which tests/test_default_backbone.py
 rebuilds.
 """
 
@@ -44,7 +45,7 @@ import numpy as np
 from specdifftree.data.corpus import ETT_TRAIN_FRACTION, MIX, iter_documents, real_series
 from specdifftree.errors import SDTError
 from specdifftree.files import replace_dir
-from specdifftree.machine import seeded
+from specdifftree.machine import seeded, training_threads
 from specdifftree.paths import default_data_dir as data_dir
 from specdifftree.prior import default
 from specdifftree.prior.tokenizer import EOS_ID, EOS_TOKEN, PAD_ID, VOCAB_SIZE
@@ -95,7 +96,7 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
     recipe on the same batches, but its float reductions differ, so its weights are not the CPU's."""
     import torch
 
-    from specdifftree.machine import cpu_name, version
+    from specdifftree.machine import cpu_name, fingerprint, version
     from specdifftree.prior.tokenizer import build_hf_tokenizer
 
     p = BackbonePreset.from_name(preset) if isinstance(preset, str) else preset
@@ -114,7 +115,7 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
         "loss_curve": {str(i): round(v, 4) for i, v in enumerate(losses) if i % every == 0 or i == len(losses) - 1},
         "prefix": run["prefix"], "corpus": _corpus_description(p),
         "wall_time_s": None, "torch": torch.__version__, "transformers": version("transformers"), "cpu": cpu_name(),
-        "device": run["device"],
+        "machine": fingerprint(), "device": run["device"],
     }
     tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -156,9 +157,7 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str
     from specdifftree.prior.backbones.base import Placement
 
     dev = Placement(device, "float32").torch_device()
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(p.threads)
-    try:
+    with training_threads(p.threads):
         with seeded(seed):  # initialised on the CPU: the same weights on every device
             model = LlamaForCausalLM(p.llama_config()).to(dev)
             model.train()
@@ -191,8 +190,6 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             bar.close()
             model.eval().to("cpu")
-    finally:
-        torch.set_num_threads(old_threads)
     return model, {"losses": losses, "tokens": tokens, "prefix": prefix, "device": _device_name(dev)}
 
 

@@ -24,11 +24,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from specdifftree.data.example import STAGES, Example
 from specdifftree.errors import SDTError
 from specdifftree.files import write_json
+from specdifftree.machine import training_threads
 from specdifftree.prior.checkpoint import RUN_MANIFEST as MANIFEST
 from specdifftree.prior.checkpoint import read_run_manifest as read_manifest
 from specdifftree.train.config import TrainConfig
@@ -107,17 +106,13 @@ def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Pat
         raise SDTError(f"unknown stage '{unknown[0]}' (choose from all, {', '.join(STAGES)})")
     stages = sorted(set(stages), key=STAGES.index)
     out, backbone_ref = Path(out), absolute_spec(backbone_ref)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with training_threads(cfg.threads):
         with process_group(placement) as dist:
             run = Run(out, cfg, backbone_ref, None, seed, resume, wandb, Path(data_dir) if data_dir else None,
                       dataset_fn, progress, upstream, dist=dist)
             _curriculum(run, stages, dist.placement(placement))
             if not dist.is_main:
                 return {}
-    finally:
-        torch.set_num_threads(threads)
     return collect_summary(out)
 
 

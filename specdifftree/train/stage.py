@@ -16,7 +16,7 @@ the checkpoint format: fresh, load, modules, param_groups, train, eval, prepare,
 decode, prompt_text, save, finish (`bias.BiasVariant` is the reference).
 
 Determinism: epoch e of stage s reseeds torch and the data order from (seed, s, e), and torch
-runs with `cfg.threads` threads, so a run resumed after a kill ends with the same files as an
+runs with `cfg.threads` threads and deterministic algorithms (`machine.training_threads`), so a run resumed after a kill ends with the same files as an
 uninterrupted one (metrics.csv and checkpoints/best byte for byte).
 
 Under torchrun each rank trains on its share of every global batch (`distributed.shard`): it
