@@ -203,7 +203,7 @@ def tiny_gemma3(vocab: int):
     return Gemma3ForCausalLM(cfg).eval()
 
 
-def write_checkpoint(root: Path, llm, form: str = "trainer") -> tuple[Path, Path, UpFlamingo, object]:
+def write_checkpoint(root: Path, llm, form: str = "trainer", every: int = 1) -> tuple[Path, Path, UpFlamingo, object]:
     """The LLM folder (config + tokenizer, as downloaded) and an upstream checkpoint of a Flamingo
     model on it: tokens added and embeddings resized as OpenTSLMFlamingo does, every part random."""
     llm_dir = root / "llm"
@@ -213,7 +213,7 @@ def write_checkpoint(root: Path, llm, form: str = "trainer") -> tuple[Path, Path
     tok.add_special_tokens({"additional_special_tokens": ["<|endofchunk|>", "<image>"]})
     tok.add_special_tokens({"pad_token": "<PAD>"})
     llm.resize_token_embeddings(len(tok))
-    up = UpFlamingo(llm)
+    up = UpFlamingo(llm, every)
     randomize(up.vision_encoder, 1)
     randomize(up.perceiver, 2)
     randomize(up.lang_encoder.gated_cross_attn_layers, 3)
@@ -291,15 +291,32 @@ def test_llama_matches_upstreams_forward(llama_ckpt, n_series, one_thread):
     print(f"llama, {n_series} series: max |ours - upstream| = {np.abs(got - want).max():.2e}")
 
 
-def test_gemma3_with_sliding_window_matches_upstreams_forward(tmp_path, one_thread):
-    llm_dir, path, up, tok = write_checkpoint(tmp_path, tiny_gemma3(259))
+@pytest.fixture(scope="module")
+def gemma_ckpt(tmp_path_factory):
+    return write_checkpoint(tmp_path_factory.mktemp("flamingo_gemma"), tiny_gemma3(259))
+
+
+@pytest.mark.parametrize("n_series", [1, 2])
+def test_gemma3_with_sliding_window_matches_upstreams_forward(gemma_ckpt, n_series, one_thread):
     from specdifftree.prior.flamingo_ckpt import load_opentslm
 
-    series = series_pair()
+    llm_dir, path, up, tok = gemma_ckpt
+    series = series_pair()[:n_series]
     _, got, _ = ours(load_opentslm(path), llm_dir, series, CONTINUATION)
     ids, want = reference(up, tok, series, CONTINUATION)
-    assert len(ids) > 6 and np.abs(got - want).max() < 1e-4
-    print(f"gemma-3, 2 series: max |ours - upstream| = {np.abs(got - want).max():.2e}")
+    assert len(ids) > 6 and np.abs(got - want).max() < 1e-4  # longer than the sliding window
+    print(f"gemma-3, {n_series} series: max |ours - upstream| = {np.abs(got - want).max():.2e}")
+
+
+def test_cross_attention_every_second_layer(tmp_path, tiny_llama, one_thread):
+    from specdifftree.prior.flamingo_ckpt import load_opentslm
+
+    llm_dir, path, up, tok = write_checkpoint(tmp_path, tiny_llama(vocab_size=259), every=2)
+    weights = load_opentslm(path)
+    assert weights.xattn_layers() == [1]
+    prior, got, _ = ours(weights, llm_dir, series_pair(), CONTINUATION)
+    _, want = reference(up, tok, series_pair(), CONTINUATION)
+    assert prior.media.kv.shape[0] == 1 and np.abs(got - want).max() < 1e-4
 
 
 def test_prefill_once_then_branch_equals_a_full_forward_per_branch(llama_ckpt, one_thread):
@@ -408,6 +425,7 @@ def search(run_cli, prior, llm_dir, csv, out, method, *extra):
     return json.loads(Path(out).read_text())
 
 
+@pytest.mark.slow
 def test_every_method_searches_a_flamingo_checkpoint_on_three_series(llama_ckpt, three_columns, tmp_path, run_cli,
                                                                        one_thread):
     from specdifftree.search.registry import METHODS
@@ -439,6 +457,7 @@ def test_several_series_need_an_opentslm_prior(tiny_hf, three_columns, run_cli):
     assert code == 2 and "opentslm" in err, err
 
 
+@pytest.mark.slow
 def test_sadt_sample_runs_on_a_flow_trained_from_flamingo_trees(llama_ckpt, three_columns, tmp_path, run_cli,
                                                                 one_thread):
     llm_dir, path = llama_ckpt[0], llama_ckpt[1]

@@ -137,14 +137,16 @@ class FlamingoWeights:
     def load_converted(cls, directory: Path) -> "FlamingoWeights":
         from specdifftree.prior.checkpoint import load_checkpoint
 
-        state, _ = load_checkpoint(directory)
+        state, config = load_checkpoint(directory)
         xattn: dict = {}
         for k, t in state.get("xattn", {}).items():
             i, _, rest = k.partition(".")
             xattn.setdefault(int(i), {})[rest] = t
         parts = {"encoder": state.get("encoder", {}), "perceiver": state.get("perceiver", {}), "xattn": xattn,
                  "llm": state.get("llm", {})}
-        return cls.from_parts(parts, str(directory))
+        weights = cls.from_parts(parts, str(directory))
+        weights._sha256 = config["weights_sha256"]  # load_checkpoint verified the file against it
+        return weights
 
     def modules(self) -> dict:
         """What `save` writes, each tensor once (a tied output head is the input embeddings)."""
