@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent  # the venv's sdt, torchrun and ray
@@ -26,3 +28,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_lines(proc: subprocess.Popen, path: Path, lines: int, timeout: float, poll: float = 0.002) -> None:
+    """Return once `path` has at least `lines` lines (a metrics.csv with its first epoch committed: 2);
+    fail with the end of `proc`'s stderr if the process ends first or `timeout` seconds pass."""
+    deadline = time.time() + timeout
+    while not (path.is_file() and len(path.read_text().splitlines()) >= lines):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-3000:]
+        time.sleep(poll)

@@ -15,11 +15,11 @@ from specdifftree.amortize.buffer import append_record, read_buffer, save_search
 from specdifftree.amortize.flow import Flow, FlowNet, load_flow
 from specdifftree.amortize.losses import flow_loss
 from specdifftree.bench.exact import enumerate_sequences, target, tv
-from specdifftree.problem import BUILTIN_PROBLEMS
-from specdifftree.cli import main
+from specdifftree.prior.builtin import BUILTIN_PROBLEMS
 from specdifftree.errors import SDTError
 from specdifftree.prior.markov import MarkovPrior
-from specdifftree.problem import build_context, build_problem
+from specdifftree.data.context import build_context
+from specdifftree.problem import build_problem
 from specdifftree.search.registry import run_search
 from specdifftree.search.common import Problem, SearchConfig
 from specdifftree.search.dts import run_dts
@@ -33,13 +33,6 @@ needs_etth1 = pytest.mark.skipif(not ETTH1.is_file(), reason="needs ../shared/da
 def toy3() -> tuple[Problem, float]:
     bp = BUILTIN_PROBLEMS["toy3"]()
     return Problem(bp.prior, bp.reward), bp.lam
-
-
-def cli(args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 def dts_buffer(path: Path, seed: int, problem=None, prior: str = "markov:toy3", rewards=(), lam: float = 1.0,
@@ -142,16 +135,16 @@ def test_concurrent_appends_accumulate(tmp_path):
     assert sorted(r.meta["seed"] for r in read_buffer(path)[1]) == [0, 1, 2, 3]
 
 
-def test_a_corrupt_buffer_is_refused_in_one_line(tmp_path, capsys):
+def test_a_corrupt_buffer_is_refused_in_one_line(tmp_path, run_cli):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!")
-    code, _, err = cli(["amortize", "--buffer", bad, "--prior", "markov:toy3", "--out", tmp_path / "f", "--no-wandb"],
-                       capsys)
+    code, _, err = run_cli(["amortize", "--buffer", bad, "--prior", "markov:toy3", "--out", tmp_path / "f",
+                            "--no-wandb"])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "not a readable search buffer" in err
 
 
-def test_save_buffer_needs_a_soft_value_tree_method(tmp_path, capsys):
-    code, _, err = cli(["search", "--prior", "markov:toy3", "--method", "mcts", "--save-buffer", tmp_path / "b"], capsys)
+def test_save_buffer_needs_a_soft_value_tree_method(tmp_path, run_cli):
+    code, _, err = run_cli(["search", "--prior", "markov:toy3", "--method", "mcts", "--save-buffer", tmp_path / "b"])
     assert code == 2 and "--save-buffer needs dts or dts-star" in err and not (tmp_path / "b").exists()
 
 
@@ -232,19 +225,17 @@ def test_q_sums_to_one_and_is_zero_where_the_prior_is(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def toy3_flow(tmp_path_factory):
+def toy3_flow(tmp_path_factory, run_cli):
     """Buffers from three DTS runs on toy3, then `sdt amortize` on them."""
     root = tmp_path_factory.mktemp("toy3")
     buf = root / "buf.safetensors"
     for seed in range(3):
-        with pytest.raises(SystemExit) as e:
-            main(["search", "--prior", "markov:toy3", "--method", "dts", "--iterations", "300", "--seed", str(seed),
-                  "--save-buffer", str(buf), "-q"])
-        assert e.value.code == 0
-    with pytest.raises(SystemExit) as e:
-        main(["amortize", "--buffer", str(buf), "--prior", "markov:toy3", "--out", str(root / "flow"),
-              "--steps", "400", "--no-wandb", "-q"])
-    assert e.value.code == 0
+        code, _, err = run_cli(["search", "--prior", "markov:toy3", "--method", "dts", "--iterations", "300",
+                                "--seed", seed, "--save-buffer", buf, "-q"])
+        assert code == 0, err
+    code, _, err = run_cli(["amortize", "--buffer", buf, "--prior", "markov:toy3", "--out", root / "flow",
+                            "--steps", "400", "--no-wandb", "-q"])
+    assert code == 0, err
     return root / "flow"
 
 
@@ -257,17 +248,17 @@ def test_sadt_sample_is_exact_on_an_enumerable_problem(toy3_flow):
     print(f"TV(q, pi*) = {tv(q, pi):.4f}, TV(prior, pi*) = {tv(p, pi):.4f}")
     cfg = json.loads((toy3_flow / "config.json").read_text())
     assert cfg["kind"] == "sdt-flow" and cfg["vocab_size"] == 4 and cfg["lam"] == 1.0 and cfg["reward"] == []
-    assert cfg["fingerprint"] == problem.prior.fingerprint() and cfg["prior"] == "markov:toy3"
+    assert cfg["prior_weights_sha256"] == problem.prior.weights_sha256() and cfg["prior"] == "markov:toy3"
     assert (toy3_flow / "tracking.jsonl").is_file()
 
 
 @pytest.mark.parametrize("args", [["--method", "sadt-sample"], ["--method", "sadt", "--iterations", "40"],
                                   ["--method", "sadt", "--iterations", "20", "--rollout", "flow", "--alpha", "1"],
                                   ["--method", "smc", "--potential", "flow", "--particles", "16"]])
-def test_flow_methods_run_through_the_cli(args, toy3_flow, tmp_path, capsys):
+def test_flow_methods_run_through_the_cli(args, toy3_flow, tmp_path, run_cli):
     out = tmp_path / "o.json"
-    code, _, err = cli(["search", "--prior", "markov:toy3", "--flow", toy3_flow, "--samples", "200", "--out", out,
-                        "-q", *args], capsys)
+    code, _, err = run_cli(["search", "--prior", "markov:toy3", "--flow", toy3_flow, "--samples", "200", "--out", out,
+                            "-q", *args])
     assert code == 0, err
     rec = json.loads(out.read_text())
     problem = toy3()[0]
@@ -289,8 +280,8 @@ def test_sadt_sample_pays_one_forward_token_per_generated_token(toy3_flow):
     (["--prior", "markov:toy3", "--lambda", "2.0"], "lambda 1.0"),
     (["--prior", "markov:toy3", "--reward", "zero"], "reward"),
 ])
-def test_a_mismatched_flow_is_refused_in_one_line(change, expected, toy3_flow, capsys):
-    code, _, err = cli(["search", "--method", "sadt-sample", "--flow", toy3_flow, "-q", *change], capsys)
+def test_a_mismatched_flow_is_refused_in_one_line(change, expected, toy3_flow, run_cli):
+    code, _, err = run_cli(["search", "--method", "sadt-sample", "--flow", toy3_flow, "-q", *change])
     assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
 
 
@@ -300,7 +291,68 @@ def test_a_flow_for_another_prior_with_the_same_vocabulary_is_refused(toy3_flow)
         load_flow(str(toy3_flow), Problem(other, toy3()[0].reward), 1.0)
 
 
-def test_a_corrupt_or_missing_flow_is_refused_in_one_line(toy3_flow, tmp_path, capsys):
+@pytest.mark.parametrize("method", ["sadt-sample", "sadt"])
+def test_run_search_refuses_a_flow_trained_for_another_reward(method, toy3_flow):
+    """The registry path (what experiments, the pipeline and the benchmarks call) checks the reward
+    too: the flow was trained for toy3's own reward, the problem's is `zero`."""
+    from specdifftree.rewards import parse_reward
+
+    problem = Problem(toy3()[0].prior, parse_reward("zero"))
+    with pytest.raises(SDTError, match="trained for the reward '[(]built-in[)]', not 'zero'") as e:
+        run_search(problem, method, SearchConfig(flow=str(toy3_flow), samples=5, iterations=5, lam=1.0))
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_flows_and_buffers_of_older_versions_are_refused_in_one_line(toy3_flow, tmp_path):
+    """They named the prior by a fingerprint, not its weights' sha256: retrain / collect again."""
+    import shutil
+
+    from safetensors.numpy import load, save
+
+    from specdifftree.amortize.buffer import _META, _metadata
+
+    old = tmp_path / "old_flow"
+    shutil.copytree(toy3_flow, old)
+    config = json.loads((old / "config.json").read_text())
+    config["fingerprint"] = config.pop("prior_weights_sha256")[:16]
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SDTError, match="train it again with `sdt amortize`"):
+        load_flow(str(old), toy3()[0], 1.0)
+    buf = tmp_path / "old.safetensors"
+    dts_buffer(buf, 0, iterations=20)
+    blob = buf.read_bytes()
+    meta = json.loads(_metadata(blob)[_META])
+    meta["header"]["fingerprint"] = meta["header"].pop("prior_weights_sha256")[:16]
+    buf.write_bytes(save(load(blob), metadata={_META: json.dumps(meta)}))
+    with pytest.raises(SDTError, match="collect it again"):
+        read_buffer(buf)
+
+
+def test_training_a_flow_leaves_torchs_random_stream_as_it_was(tmp_path):
+    from specdifftree.amortize.pipeline import train_flow
+    from specdifftree.amortize.train import AmortizeConfig
+
+    dts_buffer(tmp_path / "buf", 0, iterations=30)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    cfg = AmortizeConfig(steps=4, eval_every=2, save_every=2, val_samples=1, hidden=8)
+    train_flow([tmp_path / "buf"], "markov:toy3", [], tmp_path / "flow", cfg=cfg)
+    assert torch.equal(torch.get_rng_state(), before)
+    first = (tmp_path / "flow" / "weights.safetensors").read_bytes()
+    train_flow([tmp_path / "buf"], "markov:toy3", [], tmp_path / "again", cfg=cfg)
+    assert (tmp_path / "again" / "weights.safetensors").read_bytes() == first  # seeded by cfg.seed alone
+
+
+def test_reward_specs_compare_in_one_normal_form(tmp_path):
+    from specdifftree.rewards import parse_reward, reward_spec
+
+    assert reward_spec(["spectral + 0.5*format"]) == reward_spec(["spectral", " 0.5 * format"]) == "spectral+0.5*format"
+    assert reward_spec("1*spectral+2*length+1e+1*format") == "spectral+2*length+10*format" and reward_spec([]) == ""
+    assert parse_reward("spectral + 0.5*format").spec == "spectral+0.5*format" == parse_reward(["spectral", "0.5*format"]).spec
+    assert parse_reward("zero").spec == "zero" and parse_reward("1*spectral").spec == "spectral"
+
+
+def test_a_corrupt_or_missing_flow_is_refused_in_one_line(toy3_flow, tmp_path, run_cli):
     import shutil
 
     broken = tmp_path / "broken"
@@ -309,41 +361,22 @@ def test_a_corrupt_or_missing_flow_is_refused_in_one_line(toy3_flow, tmp_path, c
     blob[-3] ^= 0xFF
     (broken / "weights.safetensors").write_bytes(bytes(blob))
     for flow, expected in [(broken, "sha256"), (tmp_path / "nowhere", "not found"), (tmp_path, "config.json")]:
-        code, _, err = cli(["search", "--prior", "markov:toy3", "--method", "sadt", "--flow", flow, "-q"], capsys)
+        code, _, err = run_cli(["search", "--prior", "markov:toy3", "--method", "sadt", "--flow", flow, "-q"])
         assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
-    code, _, err = cli(["search", "--prior", "markov:toy3", "--method", "sadt-sample", "-q"], capsys)
+    code, _, err = run_cli(["search", "--prior", "markov:toy3", "--method", "sadt-sample", "-q"])
     assert code == 2 and "needs --flow DIR" in err
 
 
 # ------------------------------------------------------------------------------------------------ neural prior
 
 
-@pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory):
-    """A tiny random Llama with the default byte tokenizer, as a transformers directory."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from specdifftree.prior.tokenizer import build_hf_tokenizer
-
-    def make(seed: int) -> Path:
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                                             tie_word_embeddings=False, eos_token_id=256, bos_token_id=256))
-        path = tmp_path_factory.mktemp(f"tiny{seed}")
-        model.save_pretrained(path)
-        build_hf_tokenizer().save_pretrained(path)
-        return path
-
-    return make(0), make(1)
-
-
+@pytest.mark.slow
 @needs_etth1
-def test_the_whole_loop_runs_on_a_tslm_prior(tiny_hf, tmp_path):
+def test_the_whole_loop_runs_on_a_tslm_prior(tiny_hf, tiny_llama_dir, tmp_path):
     from specdifftree.amortize.pipeline import collect_buffer, train_flow
     from specdifftree.amortize.train import AmortizeConfig
 
-    prior, rewards = f"hf:{tiny_hf[0]}", ["spectral"]
+    prior, rewards = f"hf:{tiny_hf}", ["spectral"]
     train_contexts = [build_context(str(ETTH1), "OT", 4, 32, end) for end in (10600, 11000, 11400)]  # flow part
     rows = collect_buffer(tmp_path / "buf", prior, rewards, train_contexts, SearchConfig(iterations=12, batch_size=6))
     assert len(rows) == 3 and all(r["trajectories"] > 0 for r in rows)
@@ -368,15 +401,15 @@ def test_the_whole_loop_runs_on_a_tslm_prior(tiny_hf, tmp_path):
     for seed in (0, 1):  # as a checkpoint DIR: the same parts as hf:DIR's fresh ones (seed 0), or others
         PriorParts.fresh(258, prior, seed=seed).save(tmp_path / f"parts{seed}")
     same, _ = build_problem(str(tmp_path / "parts0"), rewards, eval_context)
-    load_flow(str(tmp_path / "flow"), same, 1.0)  # the fingerprint is the weights, not the spec
-    for spec in (str(tmp_path / "parts1"), f"hf:{tiny_hf[1]}"):  # other encoder/head; other backbone weights
+    load_flow(str(tmp_path / "flow"), same, 1.0)  # the identity is the weights, not the spec
+    for spec in (str(tmp_path / "parts1"), f"hf:{tiny_llama_dir(1)}"):  # other encoder/head; other backbone weights
         other, _ = build_problem(spec, rewards, eval_context)
         with pytest.raises(SDTError, match="another prior"):
             load_flow(str(tmp_path / "flow"), other, 1.0)
 
 
-def test_amortize_help_has_examples(capsys):
-    code, out, _ = cli(["amortize", "--help"], capsys)
+def test_amortize_help_has_examples(run_cli):
+    code, out, _ = run_cli(["amortize", "--help"])
     assert code == 0 and "Examples:" in out and "--save-buffer" in out
 
 
@@ -441,17 +474,17 @@ def test_amortize_killed_at_five_random_points_resumes_to_the_same_bytes(tmp_pat
     assert _committed_step(out) == steps
 
 
-def test_amortize_resume_refuses_another_runs_state(tmp_path, capsys):
+def test_amortize_resume_refuses_another_runs_state(tmp_path, run_cli):
     buf = tmp_path / "buf.safetensors"
     dts_buffer(buf, seed=0, iterations=100)
     args = ["amortize", "--buffer", buf, "--prior", "markov:toy3", "--out", tmp_path / "f", "--steps", "6",
             "--eval-every", "3", "--no-wandb", "-q"]
-    assert cli(args, capsys)[0] == 0
+    assert run_cli(args)[0] == 0
     before = (tmp_path / "f" / "weights.safetensors").read_bytes()
-    assert cli(args + ["--resume"], capsys)[0] == 0  # a finished run: nothing left to do, nothing changes
+    assert run_cli(args + ["--resume"])[0] == 0  # a finished run: nothing left to do, nothing changes
     assert (tmp_path / "f" / "weights.safetensors").read_bytes() == before
     for change in (["--lr", "0.5"], ["--buffer", buf]):  # other options; the buffer twice: other inputs
-        code, _, err = cli(args + change + ["--resume"], capsys)
+        code, _, err = run_cli(args + change + ["--resume"])
         assert code == 2 and "state of another amortize run" in err and len(err.strip().splitlines()) == 1
 
 

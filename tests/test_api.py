@@ -1,4 +1,4 @@
-"""The ground floor (problem.py), the public Python API, presets in configs/ and their precedence."""
+"""Prior specs (prior/spec.py, prior/sources.py), the public Python API, presets in configs/ and their precedence."""
 
 from __future__ import annotations
 
@@ -12,21 +12,16 @@ import numpy as np
 import pytest
 
 import specdifftree as sdt
-from specdifftree.cli import main
 from specdifftree.config import build, load_preset, merge, preset_names
 from specdifftree.errors import SDTError
-from specdifftree.problem import PRIOR_KINDS, Queries, absolute_spec, context_from_array, open_prior, parse_prior
+from specdifftree.data.context import context_from_array
+from specdifftree.prior.sources import open_prior
+from specdifftree.prior.spec import PRIOR_KINDS, absolute_spec, checkpoint_dir, parse_prior
+from specdifftree.problem import Queries
 from specdifftree.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = str(ROOT / "examples" / "toy.json")
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 # ------------------------------------------------------------------ the public API
@@ -47,22 +42,24 @@ def test_importing_the_package_loads_no_heavy_module():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
-def test_search_api_on_a_builtin_problem_matches_the_cli(tmp_path, capsys):
-    result = sdt.search("markov:toy3", method="dts", iterations=300, samples=200, seed=3)
+def test_search_api_on_a_builtin_problem_matches_the_cli(tmp_path, run_cli):
+    result = sdt.generate("markov:toy3", method="dts", iterations=300, samples=200, seed=3)
     code, _, err = run_cli(["search", "--prior", "markov:toy3", "--method", "dts", "--iterations", "300",
-                            "--samples", "200", "--seed", "3", "--out", tmp_path / "o.json", "-q"], capsys)
+                            "--samples", "200", "--seed", "3", "--out", tmp_path / "o.json", "-q"])
     assert code == 0, err
     record = json.loads((tmp_path / "o.json").read_text())
     assert [s.tokens for s in result.samples] == [s["tokens"] for s in record["samples"]]
     assert result.forward_tokens == record["stats"]["forward_tokens"]
+    prior = Queries.open("markov:toy3").problem().prior
+    assert record["weights"] == {"sha256": prior.weights_sha256(), "checkpoint": None, "installed_prior": False}
 
 
 def test_one_opened_prior_serves_many_problems_each_with_its_own_meter():
     queries = Queries.open("markov:toy3")
     a, b = queries.problem(), queries.problem()
     assert a.prior is not b.prior and a.prior.cost is not b.prior.cost
-    first = sdt.search(queries, method="sample", samples=20, seed=0)
-    again = sdt.search(queries, method="sample", samples=20, seed=0, budget=30)
+    first = sdt.generate(queries, method="sample", samples=20, seed=0)
+    again = sdt.generate(queries, method="sample", samples=20, seed=0, budget=30)
     assert 30 <= again.forward_tokens < first.forward_tokens  # the budget counts this run's work only
     from specdifftree.search.registry import run_search
 
@@ -144,7 +141,7 @@ def test_build_refuses_unknown_keys_and_merge_deletes_with_none():
     assert merge({"a": {"b": 1, "c": 2}}, {"a": {"c": None, "d": 4}}) == {"a": {"b": 1, "d": 4}}
 
 
-def test_search_preset_and_config_precedence(tmp_path, capsys):
+def test_search_preset_and_config_precedence(tmp_path, run_cli):
     assert load_preset("search", "exact")["iterations"] == 5000
     config = tmp_path / "c.yaml"
     config.write_text("iterations: 40\nsamples: 7\n")
@@ -154,24 +151,25 @@ def test_search_preset_and_config_precedence(tmp_path, capsys):
                         (["--config", config, "--preset", "exact"], (7, 40)),
                         (["--config", config, "--iterations", "30"], (7, 30))]:
         out = tmp_path / "o.json"
-        code, _, err = run_cli([*base, out, *extra], capsys)
+        code, _, err = run_cli([*base, out, *extra])
         assert code == 0, err
         cfg = json.loads(out.read_text())["config"]
         assert (cfg["samples"], cfg["iterations"]) == want, extra
-    code, _, err = run_cli([*base, tmp_path / "x.json", "--preset", "nosuch"], capsys)
+    code, _, err = run_cli([*base, tmp_path / "x.json", "--preset", "nosuch"])
     assert code == 2 and "nosuch" in err
 
 
-def test_prior_install_is_explicit(tmp_path, capsys, monkeypatch):
+def test_prior_install_is_explicit(tmp_path, monkeypatch, run_cli):
     from specdifftree.paths import installed_prior_dir
     from specdifftree.prior.model import PriorParts
 
     monkeypatch.setenv("SDT_HOME", str(tmp_path / "home"))
     PriorParts.fresh(258, "default", encoder_config=TrainConfig.from_name("test").encoder).save(tmp_path / "ckpt")
-    code, out, err = run_cli(["prior", "install", tmp_path / "ckpt"], capsys)
+    code, out, err = run_cli(["prior", "install", tmp_path / "ckpt"])
     assert code == 0, err
     assert str(installed_prior_dir()) in out and (installed_prior_dir() / "weights.safetensors").is_file()
-    code, out, _ = run_cli(["prior", "uninstall"], capsys)
+    assert checkpoint_dir(parse_prior("default")) == installed_prior_dir()  # what --out records as installed_prior
+    code, out, _ = run_cli(["prior", "uninstall"])
     assert code == 0 and "removed" in out and not installed_prior_dir().exists()
-    code, _, err = run_cli(["prior", "install", tmp_path], capsys)
+    code, _, err = run_cli(["prior", "install", tmp_path])
     assert code == 2 and "not a prior checkpoint" in err

@@ -192,35 +192,28 @@ def test_fuzz_families(kind, seed):
 
 # --------------------------------------------------------------------------- sdt caption
 
-def _run(args):
-    from click.testing import CliRunner
-
-    from specdifftree.cli import cli
-
-    return CliRunner().invoke(cli, args)
-
-
-def test_cli_caption_csv_levels_and_json(tmp_path):
+def test_cli_caption_csv_levels_and_json(tmp_path, run_cli):
     path = tmp_path / "s.csv"
     x = _ramp(n=200, lo=50, hi=150)
     path.write_text("hr,act\n" + "".join(f"{v},{'walk' if i >= 100 else 'sit'}\n" for i, v in enumerate(x)))
-    out = _run(["caption", str(path), "--column", "hr", "--label-column", "act"])
-    assert out.exit_code == 0, out.output
-    assert "level 1 (statistical): " in out.output and re.search("increasing|rises", out.output) and "Walk" in out.output
-    out = _run(["caption", str(path), "--column", "hr", "--level", "low", "--json"])
+    code, out, err = run_cli(["caption", path, "--column", "hr", "--label-column", "act"])
+    assert code == 0, err
+    assert "level 1 (statistical): " in out and re.search("increasing|rises", out) and "Walk" in out
+    code, out, err = run_cli(["caption", path, "--column", "hr", "--level", "low", "--json"])
     import json
 
-    data = json.loads(out.output)
+    assert code == 0, err
+    data = json.loads(out)
     assert list(data["captions"]) == ["low"] and {f["key"] for f in data["facts"]["low"]} == {"mean", "max", "min", "std"}
-    bad = _run(["caption", str(path), "--column", "nope"])
-    assert bad.exit_code != 0
+    code, _, _ = run_cli(["caption", path, "--column", "nope"])
+    assert code != 0
 
 
 @pytest.mark.skipif(default_data_dir() is None, reason="shared/data is not present")
-def test_cli_caption_har_file_has_three_axes_and_activity_spans():
-    out = _run(["caption", str(default_data_dir() / "har_chest_acc" / "1.csv")])
-    assert out.exit_code == 0, out.output
-    lines = out.output.splitlines()
+def test_cli_caption_har_file_has_three_axes_and_activity_spans(run_cli):
+    code, out, err = run_cli(["caption", default_data_dir() / "har_chest_acc" / "1.csv"])
+    assert code == 0, err
+    lines = out.splitlines()
     assert [ln.split(":")[0] for ln in lines] == ["level 1 (statistical)", "level 2 (structural)", "level 3 (semantic)"]
     assert all(f"{a}-axis acceleration (adc counts)" in lines[0].lower() for a in "xyz")
     assert "walking" in lines[2] and "minute" in lines[2]

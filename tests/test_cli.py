@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from specdifftree.cli import main
 from specdifftree.errors import SDTError
 from specdifftree.prior.markov import MarkovPrior
 
@@ -19,14 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = str(ROOT / "examples" / "toy.json")
 PLUGIN = str(ROOT / "examples" / "reward.py") + ":count_c"
 SDT = str(Path(sys.executable).with_name("sdt"))
-
-
-def run_cli(args, capsys):
-    """Run `sdt ARGS` in-process. Returns (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_contract_command_end_to_end(tmp_path):
@@ -49,12 +40,12 @@ def test_contract_command_end_to_end(tmp_path):
     assert stats["tree_nodes"] > 0 and stats["wall_s"] > 0
 
 
-def test_same_seed_same_output(tmp_path, capsys):
+def test_same_seed_same_output(tmp_path, run_cli):
     outs = []
     for i in range(2):
         path = tmp_path / f"o{i}.json"
         code, _, _ = run_cli(["search", "--prior", f"markov:{TOY}", "--reward", PLUGIN, "--iterations", "300",
-                              "--samples", "100", "--seed", "5", "--out", path, "-q"], capsys)
+                              "--samples", "100", "--seed", "5", "--out", path, "-q"])
         assert code == 0
         rec = json.loads(path.read_text())
         rec["stats"].pop("wall_s")
@@ -62,18 +53,18 @@ def test_same_seed_same_output(tmp_path, capsys):
     assert outs[0] == outs[1]
 
 
-def test_builtin_problem_and_tree_export(tmp_path, capsys):
+def test_builtin_problem_and_tree_export(tmp_path, run_cli):
     tree = tmp_path / "t.graphml"
-    code, out, _ = run_cli(["search", "--prior", "markov:toy3", "--iterations", "200", "--save-tree", tree], capsys)
+    code, out, _ = run_cli(["search", "--prior", "markov:toy3", "--iterations", "200", "--save-tree", tree])
     assert code == 0 and tree.stat().st_size > 0
     assert "forward tokens" in out and "most frequent samples" in out
 
 
-def test_config_yaml_then_command_line_wins(tmp_path, capsys):
+def test_config_yaml_then_command_line_wins(tmp_path, run_cli):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("method: best-of-n\nsamples: 3\nn: 10\n")
     out = tmp_path / "o.json"
-    code, _, err = run_cli(["search", "--config", cfg, "--prior", "markov:toy3", "--samples", "2", "--out", out, "-q"], capsys)
+    code, _, err = run_cli(["search", "--config", cfg, "--prior", "markov:toy3", "--samples", "2", "--out", out, "-q"])
     assert code == 0, err
     rec = json.loads(out.read_text())
     assert rec["method"] == "best-of-n" and len(rec["samples"]) == 2 and rec["config"]["n"] == 10
@@ -116,9 +107,9 @@ def _csv(tmp_path, text: str) -> str:
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
+def test_bad_input_is_one_line_exit_2(case, tmp_path, run_cli):
     make_args, expected = BAD_INPUTS[case]
-    code, out, err = run_cli(["search", *make_args(tmp_path), "-q"], capsys)
+    code, out, err = run_cli(["search", *make_args(tmp_path), "-q"])
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err

@@ -77,12 +77,11 @@ def test_same_seed_gives_bit_identical_weights(tiny_build, tmp_path):
     assert (again / "model.safetensors").read_bytes() == (tiny_build[0] / "model.safetensors").read_bytes()
 
 
-def test_device_is_recorded_and_checked(tiny_build, monkeypatch, capsys, tmp_path):
+def test_device_is_recorded_and_checked(tiny_build, monkeypatch, tmp_path, run_cli):
     """The CPU is the default device (the command records none); 'auto' on a machine without CUDA is the
     CPU, bit for bit; an unknown or absent device is a clear error before any training."""
     import torch
 
-    from specdifftree.cli import main
     from specdifftree.train.backbone import _train
 
     record = json.loads((tiny_build[0] / "sdt_backbone.json").read_text())
@@ -93,9 +92,8 @@ def test_device_is_recorded_and_checked(tiny_build, monkeypatch, capsys, tmp_pat
     assert all(torch.equal(cpu[k], auto[k]) for k in cpu)
     with pytest.raises(SDTError, match="sees no CUDA device"):
         _train(preset, 0, 2, False, "cuda")
-    with pytest.raises(SystemExit) as exit_:
-        main(["pretrain-backbone", "--out", str(tmp_path / "bb"), "--preset", "tiny", "--device", "gpu"])
-    assert exit_.value.code == 2 and "error: --device must be one of" in capsys.readouterr().err
+    code, _, err = run_cli(["pretrain-backbone", "--out", tmp_path / "bb", "--preset", "tiny", "--device", "gpu"])
+    assert code == 2 and "error: --device must be one of" in err
     assert not (tmp_path / "bb").exists()
 
 
@@ -378,6 +376,20 @@ def test_the_packaged_backbone_is_the_default_and_records_its_build():
     model, _ = load_hf_dir(path)
     assert model.config.num_hidden_layers == record["preset"]["num_layers"]
     assert fingerprint().startswith(cpu_name() + "; numpy ")  # what the prefix check below compares
+
+
+def test_training_threads_is_scoped_and_the_fingerprint_names_the_simd_levels():
+    import torch
+
+    from specdifftree.machine import fingerprint, training_threads
+
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    with training_threads(1):
+        assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+    assert f"; torch {torch.__version__} {torch.backends.cpu.get_cpu_capability()}" in fingerprint()
+    assert fingerprint() == fingerprint()
 
 
 # every committed build and the preset that rebuilds it: the default and the chain it starts from

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from specdifftree.cli import main
 from specdifftree.data.prompts import describe, forecast_codec, forecast_prompt
 from specdifftree.data.series import read_csv_column
 from specdifftree.data.splits import ett_range
@@ -59,19 +58,18 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def default_gguf(default_backbone, tmp_path_factory):
+def default_gguf(default_backbone, tmp_path_factory, run_cli):
     """The default backbone exported by `sdt export-gguf` (f32)."""
     out = tmp_path_factory.mktemp("default_gguf") / "default.gguf"
-    with pytest.raises(SystemExit) as e:
-        main(["export-gguf", str(default_backbone), "--out", str(out), "--dtype", "f32"])
-    assert e.value.code == 0 and out.is_file()
+    code, _, err = run_cli(["export-gguf", default_backbone, "--out", out, "--dtype", "f32"])
+    assert code == 0 and out.is_file(), err
     return out
 
 
 @pytest.fixture(scope="module")
 def backbones(default_backbone, default_gguf):
     """(HFBackbone, LlamaCppBackbone) opened through the `hf:DIR` and `gguf:FILE` specs (f32 KV cache)."""
-    from specdifftree.problem import open_backbone
+    from specdifftree.prior.sources import open_backbone
 
     return open_backbone(f"hf:{default_backbone}"), open_backbone(f"gguf:{default_gguf}")
 
@@ -104,22 +102,21 @@ def test_next_token_logprobs_agree_within_1e3(backbones):
     assert worst < TOL, worst
 
 
-def _search(prior: str, out: Path, capsys) -> dict:
+def _search(run_cli, prior: str, out: Path) -> dict:
     _, end = eval_window()
     args = ["search", "--prior", prior, "--series", ETTH1, "--column", "OT", "--horizon", H,
             "--context-length", CONTEXT, "--end", end, "--reward", "spectral", "--method", "dts",
             "--iterations", 16, "--batch-size", 8, "--samples", 8, "--out", out, "-q"]
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    assert e.value.code == 0, capsys.readouterr().err
+    code, _, err = run_cli(args)
+    assert code == 0, err
     return json.loads(out.read_text())
 
 
 @needs_etth1
 @pytest.mark.parametrize("kind", ["default", "hf", "gguf"])
-def test_search_forecasts_an_etth1_eval_window(kind, default_backbone, default_gguf, tmp_path, capsys):
+def test_search_forecasts_an_etth1_eval_window(kind, default_backbone, default_gguf, tmp_path, run_cli):
     prior = {"default": "default", "hf": f"hf:{default_backbone}", "gguf": f"gguf:{default_gguf}"}[kind]
-    rec = _search(prior, tmp_path / "out.json", capsys)
+    rec = _search(run_cli, prior, tmp_path / "out.json")
     assert len(rec["samples"]) == 8
     for s in rec["samples"]:
         assert len(s["values"]) == H and np.all(np.isfinite(s["values"]))
@@ -129,16 +126,14 @@ def test_search_forecasts_an_etth1_eval_window(kind, default_backbone, default_g
 
 @needs_etth1
 @pytest.mark.parametrize("kind", ["hf", "gguf"])
-def test_bench_speed_reports_both_ratios(kind, default_gguf, capsys):
+def test_bench_speed_reports_both_ratios(kind, default_gguf, run_cli):
     """Both ratios on either backend; the node-memory searches (child processes) on llama.cpp only,
     where they take seconds."""
     backbone = "default" if kind == "hf" else f"gguf:{default_gguf}"
-    with pytest.raises(SystemExit) as e:
-        main(["bench", "speed", "--backbone", backbone, "--context-length", "32", "--horizon", "4",
-              "--iterations", "8", "--batch", "4", "--repeats", "1", "--json",
-              "--node-memory" if kind == "gguf" else "--no-node-memory"])
-    out = capsys.readouterr().out
-    assert e.value.code == 0
+    code, out, err = run_cli(["bench", "speed", "--backbone", backbone, "--context-length", "32", "--horizon", "4",
+                              "--iterations", "8", "--batch", "4", "--repeats", "1", "--json",
+                              "--node-memory" if kind == "gguf" else "--no-node-memory"])
+    assert code == 0, err
     r = json.loads(out)
     assert r["backend"] == ("transformers" if kind == "hf" else "llama.cpp")
     assert r["dts_new_tokens"] > 0 and r["sampled_tokens"] >= r["dts_new_tokens"]

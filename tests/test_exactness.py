@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from specdifftree.bench.exact import empirical, target, tv
-from specdifftree.problem import BUILTIN_PROBLEMS
-from specdifftree.cli import main
+from specdifftree.prior.builtin import BUILTIN_PROBLEMS
 from specdifftree.search.common import Problem, SearchConfig
 from specdifftree.search.registry import get_method
 
@@ -37,12 +36,11 @@ def test_dts_beats_smc_and_best_of_n_is_at_equal_forward_tokens(name, budget):
         assert dts_tv < rival_tv, (name, rival, dts_tv, rival_tv)
 
 
-def test_bench_exactness_json(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["bench", "exactness", "--problem", "toy3", "--budgets", "20,40", "--seeds", "1",
-              "--samples", "500", "--json"])
-    assert e.value.code == 0
-    rows = json.loads(capsys.readouterr().out)
+def test_bench_exactness_json(run_cli):
+    code, out, err = run_cli(["bench", "exactness", "--problem", "toy3", "--budgets", "20,40", "--seeds", "1",
+                              "--samples", "500", "--json"])
+    assert code == 0, err
+    rows = json.loads(out)
     assert {r["method"] for r in rows} == {"dts", "smc", "best-of-n-is", "sample"}
     assert {r["budget"] for r in rows} == {20, 40}
     for r in rows:
@@ -53,10 +51,8 @@ def test_bench_exactness_json(capsys):
     assert all(r["tv"] > tv(p, pi) - 0.1 for r in rows if r["method"] == "sample")
 
 
-def test_bench_exactness_table_and_list(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["bench", "exactness", "--list"])
-    assert e.value.code == 0 and "toy3" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as e:
-        main(["bench", "exactness", "--problem", "nope"])
-    assert e.value.code == 2
+def test_bench_exactness_table_and_list(run_cli):
+    code, out, _ = run_cli(["bench", "exactness", "--list"])
+    assert code == 0 and "toy3" in out
+    code, _, _ = run_cli(["bench", "exactness", "--problem", "nope"])
+    assert code == 2

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from specdifftree.cli import main
 from specdifftree.data.splits import ett_range, m4_is_eval
 from specdifftree.errors import SDTError
 from specdifftree.experiments.config import DatasetSpec, load_experiment, merge
@@ -21,13 +20,6 @@ needs_data = pytest.mark.skipif(not (DATA / "ett" / "ETTh1.csv").is_file() or no
                                 reason="needs ../shared/data (ETT and M4) beside the checkout")
 REQUIRED_METHODS = ["sample", "greedy", "best-of-n", "beam", "smc", "mcts", "dts", "dts-star", "sadt", "sadt-sample"]
 REFERENCE_METHODS = ["naive", "seasonal-naive", "auto-ets", "auto-theta"]
-
-
-def _sdt(args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 # --------------------------------------------------------------------------------------- config
@@ -90,22 +82,22 @@ def test_merge_deep_and_null_deletes():
      "methods: {dts-x: {method: 3}}\n", "method must be a search method"),
     ("- just a list\n", "expected a YAML mapping"),
 ])
-def test_bad_experiment_files_are_one_line_errors(tmp_path, capsys, text, message):
+def test_bad_experiment_files_are_one_line_errors(tmp_path, text, message, run_cli):
     path = tmp_path / "e.yaml"
     path.write_text(text)
-    code, _, err = _sdt(["experiment", "run", path, "--out", tmp_path / "o", "--no-wandb"], capsys)
+    code, _, err = run_cli(["experiment", "run", path, "--out", tmp_path / "o", "--no-wandb"])
     assert code == 2 and message in err and err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("args", [["experiment", "--help"], ["experiment", "run", "--help"], ["compare", "--help"]])
-def test_help_has_examples(args, capsys):
-    code, out, _ = _sdt(args, capsys)
+def test_help_has_examples(args, run_cli):
+    code, out, _ = run_cli(args)
     assert code == 0 and "Examples:" in out and "sdt " in out.split("Examples:")[1]
 
 
-def test_unknown_preset(capsys):
-    code, _, err = _sdt(["experiment", "run", TABLE, "--preset", "nope"], capsys)
+def test_unknown_preset(run_cli):
+    code, _, err = run_cli(["experiment", "run", TABLE, "--preset", "nope"])
     assert code == 2 and "no preset 'nope'" in err and "smoke" in err
 
 
@@ -201,23 +193,13 @@ def test_budget_sizing_follows_the_cap():
 
 
 @pytest.fixture(scope="module")
-def tiny_prior(tmp_path_factory) -> Path:
-    """A prior checkpoint DIR: fresh encoder + head over a tiny random Llama with the byte tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+def tiny_prior(tiny_hf, tmp_path_factory) -> Path:
+    """A prior checkpoint DIR: fresh encoder + head over the tiny random Llama with the byte tokenizer."""
     from specdifftree.prior.model import PriorParts
-    from specdifftree.prior.tokenizer import build_hf_tokenizer
 
-    root = tmp_path_factory.mktemp("prior")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                                         tie_word_embeddings=False, eos_token_id=256, bos_token_id=256))
-    model.save_pretrained(root / "hf")
-    build_hf_tokenizer().save_pretrained(root / "hf")
-    PriorParts.fresh(258, f"hf:{root / 'hf'}").save(root / "ckpt")
-    return root / "ckpt"
+    path = tmp_path_factory.mktemp("prior") / "ckpt"
+    PriorParts.fresh(258, f"hf:{tiny_hf}").save(path)
+    return path
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -227,7 +209,7 @@ def _read_csv(path: Path) -> list[dict]:
 
 @needs_data
 @pytest.mark.slow
-def test_grid_end_to_end_resume_and_compare(tiny_prior, tmp_path, capsys, monkeypatch, one_thread):
+def test_grid_end_to_end_resume_and_compare(tiny_prior, tmp_path, monkeypatch, one_thread, run_cli):
     """The `tiny` preset of sadt_table.yaml: 5 methods (sadt and sadt-sample on a flow network the
     runner trains first) and the 4 reference forecasters x 2 datasets (ETTh1, M4) x 1 budget x 2
     seeds, offline W&B."""
@@ -235,7 +217,7 @@ def test_grid_end_to_end_resume_and_compare(tiny_prior, tmp_path, capsys, monkey
     monkeypatch.setenv("SDT_HOME", str(tmp_path / "home"))
     out = tmp_path / "run"
     args = ["experiment", "run", TABLE, "--preset", "tiny", "--prior", tiny_prior, "--out", out]
-    code, stdout, err = _sdt(args, capsys)
+    code, stdout, err = run_cli(args)
     assert code == 0, err
     methods = ["sample", "greedy", "dts", "sadt", "sadt-sample"] + REFERENCE_METHODS
     datasets, seeds = ["ETTh1-OT-h24", "M4-Hourly-h48"], ["0", "1"]
@@ -271,7 +253,7 @@ def test_grid_end_to_end_resume_and_compare(tiny_prior, tmp_path, capsys, monkey
     lost = out / "cells" / "ETTh1-OT-h24__dts__b900__s1" / "record.json"
     before = json.loads(lost.read_text())
     lost.unlink()
-    code, stdout, err = _sdt(args, capsys)
+    code, stdout, err = run_cli(args)
     assert code == 0, err
     assert "1 cell(s) run, 35 already finished" in stdout and "reusing" in err
     after = json.loads(lost.read_text())
@@ -279,10 +261,10 @@ def test_grid_end_to_end_resume_and_compare(tiny_prior, tmp_path, capsys, monkey
     assert [w["samples"] for w in after["windows"]] == [w["samples"] for w in before["windows"]]
 
     # the same directory with another prior is refused, not mixed
-    code, _, err = _sdt([*args[:-4], "--prior", "markov:toy3", "--out", out], capsys)
+    code, _, err = run_cli([*args[:-4], "--prior", "markov:toy3", "--out", out])
     assert code == 2 and "was run with prior" in err and "markov:toy3" in err
 
-    code, stdout, err = _sdt(["compare", out, "--out", tmp_path / "plots"], capsys)
+    code, stdout, err = run_cli(["compare", out, "--out", tmp_path / "plots"])
     assert code == 0, err
     header = stdout.splitlines()[0]
     assert header.startswith("| dataset") and "spec_w1" in header and "crps" in header
@@ -294,13 +276,13 @@ def test_grid_end_to_end_resume_and_compare(tiny_prior, tmp_path, capsys, monkey
         assert (tmp_path / "plots" / name).stat().st_size > 0
 
 
-def test_compare_errors(tmp_path, capsys, monkeypatch):
-    code, _, err = _sdt(["compare", tmp_path], capsys)
+def test_compare_errors(tmp_path, monkeypatch, run_cli):
+    code, _, err = run_cli(["compare", tmp_path])
     assert code == 2 and "no finished cells" in err
     monkeypatch.setenv("WANDB_MODE", "offline")
-    code, _, err = _sdt(["compare", "--wandb-project", "me/p"], capsys)
+    code, _, err = run_cli(["compare", "--wandb-project", "me/p"])
     assert code == 2 and "needs a login" in err
-    code, _, err = _sdt(["compare"], capsys)
+    code, _, err = run_cli(["compare"])
     assert code == 2 and "nothing to compare" in err
 
 
@@ -322,6 +304,7 @@ def test_unknown_or_flowless_methods_are_skipped_with_a_message(tmp_path):
         from_dict({**raw, "flow": 3})
 
 
+@pytest.mark.slow
 @needs_data
 def test_the_backbone_loads_once_per_run(tiny_prior, tmp_path, monkeypatch, one_thread):
     """Every window of every cell shares one loaded backbone; each window's problem meters its own cost."""
@@ -382,33 +365,34 @@ def _rows_without_wall_times(path: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "wall_s"} for r in _read_csv(path)]
 
 
-def _run_grid(tmp_path, tiny_prior, capsys, name: str, *ray_args) -> Path:
+def _run_grid(run_cli, tmp_path, tiny_prior, name: str, *ray_args) -> Path:
     import yaml
 
     config = tmp_path / "grid.yaml"
     config.write_text(yaml.safe_dump(_grid(tiny_prior)))
     out = tmp_path / name
-    code, _, err = _sdt(["experiment", "run", config, "--out", out, "--no-wandb", *ray_args], capsys)
+    code, _, err = run_cli(["experiment", "run", config, "--out", out, "--no-wandb", *ray_args])
     assert code == 0, err
     return out
 
 
 @needs_data
 @pytest.mark.slow
-def test_ray_grid_writes_the_serial_results(tiny_prior, tmp_path, capsys, monkeypatch, one_thread):
+def test_ray_grid_writes_the_serial_results(tiny_prior, tmp_path, monkeypatch, one_thread, run_cli):
     """`--ray` (a local Ray instance): the same results.csv rows as a serial run, wall times aside, the
     flow trained once before the flow cells; a rerun skips every finished cell."""
     monkeypatch.setenv("SDT_HOME", str(tmp_path / "home"))
-    serial = _run_grid(tmp_path, tiny_prior, capsys, "serial")
-    on_ray = _run_grid(tmp_path, tiny_prior, capsys, "ray", "--ray")
+    serial = _run_grid(run_cli, tmp_path, tiny_prior, "serial")
+    on_ray = _run_grid(run_cli, tmp_path, tiny_prior, "ray", "--ray")
     rows = _rows_without_wall_times(on_ray / "results.csv")
     assert len(rows) == 8 and rows == _rows_without_wall_times(serial / "results.csv")
     assert (on_ray / "flow" / "experiment_flow.json").is_file()
     assert sorted(p.name for p in (on_ray / "cells").iterdir()) == sorted(p.name for p in (serial / "cells").iterdir())
-    code, stdout, err = _sdt(["experiment", "run", tmp_path / "grid.yaml", "--out", on_ray, "--no-wandb", "--ray"], capsys)
+    code, stdout, err = run_cli(["experiment", "run", tmp_path / "grid.yaml", "--out", on_ray, "--no-wandb", "--ray"])
     assert code == 0 and "0 cell(s) run, 8 already finished" in stdout, err
 
 
+@pytest.mark.slow
 @needs_data
 def test_a_killed_flow_training_resumes_without_searching_again(tiny_prior, tmp_path, monkeypatch, one_thread):
     """The experiment's flow network, killed during its buffer searches and again during training:

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from specdifftree.cli import main
 from specdifftree.prior.model import PriorParts
 from specdifftree.search.sampler import on_host
 
@@ -18,41 +17,26 @@ H = 6
 
 
 @pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-    """A tiny random Llama with the default byte tokenizer, as a transformers dir and an f32 GGUF."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+def tiny_dirs(tiny_hf, tmp_path_factory):
+    """The tiny random Llama as a transformers dir and as an f32 GGUF."""
     from specdifftree.prior.gguf import export_gguf
-    from specdifftree.prior.tokenizer import build_hf_tokenizer
 
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                                         tie_word_embeddings=False, eos_token_id=256, bos_token_id=256))
-    hf_dir = root / "hf"
-    model.save_pretrained(hf_dir)
-    build_hf_tokenizer().save_pretrained(hf_dir)
-    gguf = export_gguf(hf_dir, root / "tiny.gguf", dtype="f32")
-    return hf_dir, gguf
+    return tiny_hf, export_gguf(tiny_hf, tmp_path_factory.mktemp("tiny") / "tiny.gguf", dtype="f32")
 
 
-def _search(prior: str, out: Path, capsys, *extra) -> dict:
-    args = ["search", "--prior", prior, "--series", ETTH1, "--column", "OT", "--end", "12000",
-            "--context-length", "48", "--horizon", H, "--reward", "spectral", "--method", "dts",
-            "--iterations", "24", "--batch-size", "8", "--samples", "12", "--out", out, "-q", *extra]
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    err = capsys.readouterr().err
-    assert e.value.code == 0, err
+def _search(run_cli, prior: str, out: Path, *extra) -> dict:
+    code, _, err = run_cli(["search", "--prior", prior, "--series", ETTH1, "--column", "OT", "--end", "12000",
+                            "--context-length", "48", "--horizon", H, "--reward", "spectral", "--method", "dts",
+                            "--iterations", "24", "--batch-size", "8", "--samples", "12", "--out", out, "-q", *extra])
+    assert code == 0, err
     return json.loads(out.read_text())
 
 
 @pytest.mark.skipif(not ETTH1.is_file(), reason="needs ../shared/data/ett/ETTh1.csv beside the checkout")
 @pytest.mark.parametrize("kind", ["hf", "gguf"])
-def test_forecast_search_on_etth1(kind, tiny_dirs, tmp_path, capsys):
+def test_forecast_search_on_etth1(kind, tiny_dirs, tmp_path, run_cli):
     hf_dir, gguf = tiny_dirs
-    rec = _search(f"hf:{hf_dir}" if kind == "hf" else f"gguf:{gguf}", tmp_path / "o.json", capsys)
+    rec = _search(run_cli, f"hf:{hf_dir}" if kind == "hf" else f"gguf:{gguf}", tmp_path / "o.json")
     assert len(rec["samples"]) == 12
     for s in rec["samples"]:
         assert len(s["values"]) == H and all(np.isfinite(s["values"]))  # the grammar guarantees H numbers
@@ -64,15 +48,15 @@ def test_forecast_search_on_etth1(kind, tiny_dirs, tmp_path, capsys):
 
 
 @pytest.mark.skipif(not ETTH1.is_file(), reason="needs ../shared/data/ett/ETTh1.csv beside the checkout")
-def test_backends_agree_on_the_same_forecast_tree(tiny_dirs, tmp_path, capsys):
+def test_backends_agree_on_the_same_forecast_tree(tiny_dirs, tmp_path, run_cli):
     """Same weights, same seed: the HF and llama.cpp priors build the same tree and samples.
 
     The HF pool keeps every prefix, so it pays exactly one token per evaluated node plus the prompt;
     llama.cpp has at most 256 live sequences and counts any prefix it has to rebuild, so it pays at least that.
     """
     hf_dir, gguf = tiny_dirs
-    a = _search(f"hf:{hf_dir}", tmp_path / "a.json", capsys)
-    b = _search(f"gguf:{gguf}", tmp_path / "b.json", capsys)
+    a = _search(run_cli, f"hf:{hf_dir}", tmp_path / "a.json")
+    b = _search(run_cli, f"gguf:{gguf}", tmp_path / "b.json")
     assert [s["tokens"] for s in a["samples"]] == [s["tokens"] for s in b["samples"]]
     assert a["stats"]["tree_nodes"] == b["stats"]["tree_nodes"]
     assert b["stats"]["forward_tokens"] >= a["stats"]["forward_tokens"]
@@ -95,21 +79,19 @@ def test_prior_checkpoint_round_trip_is_bit_identical(tmp_path):
     (["--prior", "hf:/nonexistent/dir"], "/nonexistent/dir"),
     (["--prior", "default", "--context-length", "3"], "--context-length"),
 ])
-def test_bad_neural_prior_input_is_one_line(args, expected, capsys):
+def test_bad_neural_prior_input_is_one_line(args, expected, run_cli):
     base = ["search", "--series", str(ETTH1), "--column", "OT", "--horizon", "4", "--reward", "spectral", "-q"]
-    with pytest.raises(SystemExit) as e:
-        main(base + args)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and len(err) == 1 and expected in err[0], err
+    code, _, err = run_cli(base + args)
+    err = err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and expected in err[0], err
 
 
-def test_not_a_model_directory(tmp_path, capsys):
+def test_not_a_model_directory(tmp_path, run_cli):
     (tmp_path / "junk.txt").write_text("hello")
-    with pytest.raises(SystemExit) as e:
-        main(["search", "--prior", str(tmp_path), "--series", str(ETTH1), "--column", "OT", "--horizon", "4",
-              "--reward", "spectral", "-q"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and len(err) == 1 and "not a prior checkpoint" in err[0]
+    code, _, err = run_cli(["search", "--prior", tmp_path, "--series", ETTH1, "--column", "OT", "--horizon", "4",
+                            "--reward", "spectral", "-q"])
+    err = err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not a prior checkpoint" in err[0]
 
 
 def test_soft_prompt_checkpoint_round_trips_and_changes_the_logprobs(tiny_dirs, tmp_path):
@@ -141,14 +123,13 @@ def test_soft_prompt_checkpoint_round_trips_and_changes_the_logprobs(tiny_dirs, 
 
 
 @pytest.mark.skipif(not ETTH1.is_file(), reason="needs ../shared/data/ett/ETTh1.csv beside the checkout")
-def test_soft_prompt_prior_searches_on_hf_and_is_refused_on_gguf(tiny_dirs, tmp_path, capsys):
+def test_soft_prompt_prior_searches_on_hf_and_is_refused_on_gguf(tiny_dirs, tmp_path, run_cli):
     hf_dir, gguf = tiny_dirs
     PriorParts.fresh(258, f"hf:{hf_dir}", soft_prompt_dim=32).save(tmp_path / "hf_sp")
-    rec = _search(str(tmp_path / "hf_sp"), tmp_path / "o.json", capsys)
+    rec = _search(run_cli, str(tmp_path / "hf_sp"), tmp_path / "o.json")
     assert rec["prior"]["soft_prompt_tokens"] == 12 and all(len(s["values"]) == H for s in rec["samples"])
     PriorParts.fresh(258, f"gguf:{gguf}", soft_prompt_dim=32).save(tmp_path / "gguf_sp")
-    with pytest.raises(SystemExit) as e:
-        main(["search", "--prior", str(tmp_path / "gguf_sp"), "--series", str(ETTH1), "--column", "OT",
-              "--horizon", "4", "--reward", "spectral", "-q"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and len(err) == 1 and "needs a transformers backbone" in err[0], err
+    code, _, err = run_cli(["search", "--prior", tmp_path / "gguf_sp", "--series", ETTH1, "--column", "OT",
+                            "--horizon", "4", "--reward", "spectral", "-q"])
+    err = err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs a transformers backbone" in err[0], err

@@ -21,18 +21,15 @@ TOL, TOL_F16 = 1e-3, 1e-2  # measured: f32 ~1e-6, f16 weights ~1.1e-3
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model(tiny_llama, tmp_path_factory):
     """(hf model, hf tokenizer, f32 gguf path, f16 gguf path)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from specdifftree.prior.tokenizer import build_hf_tokenizer
 
     root = tmp_path_factory.mktemp("gguf")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=258, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      tie_word_embeddings=False, bos_token_id=None, eos_token_id=256, pad_token_id=257)
-    hf = LlamaForCausalLM(cfg).eval()
+    hf = tiny_llama(hidden_size=64, intermediate_size=128, max_position_embeddings=512, bos_token_id=None,
+                    pad_token_id=257)
     with torch.no_grad():  # sharpen the distribution so that mistakes show
         hf.model.embed_tokens.weight.mul_(5)
         hf.lm_head.weight.mul_(5)

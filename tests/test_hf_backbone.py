@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from specdifftree.errors import SDTError
 from specdifftree.prior.backbones.hf import HFBackbone
@@ -11,19 +10,11 @@ from specdifftree.prior.tokenizer import build_hf_tokenizer
 
 ATOL = 1e-4
 
-
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    return LlamaForCausalLM(config).eval()
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(tiny_llama):
     return tiny_llama()
 
 

@@ -454,6 +454,7 @@ def search_args(spec, tiny_llm, series_csv, *extra):
             "--context-length", 30, "--horizon", 4, "--reward", "spectral", "-q", *extra]
 
 
+@pytest.mark.slow
 def test_dts_smc_and_sadt_sample_search_the_checkpoint(tiny_llm, upstream, series_csv, tmp_path, one_thread, run_cli):
     spec = f"opentslm:{upstream[0]}"
     for method in ("dts", "smc"):

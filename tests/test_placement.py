@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from specdifftree.cli import main
 from specdifftree.errors import SDTError
 from specdifftree.prior.backbones.base import Placement
 from specdifftree.prior.backbones.hf import HFBackbone
@@ -29,22 +28,6 @@ needs_etth1 = pytest.mark.skipif(not ETTH1.is_file(), reason="needs ../shared/da
 # Measured on this model (6 prefixes, the grammar on): max |d log p| 0.0012, TV 0.0003; asserted
 # with a margin of about 10x (bf16 keeps 8 mantissa bits: ~0.4% relative error per weight).
 BF16_MAX_ABS_LOGP, BF16_MAX_TV = 0.01, 0.003
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from specdifftree.prior.tokenizer import build_hf_tokenizer
-
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                                         tie_word_embeddings=False, eos_token_id=256, bos_token_id=256))
-    out = tmp_path_factory.mktemp("tiny") / "hf"
-    model.save_pretrained(out)
-    build_hf_tokenizer().save_pretrained(out)
-    return out
 
 
 @pytest.mark.parametrize("device,dtype,n_gpu_layers", [
@@ -69,28 +52,28 @@ def test_auto_placement_and_unavailable_devices():
 
 
 @needs_etth1
-def test_cli_rejects_an_unavailable_device(tiny_dir, capsys):
+def test_cli_rejects_an_unavailable_device(tiny_hf, run_cli):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(SystemExit) as e:
-        main(["search", "--prior", f"hf:{tiny_dir}", "--series", str(ETTH1), "--column", "OT", "--horizon", "4",
-              "--context-length", "16", "--reward", "length", "--device", "cuda", "-q"])
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
+    code, _, err = run_cli(["search", "--prior", f"hf:{tiny_hf}", "--series", ETTH1, "--column", "OT", "--horizon", "4",
+                            "--context-length", "16", "--reward", "length", "--device", "cuda", "-q"])
+    assert code == 2
+    err = err.strip()
     assert "no CUDA device" in err and len(err.splitlines()) == 1
 
 
 def _forecast_prior(model_dir: Path, placement: Placement):
-    from specdifftree.problem import build_context, load_prior
+    from specdifftree.data.context import build_context
+    from specdifftree.prior.sources import load_prior
 
     context = build_context(str(ETTH1), "OT", 6, 32, 12000)
     return load_prior(f"hf:{model_dir}", context, placement=placement)
 
 
 @needs_etth1
-def test_bf16_logprobs_agree_with_float32_within_the_stated_tolerance(tiny_dir):
-    f32 = _forecast_prior(tiny_dir, Placement("cpu", "float32"))
-    bf16 = _forecast_prior(tiny_dir, Placement("cpu", "bfloat16"))
+def test_bf16_logprobs_agree_with_float32_within_the_stated_tolerance(tiny_hf):
+    f32 = _forecast_prior(tiny_hf, Placement("cpu", "float32"))
+    bf16 = _forecast_prior(tiny_hf, Placement("cpu", "bfloat16"))
     assert bf16.backbone.dtype == torch.bfloat16 and f32.backbone.dtype == torch.float32
     (ra, la), (rb, lb) = f32.start(), bf16.start()
     la, lb = on_host(la), on_host(lb)
@@ -107,33 +90,34 @@ def test_bf16_logprobs_agree_with_float32_within_the_stated_tolerance(tiny_dir):
     assert worst <= BF16_MAX_ABS_LOGP and tv <= BF16_MAX_TV
 
 
+@pytest.mark.slow
 @needs_etth1
-def test_bf16_forecast_runs_end_to_end(tiny_dir, tmp_path, capsys):
+def test_bf16_forecast_runs_end_to_end(tiny_hf, tmp_path, run_cli):
     out = tmp_path / "o.json"
-    args = ["search", "--prior", f"hf:{tiny_dir}", "--series", ETTH1, "--column", "OT", "--end", "12000",
+    args = ["search", "--prior", f"hf:{tiny_hf}", "--series", ETTH1, "--column", "OT", "--end", "12000",
             "--context-length", "32", "--horizon", "6", "--reward", "spectral", "--method", "dts",
             "--iterations", "24", "--batch-size", "8", "--samples", "8", "--device", "cpu", "--dtype", "bfloat16",
             "--out", out, "-q"]
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    assert e.value.code == 0, capsys.readouterr().err
+    code, _, err = run_cli(args)
+    assert code == 0, err
     rec = json.loads(out.read_text())
     assert rec["prior"]["dtype"] == "bfloat16" and rec["prior"]["device"] == "cpu"
     assert rec["forecast_metrics"]["well_formed"] == 1.0
     assert all(len(s["values"]) == 6 for s in rec["samples"])
 
 
+@pytest.mark.slow
 @needs_etth1
-def test_dts_keeps_rows_on_the_model_device_and_never_copies_them_to_the_host(tiny_dir, monkeypatch):
+def test_dts_keeps_rows_on_the_model_device_and_never_copies_them_to_the_host(tiny_hf, monkeypatch):
     """The prior gives torch rows where the model runs and the tree draws from them there: no [B, V]
     host copy (`on_host`, `to_numpy`) is made by DTS, and only ids and scalars come back."""
     from specdifftree.rewards import parse_reward
-    from specdifftree.problem import build_context
+    from specdifftree.data.context import build_context
     from specdifftree.search import rows, sampler
     from specdifftree.search.common import Problem, SearchConfig
     from specdifftree.search.dts import run_dts
 
-    prior = _forecast_prior(tiny_dir, Placement("cpu", "float32"))
+    prior = _forecast_prior(tiny_hf, Placement("cpu", "float32"))
 
     def no_host_rows(*_a, **_k):
         raise AssertionError("a [B, V] host copy was asked for")
@@ -159,10 +143,10 @@ def test_dts_keeps_rows_on_the_model_device_and_never_copies_them_to_the_host(ti
     assert len(result.samples) == 8 and result.tree.size > 1
 
 
-def test_forwards_print_no_future_warning(tiny_dir):
+def test_forwards_print_no_future_warning(tiny_hf):
     """The backbone uses the cache interface transformers documents now (DynamicCache with layers):
     no FutureWarning (a deprecation that will break with a later release) from prefill or a step."""
-    bb = HFBackbone.from_pretrained(str(tiny_dir), Placement("cpu", "float32"))
+    bb = HFBackbone.from_pretrained(str(tiny_hf), Placement("cpu", "float32"))
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         warnings.simplefilter("error", DeprecationWarning)
@@ -172,19 +156,18 @@ def test_forwards_print_no_future_warning(tiny_dir):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
-def test_corrupt_safetensors_is_one_line_and_exit_2(tiny_dir, tmp_path, capsys, damage):
+def test_corrupt_safetensors_is_one_line_and_exit_2(tiny_hf, tmp_path, damage, run_cli):
     import shutil
 
     broken = tmp_path / "broken"
-    shutil.copytree(tiny_dir, broken)
+    shutil.copytree(tiny_hf, broken)
     weights = broken / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x07" * 64 + data[64:])
-    with pytest.raises(SystemExit) as e:
-        main(["search", "--prior", f"hf:{broken}", "--series", str(ETTH1), "--column", "OT", "--horizon", "4",
-              "--context-length", "16", "--reward", "spectral", "-q"])
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2, err
+    code, _, err = run_cli(["search", "--prior", f"hf:{broken}", "--series", ETTH1, "--column", "OT", "--horizon", "4",
+                            "--context-length", "16", "--reward", "spectral", "-q"])
+    err = err.strip()
+    assert code == 2, err
     assert len(err.splitlines()) == 1 and "could not load" in err and "Traceback" not in err
 
 

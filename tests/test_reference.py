@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from specdifftree.cli import main
 from specdifftree.data.prompts import forecast_codec
 from specdifftree.errors import SDTError
 from specdifftree.rewards import SpectralReward
 from specdifftree.data.context import Context
-from specdifftree.problem import BUILTIN_PROBLEMS, forecast_record
+from specdifftree.experiments.metrics import forecast_record
+from specdifftree.prior.builtin import BUILTIN_PROBLEMS
 from specdifftree.search.common import Problem, SearchConfig
 from specdifftree.search.reference import naive_forecast, sample_paths, seasonal_naive_forecast
 from specdifftree.search.registry import METHODS, get_method, methods_where
@@ -169,13 +169,6 @@ def test_stats_too_short_for_the_season(method, statsforecast):
 # ------------------------------------------------------------------------------------- the CLI
 
 
-def _sdt(args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
-
-
 def _series_csv(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     t = np.arange(200)
@@ -185,13 +178,13 @@ def _series_csv(tmp_path: Path) -> Path:
     return path
 
 
-def test_cli_reference_method_plot_and_naive_mase(tmp_path, capsys):
+def test_cli_reference_method_plot_and_naive_mase(tmp_path, run_cli):
     csv = _series_csv(tmp_path)
     png, out = tmp_path / "fan.png", tmp_path / "out.json"
-    code, text, err = _sdt(["search", "--prior", f"markov:{ROOT / 'examples' / 'digits.json'}", "--series", csv, "--end", 150,
-                            "--context-length", 96, "--horizon", 24, "--reward", "spectral",
-                            "--method", "seasonal-naive", "--season", 24, "--samples", 8, "--plot", png,
-                            "--out", out], capsys)
+    code, text, err = run_cli(["search", "--prior", f"markov:{ROOT / 'examples' / 'digits.json'}", "--series", csv,
+                               "--end", 150, "--context-length", 96, "--horizon", 24, "--reward", "spectral",
+                               "--method", "seasonal-naive", "--season", 24, "--samples", 8, "--plot", png,
+                               "--out", out])
     assert code == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     metrics_header = text.split("forecast metrics:")[1].splitlines()[1]
@@ -202,7 +195,7 @@ def test_cli_reference_method_plot_and_naive_mase(tmp_path, capsys):
     assert m["mase"] == pytest.approx(m["mase_seasonal_naive"], rel=0.05) and m["mase"] < m["mase_naive"]
 
 
-def test_cli_plot_needs_a_series(capsys):
-    code, _, err = _sdt(["search", "--prior", "markov:toy3", "--method", "dts", "--iterations", 5,
-                         "--plot", "x.png"], capsys)
+def test_cli_plot_needs_a_series(run_cli):
+    code, _, err = run_cli(["search", "--prior", "markov:toy3", "--method", "dts", "--iterations", 5,
+                            "--plot", "x.png"])
     assert code == 2 and "--plot draws a forecast" in err

@@ -71,6 +71,7 @@ def test_completed_forecast():
     assert NumberCodec(sep=" ").finished("1 2 3") == "1 2 "
 
 
+@pytest.mark.slow
 def test_smc_on_a_forecast_runs_and_is_seeded():
     p = digits_problem(history(), horizon=6)
     cfg = SearchConfig(particles=32, samples=8, lam=1.0).validate()

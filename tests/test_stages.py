@@ -102,6 +102,7 @@ def _rows(source):
     return name, int(a), int(b)
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("split,part", [("train", "prior"), ("val", "flow"), ("test", "eval")])
 def test_real_windows_follow_the_splits(split, part):

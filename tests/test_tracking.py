@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from specdifftree.tracking import Tracker, wandb_mode
 
 
@@ -9,6 +11,7 @@ def _events(path):
     return [json.loads(line) for line in (path / "tracking.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_local_record_and_offline_wandb(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)

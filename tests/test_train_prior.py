@@ -14,32 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from specdifftree.cli import main
 from specdifftree.data.example import STAGES, Example
 from specdifftree.data.stages import MCQ_CHOICES, OPTIONS
 from specdifftree.errors import SDTError
-from processes import BIN, children, free_port
+from processes import BIN, children, free_port, wait_for_lines
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 ETTH1 = ROOT.parent / "shared" / "data" / "ett" / "ETTh1.csv"
-
-
-@pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory) -> Path:
-    """A tiny random Llama with the default byte tokenizer (vocab 258), as a transformers dir."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from specdifftree.prior.tokenizer import build_hf_tokenizer
-
-    path = tmp_path_factory.mktemp("tiny") / "hf"
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                                         tie_word_embeddings=False, eos_token_id=256, bos_token_id=256))
-    model.save_pretrained(path)
-    build_hf_tokenizer().save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +41,6 @@ def _examples(n: int, rng) -> list[Example]:
         out.append(Example("stage3_cot", series, [f"Axis {j}" for j in range(k)], "Look at this.", "Which trend?",
                            f"Std {series[0].std():.1f}. Answer: {label}", label=label, options=("up", "down", "flat")))
     return out
-
-
-def _run(args, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
 
 
 # ------------------------------------------------------------------------------------------ exactness
@@ -195,7 +170,7 @@ def test_examples_the_encoder_cannot_take_name_their_source():
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_hf, tmp_path_factory):
+def trained(tiny_hf, tmp_path_factory, run_cli):
     """`sdt train-prior --stage all --preset test` on the tiny backbone; the data: one user CSV + generators."""
     out = tmp_path_factory.mktemp("run") / "prior"
     data = tmp_path_factory.mktemp("data")
@@ -205,12 +180,12 @@ def trained(tiny_hf, tmp_path_factory):
     args = ["train-prior", "--stage", "all", "--preset", "test", "--backbone", f"hf:{tiny_hf}", "--out", out,
             "--no-wandb", "--data-dir", data]
     start = time.time()
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    assert e.value.code == 0
+    code, _, err = run_cli(args)
+    assert code == 0, err
     return out, args, time.time() - start
 
 
+@pytest.mark.slow
 def test_all_six_stages_write_every_file(trained):
     from specdifftree.prior.model import PriorParts
 
@@ -257,6 +232,7 @@ def test_all_six_stages_write_every_file(trained):
     assert manifest["final_checkpoint"] == "stage6_forecast/checkpoints/best"
 
 
+@pytest.mark.slow
 def test_stages_start_from_the_previous_best(trained, backbone, tmp_path, capsys):
     from specdifftree.prior.model import PriorParts
     from specdifftree.train.config import TrainConfig
@@ -277,17 +253,19 @@ def test_stages_start_from_the_previous_best(trained, backbone, tmp_path, capsys
     assert fresh.encoder.config == cfg.encoder
 
 
-def test_rerun_needs_resume_and_resume_of_a_finished_run_changes_nothing(trained, capsys):
+@pytest.mark.slow
+def test_rerun_needs_resume_and_resume_of_a_finished_run_changes_nothing(trained, run_cli):
     out, args, _ = trained
-    code, _, err = _run(args, capsys)
+    code, _, err = run_cli(args)
     assert code == 2 and err.startswith("error: ") and "--resume" in err and len(err.strip().splitlines()) == 1
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix in (".csv", ".safetensors")}
-    code, out_text, _ = _run(args + ["--resume"], capsys)
+    code, out_text, _ = run_cli(args + ["--resume"])
     assert code == 0 and "stage6_forecast" in out_text
     assert before == {p: p.read_bytes() for p in before}
 
 
-def test_upstream_flag_reads_the_official_data_for_stages_1_to_5(tiny_hf, tmp_path, capsys, monkeypatch):
+@pytest.mark.slow
+def test_upstream_flag_reads_the_official_data_for_stages_1_to_5(tiny_hf, tmp_path, monkeypatch, run_cli):
     """`--upstream`: stages 1-5 come from data/upstream.py (faked here: no network in tests), stage 6
     from M4 / ETT as always; a run directory keeps the data it was started with."""
     from dataclasses import replace
@@ -304,13 +282,13 @@ def test_upstream_flag_reads_the_official_data_for_stages_1_to_5(tiny_hf, tmp_pa
     out = tmp_path / "prior"
     args = ["train-prior", "--stage", "stage3_cot", "--preset", "test", "--backbone", f"hf:{tiny_hf}", "--out", out,
             "--no-wandb", "--upstream"]
-    code, _, err = _run(args, capsys)
+    code, _, err = run_cli(args)
     assert code == 0, err
     assert calls == [("stage3_cot", split) for split in ("train", "val", "test")]
     preds = [json.loads(line) for line in (out / "stage3_cot" / "test_predictions.jsonl").read_text().splitlines()]
     assert preds and all(p["gold"].endswith("(upstream)") for p in preds)
     assert json.loads((out / "train_prior.json").read_text())["upstream"] is True
-    code, _, err = _run([a for a in args if a != "--upstream"] + ["--resume"], capsys)
+    code, _, err = run_cli([a for a in args if a != "--upstream"] + ["--resume"])
     assert code == 2 and "upstream data" in err and len(err.strip().splitlines()) == 1
 
     from specdifftree.train.config import TrainConfig
@@ -326,28 +304,30 @@ def test_upstream_flag_reads_the_official_data_for_stages_1_to_5(tiny_hf, tmp_pa
 
 @pytest.mark.parametrize("body, where", [("load\n1\n2\nnan\n" + "3\n" * 300, "row 4"),
                                          ("date,load\n2020,1\n2021,x\n" + "2022,3\n" * 300, "row 3")])
-def test_bad_data_ends_in_one_line_naming_file_and_row(tiny_hf, tmp_path, capsys, body, where):
+def test_bad_data_ends_in_one_line_naming_file_and_row(tiny_hf, tmp_path, body, where, run_cli):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "bad.csv").write_text(body)
-    code, _, err = _run(["train-prior", "--stage", "stage6_forecast", "--preset", "test", "--backbone", f"hf:{tiny_hf}",
-                         "--out", tmp_path / "out", "--no-wandb", "--data-dir", tmp_path / "data"], capsys)
+    code, _, err = run_cli(["train-prior", "--stage", "stage6_forecast", "--preset", "test", "--backbone",
+                            f"hf:{tiny_hf}", "--out", tmp_path / "out", "--no-wandb", "--data-dir", tmp_path / "data"])
     assert code == 2 and err.strip().splitlines() == [e for e in err.splitlines() if e], err  # one line
     assert err.startswith("error: ") and "bad.csv" in err and where in err, err
     assert not (tmp_path / "out").exists()  # checked before anything was loaded or written
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not ETTH1.is_file(), reason="needs ../shared/data/ett/ETTh1.csv beside the checkout")
-def test_search_loads_the_run_directory(trained, tmp_path, capsys):
+def test_search_loads_the_run_directory(trained, tmp_path, run_cli):
     out, _, _ = trained
     res = tmp_path / "s.json"
-    code, _, err = _run(["search", "--prior", out, "--series", ETTH1, "--column", "OT", "--end", "12000",
-                         "--context-length", "24", "--horizon", "6", "--reward", "spectral", "--method", "greedy",
-                         "--out", res, "-q"], capsys)
+    code, _, err = run_cli(["search", "--prior", out, "--series", ETTH1, "--column", "OT", "--end", "12000",
+                            "--context-length", "24", "--horizon", "6", "--reward", "spectral", "--method", "greedy",
+                            "--out", res, "-q"])
     assert code == 0, err
     record = json.loads(res.read_text())
     assert len(record["samples"][0]["values"]) == 6
 
 
+@pytest.mark.slow
 def test_install_default(trained, tmp_path, monkeypatch):
     from specdifftree.paths import installed_prior_dir
     from specdifftree.prior.checkpoint import install_prior
@@ -413,10 +393,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_outputs(tiny_hf, tmp_path)
     q = _child(tiny_hf, killed, False)
     # kill the run once its first epoch is committed: it is then inside epoch 2 of stage 1
     metrics = killed / "stage1_mcq" / "metrics.csv"
-    deadline = time.time() + 120
-    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
-        assert q.poll() is None and time.time() < deadline, q.stderr.read().decode()[-2000:]
-        time.sleep(0.002)
+    wait_for_lines(q, metrics, 2, timeout=120)
     q.send_signal(signal.SIGKILL)
     assert q.wait() == -signal.SIGKILL
     done = len(metrics.read_text().splitlines()) - 1
@@ -496,10 +473,7 @@ def test_torchrun_matches_one_process_and_resumes_after_a_rank_is_killed(tiny_hf
 
     q = _torchrun(tmp_path, tiny_hf, killed, False, free_port())
     metrics = killed / "stage6_forecast" / "metrics.csv"
-    deadline = time.time() + 120
-    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):  # epoch 1 committed
-        assert q.poll() is None and time.time() < deadline, q.stderr.read().decode()[-3000:]
-        time.sleep(0.005)
+    wait_for_lines(q, metrics, 2, timeout=120, poll=0.005)  # epoch 1 committed
     ranks = children(q.pid)
     assert len(ranks) == 2
     os.kill(ranks[1], signal.SIGKILL)  # one rank dies; torchrun ends the other and fails

@@ -4,7 +4,6 @@ searches the result with the upstream layout."""
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,14 @@ import torch
 
 from specdifftree.data.example import STAGES, Example
 from specdifftree.search.sampler import on_host
-from tests.test_train_prior import _child_process, _run, tiny_hf  # noqa: F401 (fixtures)
+from processes import wait_for_lines
+from tests.test_train_prior import _child_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def backbone(tiny_hf):  # noqa: F811
+def backbone(tiny_hf):
     from specdifftree.prior.backbones.hf import HFBackbone
 
     return HFBackbone.from_pretrained(str(tiny_hf))
@@ -86,18 +86,16 @@ def test_lora_hooks_match_merged_weights(backbone):
 
 
 @pytest.fixture(scope="module")
-def trained_sp(tiny_hf, tmp_path_factory):  # noqa: F811
+def trained_sp(tiny_hf, tmp_path_factory, run_cli):
     out = tmp_path_factory.mktemp("run") / "sp"
     args = ["train-prior", "--stage", "all", "--preset", "test", "--variant", "sp", "--lora",
             "--backbone", f"hf:{tiny_hf}", "--out", out, "--no-wandb"]
-    with pytest.raises(SystemExit) as e:
-        from specdifftree.cli import main
-
-        main([str(a) for a in args])
-    assert e.value.code == 0
+    code, _, err = run_cli(args)
+    assert code == 0, err
     return out
 
 
+@pytest.mark.slow
 def test_all_six_stages_write_every_file_and_lora_starts_at_stage_3(trained_sp):
     from specdifftree.prior.opentslm import OpenTSLMWeights
 
@@ -121,8 +119,10 @@ def test_all_six_stages_write_every_file_and_lora_starts_at_stage_3(trained_sp):
     assert all(len(p["generated"].split(",")) == len(p["gold"].split(",")) for p in forecasts)
 
 
+@pytest.mark.slow
 def test_the_run_searches_as_an_opentslm_prior(trained_sp, tmp_path):
-    from specdifftree.problem import build_problem, context_from_array
+    from specdifftree.data.context import context_from_array
+    from specdifftree.problem import build_problem
     from specdifftree.search.common import SearchConfig
     from specdifftree.search.registry import run_search
 
@@ -145,7 +145,7 @@ def test_bias_only_options_are_refused():
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_gives_the_same_outputs_with_lora(tiny_hf, tmp_path):  # noqa: F811
+def test_sigkill_mid_epoch_then_resume_gives_the_same_outputs_with_lora(tiny_hf, tmp_path):
     from specdifftree.train.curriculum import train_prior
 
     stages = ["stage2_captioning", "stage3_cot"]
@@ -155,10 +155,7 @@ def test_sigkill_mid_epoch_then_resume_gives_the_same_outputs_with_lora(tiny_hf,
            f"n_test=4, batch_size=4, epochs=3, patience=3); stages = {stages!r}"
     q = _child_process(tiny_hf, killed, False, code)
     metrics = killed / "stage3_cot" / "metrics.csv"  # killed inside the LoRA stage, after its first epoch
-    deadline = time.time() + 300
-    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
-        assert q.poll() is None and time.time() < deadline, q.stderr.read().decode()[-2000:]
-        time.sleep(0.002)
+    wait_for_lines(q, metrics, 2, timeout=300)
     q.send_signal(signal.SIGKILL)
     assert q.wait() == -signal.SIGKILL
     assert not (killed / "stage3_cot" / "stage.json").exists()

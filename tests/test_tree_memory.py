@@ -161,32 +161,17 @@ DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits.json"
 
 
 @pytest.fixture(scope="module")
-def wide_llama(tmp_path_factory) -> Path:
+def wide_llama(tiny_llama_dir) -> Path:
     """A random 2-layer, width-64 Llama with Qwen3's vocabulary (151,936), the byte tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from specdifftree.prior.tokenizer import build_hf_tokenizer
-
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=QWEN3_VOCAB, hidden_size=64, intermediate_size=128,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=2048, eos_token_id=256, bos_token_id=256))
-    out = tmp_path_factory.mktemp("wide") / "hf"
-    model.save_pretrained(out)
-    build_hf_tokenizer().save_pretrained(out)
-    return out
+    return tiny_llama_dir(vocab_size=QWEN3_VOCAB, hidden_size=64, intermediate_size=128, max_position_embeddings=2048)
 
 
 @pytest.fixture(scope="module")
-def wide_gguf(wide_llama, tmp_path_factory) -> Path:
+def wide_gguf(wide_llama, tmp_path_factory, run_cli) -> Path:
     """The same model exported with `sdt export-gguf` (f32)."""
-    from specdifftree.cli import main
-
     out = tmp_path_factory.mktemp("wide-gguf") / "wide.gguf"
-    with pytest.raises(SystemExit) as e:
-        main(["export-gguf", str(wide_llama), "--out", str(out)])
-    assert e.value.code == 0
+    code, _, err = run_cli(["export-gguf", wide_llama, "--out", out])
+    assert code == 0, err
     return out
 
 
@@ -208,6 +193,7 @@ def test_host_memory_per_tree_node_at_vocabulary_151936(kind, wide_llama, reques
     assert m["bytes_per_node"] <= 16 * 1024, m
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not ETTH1.is_file(), reason="needs ../shared/data/ett/ETTh1.csv beside the checkout")
 def test_a_searchs_peak_is_its_own_not_the_callers():
     """`sdt bench speed` measures node memory while it holds a model: a child started straight from
