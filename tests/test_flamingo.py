@@ -472,5 +472,6 @@ def test_sadt_sample_runs_on_a_flow_trained_from_flamingo_trees(llama_ckpt, thre
     from specdifftree.amortize.buffer import read_buffer
 
     assert all(len(r.query().covariates) == 2 for r in read_buffer(buf)[1])  # the flow sees the trees' three series
-    rec = search(run_cli, spec, llm_dir, three_columns, tmp_path / "sadt.json", "sadt-sample", "--flow", tmp_path / "flow")
+    rec = search(run_cli, spec, llm_dir, three_columns, tmp_path / "sadt.json", "sadt-sample",
+                 "--flow", tmp_path / "flow")
     assert rec["samples"] and rec["prior"]["media"]["series"] == 3

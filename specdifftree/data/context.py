@@ -85,7 +85,8 @@ def _series_pairs(series, column) -> list:
     if len(columns) == 1:
         return [(f, columns[0]) for f in files]
     if len(columns) != len(files):
-        raise SDTError(f"{len(files)} --series files and {len(columns)} --column names: give one column, or one per file")
+        raise SDTError(f"{len(files)} --series files and {len(columns)} --column names: "
+                       "give one column, or one per file")
     return list(zip(files, columns))
 
 

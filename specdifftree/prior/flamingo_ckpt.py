@@ -30,7 +30,8 @@ from specdifftree.prior.opentslm import UPSTREAM_FILE, OpenTSLMWeights, attach
 from specdifftree.prior.upstream_pickle import read_upstream
 
 FLAMINGO_LAYOUT = "opentslm-flamingo"
-_LAYER = re.compile(r"^(?P<stack>.+)\.layers\.(?P<i>\d+)\.(?P<part>decoder_layer|gated_cross_attn_layer)\.(?P<rest>.+)$")
+_LAYER = re.compile(r"^(?P<stack>.+)\.layers\.(?P<i>\d+)\."
+                    r"(?P<part>decoder_layer|gated_cross_attn_layer)\.(?P<rest>.+)$")
 _ALIAS = re.compile(r"^(?P<kind>old_decoder_blocks|gated_cross_attn_layers)\.(?P<i>\d+)\.(?P<rest>.+)$")
 _NON_PERSISTENT = ("rotary_emb.inv_freq",)  # buffers older transformers saved; rebuilt from the config
 
@@ -122,14 +123,15 @@ class FlamingoWeights:
             depth = len({k.split(".")[1] for k in per if k.startswith("layers.")})
             perceiver = Perceiver(per["latents"].shape[1], depth, per["latents"].shape[0],
                                   per["layers.0.0.to_q.weight"].shape[0], per["layers.0.1.1.weight"].shape[0])
-            xattn = nn.ModuleDict({str(i): GatedCrossAttention(sd["attn.to_q.weight"].shape[1], sd["attn.to_kv.weight"].shape[1],
-                                                                sd["attn.to_q.weight"].shape[0], sd["ff.1.weight"].shape[0])
-                                   for i, sd in parts["xattn"].items()})
+            xattn = nn.ModuleDict({str(i): GatedCrossAttention(
+                sd["attn.to_q.weight"].shape[1], sd["attn.to_kv.weight"].shape[1], sd["attn.to_q.weight"].shape[0],
+                sd["ff.1.weight"].shape[0]) for i, sd in parts["xattn"].items()})
         except (KeyError, IndexError, AttributeError) as e:
             raise SDTError(f"{source}: not OpenTSLM-Flamingo's module layout ({e!r})") from None
         _load(encoder, enc, "vision_encoder", source)
         _load(perceiver, per, "perceiver", source)
-        _load(xattn, {f"{i}.{k}": t for i, sd in parts["xattn"].items() for k, t in sd.items()}, "cross-attention", source)
+        _load(xattn, {f"{i}.{k}": t for i, sd in parts["xattn"].items() for k, t in sd.items()},
+              "cross-attention", source)
         llm = {k: torch.as_tensor(t).float() for k, t in parts["llm"].items()}
         return cls(encoder.eval(), perceiver.eval(), xattn.eval(), llm, source)
 

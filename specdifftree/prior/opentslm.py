@@ -33,8 +33,8 @@ from typing import Optional
 import numpy as np
 
 from specdifftree.errors import SDTError
-from specdifftree.prior.opentslm_prompt import (SERIES_TEXT, STD_EPS, UpstreamPrompt, answer_prefix,  # noqa: F401
-                                                 normalized, padded_series, text_ids)
+from specdifftree.prior.opentslm_prompt import (SERIES_TEXT, UpstreamPrompt, answer_prefix,  # noqa: F401
+                                                 padded_series, text_ids)
 from specdifftree.prior.upstream_pickle import plain, read_upstream
 
 UPSTREAM_FILE = "model_checkpoint.pt"

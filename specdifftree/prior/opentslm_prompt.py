@@ -87,7 +87,8 @@ class UpstreamPrompt:
     post_prompt: str
 
     @classmethod
-    def described(cls, pre_prompt: str, series: list, post_prompt: str, template: str = SERIES_TEXT) -> "UpstreamPrompt":
+    def described(cls, pre_prompt: str, series: list, post_prompt: str,
+                  template: str = SERIES_TEXT) -> "UpstreamPrompt":
         """Each series described as upstream's TSQA does (float32 mean and unbiased std, 4 decimals)."""
         return cls(pre_prompt, [(series_text(x, template), np.asarray(x, dtype=np.float64)) for x in series],
                    post_prompt)
