@@ -1,5 +1,5 @@
 """Conversion commands: `sdt export-gguf` (a transformers Llama directory -> GGUF) and `sdt convert
-opentslm` (an upstream OpenTSLM-SP checkpoint -> our pickle-free checkpoint)."""
+opentslm` (an upstream OpenTSLM checkpoint, SP or Flamingo -> our pickle-free checkpoint)."""
 
 from __future__ import annotations
 
@@ -33,13 +33,16 @@ Examples:
   huggingface-cli download meta-llama/Llama-3.2-1B --local-dir llm/Llama-3.2-1B
   sdt convert opentslm ckpt/m4-sp --backbone hf:llm/Llama-3.2-1B --out priors/m4-sp
   sdt search --prior priors/m4-sp --series ETTh1.csv --column OT --horizon 24 --reward spectral
-The pickle is read once, safely (tensors, plain containers and peft's LoraConfig as data only).""")
+The pickle is read once, safely (tensors, plain containers and peft's LoraConfig as data only).
+A -flamingo checkpoint converts the same way (its LLM is in the file; --backbone gives the
+architecture and the tokenizer).""")
 @click.argument("ckpt", type=click.Path(exists=True))
 @click.option("--backbone", default=None, metavar="hf:LLM_DIR",
               help="The base LLM [default: from the name, e.g. llama-3.2-1b -> hf:meta-llama/Llama-3.2-1B].")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Checkpoint directory to write.")
 def convert_opentslm(ckpt, backbone, out_dir):
-    """An OpenTSLM-SP model_checkpoint.pt -> weights.safetensors + config.json (encoder, projector, LoRA)."""
+    """An OpenTSLM model_checkpoint.pt -> weights.safetensors + config.json (SP: encoder, projector, LoRA;
+    Flamingo: encoder, perceiver, cross-attention and the LLM, each tensor once)."""
     from specdifftree.api import convert_opentslm
 
     click.echo(f"wrote {convert_opentslm(ckpt, out_dir, backbone)}")

@@ -45,7 +45,7 @@ PRIOR_KINDS: dict[str, PriorKind] = {
     "checkpoint": PriorKind("specdifftree.prior.sources:open_tslm",
                             "DIR: a prior checkpoint, or a `sdt train-prior --out` run directory"),
     "opentslm": PriorKind("specdifftree.prior.sources:open_opentslm",
-                          "opentslm:CKPT: an OpenTSLM-SP checkpoint (model_checkpoint.pt, its folder, or "
+                          "opentslm:CKPT: an OpenTSLM checkpoint, SP or Flamingo (model_checkpoint.pt, its folder, or "
                           "`sdt convert opentslm` output), with --backbone hf:LLM_DIR"),
 }
 BACKBONE_KINDS = ("opentslm", "checkpoint")  # the kinds --backbone applies to
