@@ -67,8 +67,11 @@ def test_a_transformers_backbone_is_named_by_its_files_or_all_its_values(tiny_ll
     from specdifftree.prior.backbones.hf import HFBackbone
     from specdifftree.prior.tokenizer import build_hf_tokenizer
 
+    from specdifftree.experiments.provenance import provenance
+
     path = tiny_llama_dir()
     assert HFBackbone.from_pretrained(str(path)).weights_sha256() == sha(path / "model.safetensors")
+    assert provenance(f"hf:{path}")["backbone_sha256"] == sha(path / "model.safetensors")  # records name it alike
     model = tiny_llama()
     before = HFBackbone(model, build_hf_tokenizer()).weights_sha256()
     with torch.no_grad():  # one value in the middle of a tensor: the first and last values stay

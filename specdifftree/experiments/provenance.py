@@ -1,6 +1,6 @@
 """What a results table was made with: the weights' sha256, the library versions, the machine.
 
-    backbone_sha256   sha256 of the backbone's weights file (model.safetensors, GGUF, Markov JSON)
+    backbone_sha256   sha256 of the backbone's weights files (as HFBackbone.weights_sha256, GGUF, Markov JSON)
     prior_sha256      sha256 of the trained parts' weights.safetensors ("" for untrained parts)
     torch, transformers, llama_cpp_python, statsforecast, numpy, specdifftree   versions
     cpu               the CPU's model name; cpu_count the logical CPUs; platform, python
@@ -17,7 +17,7 @@ import platform
 from pathlib import Path
 from typing import Optional
 
-from specdifftree.files import file_sha256
+from specdifftree.files import file_sha256, files_sha256, model_files
 from specdifftree.machine import cpu_name, version
 
 PROVENANCE_KEYS = ("backbone_sha256", "prior_sha256", "torch", "transformers", "llama_cpp_python", "statsforecast",
@@ -38,13 +38,16 @@ def provenance(prior_spec: str) -> dict:
 
 
 def _sha(path: Optional[Path]) -> str:
-    """The file's sha256 (files.file_sha256 hashes it once per process while it is unchanged), "" for none."""
+    """The file's sha256 (files.file_sha256 hashes it once per process while it is unchanged); a model
+    directory's weights files as one (files.files_sha256, as the backbone's weights_sha256); "" for none."""
+    if path is not None and Path(path).is_dir():
+        return files_sha256(model_files(path))
     return "" if path is None or not Path(path).is_file() else file_sha256(path)
 
 
 def weight_files(spec: str) -> dict[str, Optional[Path]]:
     """The files holding a prior's weights, for run records: {"backbone": the backbone's weights
-    (model.safetensors, a GGUF file, a Markov JSON), "prior": the trained parts' weights.safetensors}.
+    (a transformers model directory, a GGUF file, a Markov JSON), "prior": the trained parts' weights.safetensors}.
     None where there is no local file (a built-in Markov problem, a hub id, untrained parts).
     `default` builds the default backbone if it is not built yet."""
     from specdifftree.prior.spec import checkpoint_dir, parse_prior
@@ -60,14 +63,15 @@ def weight_files(spec: str) -> dict[str, Optional[Path]]:
 
 
 def backbone_file(ref) -> Optional[Path]:
-    """The weights file of a backbone reference (default, hf:DIR, gguf:FILE), or None (a hub id)."""
+    """Where a backbone reference's weights are (default, hf:DIR: the model directory; gguf:FILE), or
+    None (a hub id)."""
     if ref.kind == "default":
         from specdifftree.prior.default import default_backbone
 
-        return default_backbone() / "model.safetensors"
+        return default_backbone()
     path = Path(ref.arg)
-    if ref.kind == "hf" and (path / "model.safetensors").is_file():
-        return path / "model.safetensors"
+    if ref.kind == "hf" and model_files(path):
+        return path
     return path if ref.kind == "gguf" and path.is_file() else None
 
 
