@@ -245,11 +245,15 @@ def flamingo_backbone(weights, llm_dir: str, placement=None):
         raise SDTError(f"{weights.source}: the checkpoint has {weights.n_layers} decoder layers, {llm_dir}'s "
                        f"config {len(layers)}")
     slots = {i: k for k, i in enumerate(sorted(weights.xattn_layers()))}
-    model.model.layers = nn.ModuleList(
-        FlamingoLayer(layer, copy.deepcopy(weights.xattn[str(i)]) if i in slots else None, slots.get(i, -1), holder)
-        for i, layer in enumerate(layers))
     device = placement.torch_device()
-    backbone = FlamingoBackbone(model.to(device=device, dtype=placement.torch_dtype(device)).eval(), tokenizer)
+    dtype = placement.torch_dtype(device)
+    # the model moved or cast would change the checkpoint's own modules (its identity, `convert`): then a copy
+    own = device.type != "cpu" or dtype != torch.float32
+    model.model.layers = nn.ModuleList(
+        FlamingoLayer(layer, (copy.deepcopy(weights.xattn[str(i)]) if own else weights.xattn[str(i)]) if i in slots
+                      else None, slots.get(i, -1), holder)
+        for i, layer in enumerate(layers))
+    backbone = FlamingoBackbone(model.to(device=device, dtype=dtype).eval(), tokenizer)
     backbone.media, backbone.flamingo = holder, weights
     return backbone
 
