@@ -44,7 +44,7 @@ import numpy as np
 
 from specdifftree.data.corpus import ETT_TRAIN_FRACTION, MIX, iter_documents, real_series
 from specdifftree.errors import SDTError
-from specdifftree.files import replace_dir
+from specdifftree.files import file_sha256, replace_dir
 from specdifftree.machine import seeded, training_threads
 from specdifftree.paths import default_data_dir as data_dir
 from specdifftree.prior import default
@@ -296,11 +296,9 @@ def _lr_factor(step: int, p: BackbonePreset) -> float:
 
 
 def _corpus_description(p: BackbonePreset) -> dict:
-    import hashlib
-
     root = data_dir()
     real = real_series(root)
-    init = {"init": p.init, "init_sha256": hashlib.sha256(init_weights(p.init).read_bytes()).hexdigest()} if p.init else {}
+    init = {"init": p.init, "init_sha256": file_sha256(init_weights(p.init))} if p.init else {}
     return {
         **init,
         "mix": MIX,
