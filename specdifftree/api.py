@@ -91,8 +91,8 @@ class SearchRun:
         from specdifftree.experiments.plots import plot_forecast
 
         context = self.problem.context
-        meta = context.meta
-        title = f"{Path(meta['series_file']).name} {meta.get('column') or ''} end={meta['end']}: {self.method}"
+        first = {k: v[0] if isinstance(v, list) else v for k, v in context.meta.items()}  # several series: the forecast one
+        title = f"{Path(first['series_file']).name} {first.get('column') or ''} end={first['end']}: {self.method}"
         plot_forecast(context.series, context.target, forecast_matrix(self.forecast[0], context.horizon), context.horizon,
                       str(path), title)
 
