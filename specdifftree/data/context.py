@@ -47,7 +47,7 @@ def build_context(series, column, horizon: Optional[int],
         if len(pairs) > 1:
             ctx = build_context(*pairs[0], horizon, context_length, end)
             window = (ctx.meta["end"] - len(ctx.series), ctx.meta["end"])
-            ctx.covariates = [_window(f, c, *window) for f, c in pairs[1:]]
+            ctx.covariates = [_window(f, c, *window) for f, c in pairs[1:]]  # checked as context_from_array does
             ctx.meta.update(series_file=[str(f) for f, _ in pairs], column=[c for _, c in pairs])
             return ctx
         series, column = pairs[0] if pairs else (None, None)
@@ -100,9 +100,10 @@ def _window(file, column, start: int, end: int) -> np.ndarray:
 
 
 def context_from_array(history, horizon: Optional[int] = None, target=None, meta: Optional[dict] = None,
-                       name: str = "the history") -> Context:
+                       name: str = "the history", covariates=()) -> Context:
     """A forecasting context from an array: the history [L] (at least 4 finite values), the horizon,
-    the number codec scaled to the history, and the true continuation [H] when known."""
+    the number codec scaled to the history, the true continuation [H] when known, and further
+    series over the same window (`covariates`, each [L_i]: opentslm: priors describe them all)."""
     from specdifftree.data.prompts import forecast_codec
     from specdifftree.data.series import check_series
 
@@ -113,7 +114,10 @@ def context_from_array(history, horizon: Optional[int] = None, target=None, meta
         target = np.asarray(target, dtype=np.float64).ravel()
         if horizon is not None and len(target) != horizon:
             raise SDTError(f"the target holds {len(target)} values, the horizon is {horizon}")
-    return Context(series=x, horizon=horizon, codec=forecast_codec(x), target=target, meta=dict(meta or {}))
+    extra = [check_series(np.asarray(c, dtype=np.float64).ravel(), f"covariate {i + 1}", min_len=4)
+             for i, c in enumerate(covariates)]
+    return Context(series=x, horizon=horizon, codec=forecast_codec(x), target=target, meta=dict(meta or {}),
+                   covariates=extra)
 
 
 __all__ = ["Context", "build_context", "context_from_array"]
