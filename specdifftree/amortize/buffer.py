@@ -104,13 +104,18 @@ class Record:
 
         x = np.asarray(series, np.float64)
         return Context(series=x, horizon=self.context.get("horizon"), codec=forecast_codec(x),
-                       meta=dict(self.context.get("meta", {})))
+                       meta=dict(self.context.get("meta", {})),
+                       covariates=[np.asarray(c, np.float64) for c in self.context.get("covariates", [])])
 
 
 def context_record(context) -> dict:
-    """What a buffer keeps of a Context: the history, the horizon and the metadata (not the target)."""
+    """What a buffer keeps of a Context: the history, the horizon, the metadata and any covariate
+    series (not the target)."""
     series = None if context.series is None else [float(v) for v in np.asarray(context.series).ravel()]
-    return {"series": series, "horizon": context.horizon, "meta": json.loads(json.dumps(context.meta, default=_plain))}
+    record = {"series": series, "horizon": context.horizon, "meta": json.loads(json.dumps(context.meta, default=_plain))}
+    if context.covariates:
+        record["covariates"] = [[float(v) for v in np.asarray(c).ravel()] for c in context.covariates]
+    return record
 
 
 def search_record(cfg) -> dict:
