@@ -211,6 +211,21 @@ def test_default_corpus_unchanged():
         assert abs(float(a) - float(b)) <= unit * 1.0001, f"corpus number {a} where {b} was recorded"
 
 
+def test_a_centred_series_states_its_mean_as_zero():
+    """Stage prompts state a centred series' mean as 0, not as its roundoff (whose digits depend on
+    numpy's SIMD path); any other mean as it is. The corpus's `describe` keeps the plain mean."""
+    from specdifftree.data.example import Example
+    from specdifftree.data.prompts import describe, stated_mean
+
+    x = 50 * np.sin(np.arange(38) / 3.0)
+    x = x - x.mean()
+    assert x.mean() != 0.0 and stated_mean(x) == 0.0 and stated_mean(np.zeros(4)) == 0.0
+    assert stated_mean(x + 1e-6) == pytest.approx(1e-6) and stated_mean(np.array([1.0, 2.0])) == 1.5
+    e = Example("stage1_mcq", [x], ["This is the series"], "Q?", "A:", "a")
+    assert "This is the series, it has mean 0 and std " in e.prompt()
+    assert f"mean {x.mean():.4g} and" in describe(x)
+
+
 def test_generators_are_seeded():
     for make in (lambda r: synthetic.synthetic_series(r, 64), lambda r: synthetic.periodic_series(r, 64),
                  lambda r: synthetic.ecg(r, 96, 48, "premature"),
