@@ -7,7 +7,7 @@
 Each search runs in its own process (`python -m specdifftree.cli search ... -q`, started by a
 small launcher, see `_LAUNCHER`), so the peak is that search's alone (`ru_maxrss` from
 `os.wait4`), not the benchmark's. A tree that kept a
-`[V]` float32 row per node would grow by 4 V bytes per node (594 KiB at V = 151,936); issue 12's
+`[V]` float32 row per node would grow by 4 V bytes per node (594 KiB at V = 151,936); the
 bound is 16 KiB. `sdt bench speed` reports it (`--node-memory`), and tests/test_tree_memory.py
 asserts it on both backends.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 from specdifftree.errors import SDTError
 
 BUDGETS = (1000, 6000)  # forward tokens of the small and the large search
-BOUND_BYTES = 16 * 1024  # issue 12: at most 16 KB per extra tree node
+BOUND_BYTES = 16 * 1024  # at most 16 KB per extra tree node
 
 
 @dataclass(frozen=True)

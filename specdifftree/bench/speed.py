@@ -26,7 +26,7 @@ bounded row pool of `search.rows` left out); peak device memory on CUDA; with `l
 at a prompt of that many tokens (how each workload's rate falls with prompt length). `--shape`
 models come from `bench.shapes`.
 
-Targets (issue 12): DTS tokens/s >= 1.0x sampling tokens/s; forward tokens per new token <= 1.1.
+Targets: DTS tokens/s >= 1.0x sampling tokens/s; forward tokens per new token <= 1.1.
 """
 
 from __future__ import annotations

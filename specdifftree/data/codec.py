@@ -93,8 +93,8 @@ class NumberCodec:
 
     @classmethod
     def fit(cls, series, precision: int = 2, sep: str = ",", digits: int = 3, width: int = 0) -> "NumberCodec":
-        """A codec for forecasts continuing `series` [L], in absolute values (LLMTime style; the
-        format default-v3 was trained with; forecast prompts now use `anchored`).
+        """A codec for forecasts continuing `series` [L], in absolute values (LLMTime style; forecast
+        prompts use `anchored` instead).
 
         Rule: offset = 0 and scale = 10**(e + 1 - digits), where e = floor(log10(q)) and q is the
         90th percentile of |series|. Then q / scale lies in [10**(digits-1), 10**digits): typical

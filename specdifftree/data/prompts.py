@@ -36,7 +36,7 @@ def forecast_prompt(history: np.ndarray, horizon: int, codec: NumberCodec) -> st
     """The text before the answer: the description, the task, then the history written with the
     codec and its separator, so the answer continues the list (LLMTime style). With fixed-width
     values the value k steps back is then always the same number of tokens back, across the
-    history's end too; with a line between history and answer (this format until default-v5),
+    history's end too; with a line between history and answer instead,
     copying yesterday's value meant one offset inside the history and another into the answer."""
     return f"{describe(history)} The next {horizon} values continue the list. Values: {codec.encode(history)}{codec.sep}"
 

@@ -118,7 +118,7 @@ def expand(s: Search, nodes: np.ndarray) -> np.ndarray:
 
 def select(s: Search, choose: Callable, c: float, alpha: float) -> int:
     """Walk down from the root to where a rollout should start. At each node: stop at a terminal or
-    at a node not evaluated yet (added earlier in this round); expand it while it may widen (or while
+    at a node not evaluated yet (added earlier in the same round of the driver); expand it while it may widen (or while
     none of its children is backed up yet); otherwise `choose(tree, n, kids, rng)` among the
     backed-up children."""
     t, n = s.tree, ROOT
