@@ -31,8 +31,8 @@ def data_list():
         place = (f"{', '.join(roots)}" + ("" if all(found) else f" ({sum(map(bool, found))}/{len(found)} files)")
                  if roots else "not downloaded")
         unsized = sum(f.size is None for f in d.files)
-        size = f"{sum(f.size or 0 for f in d.files) / 1e6:.1f} MB"
-        size += f" + {unsized} of unknown size" if unsized else ""
+        known = [f.size for f in d.files if f.size is not None]
+        size = " + ".join(([f"{sum(known) / 1e6:.1f} MB"] if known else []) + ([f"{unsized} of unknown size"] if unsized else []))
         unchecked = sum(f.sha256 is None for f in d.files)
         click.echo(f"{d.name}: {d.description}")
         click.echo(f"  {len(d.files)} files, {size}; licence: {d.licence}")
