@@ -475,3 +475,18 @@ def test_sadt_sample_runs_on_a_flow_trained_from_flamingo_trees(llama_ckpt, thre
     rec = search(run_cli, spec, llm_dir, three_columns, tmp_path / "sadt.json", "sadt-sample",
                  "--flow", tmp_path / "flow")
     assert rec["samples"] and rec["prior"]["media"]["series"] == 3
+
+
+@pytest.mark.slow
+def test_bench_memory_on_a_flamingo_prior_is_the_self_attention_kv_per_node(llama_ckpt, run_cli):
+    """`sdt bench memory`: per extra tree node a Flamingo prior holds its self-attention KV and the
+    tree's arrays; the media (cross-attention keys and values) is one allocation per context, so it
+    does not grow with the tree."""
+    llm_dir, path = llama_ckpt[0], llama_ckpt[1]
+    code, out, err = run_cli(["bench", "memory", "--prior", f"opentslm:{path}", "--backbone", f"hf:{llm_dir}",
+                              "--context-length", 40, "--horizon", 4, "--json"])
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["tree_nodes"][1] > m["tree_nodes"][0]
+    assert m["kv_bytes_per_node"] > 0  # the self-attention KV grows with the tree
+    assert m["beyond_kv_per_node"] <= m["bound_bytes"]  # nothing else does, media included

@@ -1,5 +1,5 @@
-"""`sdt bench exactness` (total variation to the exact pi* on enumerable problems) and `sdt bench
-speed` (DTS throughput on a real backbone)."""
+"""`sdt bench exactness` (total variation to the exact pi* on enumerable problems), `sdt bench
+speed` (DTS throughput on a real backbone) and `sdt bench memory` (host memory per tree node of any prior)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from specdifftree.cli.options import CONTEXT, int_list, placement, placement_opt
 @click.group(context_settings=CONTEXT, epilog="""\b
 Examples:
   sdt bench exactness --problem toy3 --seeds 3
-  sdt bench speed --backbone default""")
+  sdt bench speed --backbone default
+  sdt bench memory --prior opentslm:ckpt/flamingo.pt --backbone hf:llm/Llama-3.2-1B""")
 def bench():
     """Benchmarks: exactness on enumerable problems, and search speed on a real backbone."""
 
@@ -91,3 +92,31 @@ def speed(backbone, shape, layers, backend, series, column, context_length, hori
                        column=column, context_length=context_length, horizon=horizon, node_memory=node_memory,
                        placement=placement(device, dtype, n_gpu_layers))
     click.echo(json.dumps(report, indent=1) if as_json else summary(report))
+
+
+@bench.command(context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt bench memory --prior default
+  sdt bench memory --prior opentslm:ckpt/flamingo.pt --backbone hf:llm/Llama-3.2-1B --json
+  sdt bench memory --prior runs/prior --series data.csv --column y --horizon 12""")
+@click.option("--prior", "prior_spec", default="default", show_default=True,
+              help="Any `sdt search --prior` spec (default, DIR, hf:, gguf:, opentslm:CKPT).")
+@click.option("--backbone", default=None, help="The base LLM of an opentslm: prior (hf:DIR), as `sdt search`.")
+@click.option("--series", type=click.Path(dir_okay=False), default=None,
+              help="CSV of the context series [default: shared/data/ett/ETTh1.csv, column OT].")
+@click.option("--column", default=None, help="Column of --series.")
+@click.option("--context-length", type=int, default=96, show_default=True, help="History points in the prompt.")
+@click.option("--horizon", type=int, default=24, show_default=True, help="Values the forecast holds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
+@placement_options
+def memory(prior_spec, backbone, series, column, context_length, horizon, as_json, device, dtype, n_gpu_layers):
+    """Host memory per extra tree node: `sdt search --method dts` at budgets 1,000 and 6,000 in child
+    processes, their peak RSS split into the model's KV cache, the bounded row pool and the rest."""
+    from specdifftree.bench.memory import describe, node_memory
+    from specdifftree.bench.speed import bench_window
+
+    place = placement(device, dtype, n_gpu_layers)
+    args = (*(("--backbone", backbone) if backbone else ()), "--device", place.device, "--dtype", place.dtype,
+            *(("--n-gpu-layers", str(place.n_gpu_layers)) if place.n_gpu_layers is not None else ()))
+    report = node_memory(prior_spec, bench_window(series, column, context_length, horizon), args)
+    click.echo(json.dumps(report, indent=1) if as_json else describe(report))
