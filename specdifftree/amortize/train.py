@@ -104,11 +104,11 @@ def fit_flow(problems: list, records: list[list], lam: float, cfg: AmortizeConfi
 
 def _fit_flow(problems, records, lam, cfg, out_dir, meta, progress, tracker, resume, dist, inputs) -> dict:
     import torch
-    from tqdm.auto import tqdm
 
     from specdifftree.amortize.data import PrefixStore, buffer_trajectories, make_batch, sample_trajectories
     from specdifftree.amortize.flow import FlowMeta, FlowNet, save_flow
     from specdifftree.amortize.losses import known_values
+    from specdifftree.progress import progress as progress_bar
     from specdifftree.train.distributed import Dist
 
     cfg.validate()
@@ -141,9 +141,8 @@ def _fit_flow(problems, records, lam, cfg, out_dir, meta, progress, tracker, res
     step_loss = dist.wrap({"flow": net}, lambda batch, n, k: shard_loss(net, batch, lam, cfg.value_weight, n, k, dist))
     n_on = round(cfg.on_policy * cfg.batch_size)
     n_replay = round(cfg.replay * cfg.batch_size)
-    bar = tqdm(range(loop.step + 1, cfg.steps + 1), desc="amortize", disable=None if progress and dist.is_main else True,
-               leave=False)
-    for step in bar:
+    bar = progress_bar(cfg.steps, "amortize", "steps", initial=loop.step, enabled=progress and dist.is_main)
+    for step in range(loop.step + 1, cfg.steps + 1):
         k_replay = min(n_replay, len(loop.replay))
         batch = [train[i] for i in rng.integers(len(train), size=cfg.batch_size - n_on - k_replay)]
         batch += [loop.replay[i] for i in rng.integers(len(loop.replay), size=k_replay)]
@@ -179,6 +178,8 @@ def _fit_flow(problems, records, lam, cfg, out_dir, meta, progress, tracker, res
                                                      training=training, **meta))
         if dist.is_main and (step % cfg.save_every == 0 or step == cfg.steps):
             commit_loop(state, run_id, net, opt, sched, rng, loop)  # the step's commit point
+        bar.update(1)
+    bar.close()
     best = loop.best
     return {"checkpoint": str(out_dir), "best_step": best["step"], **best, "held_out_validation": held_out,
             "train_contexts": len(train_ids), "val_contexts": len(val_ids), "train_trajectories": len(train),

@@ -59,10 +59,10 @@ def run_exactness(problems: list[str], budgets: list[int] | None, methods: list[
     for m in methods:
         get_method(m)
     cells = [(p, m, b) for p in problems for b in (budgets or DEFAULT_BUDGETS.get(p, [100, 200, 400])) for m in methods]
-    from tqdm.auto import tqdm
+    from specdifftree.progress import track
 
     rows = []
-    for name, method, budget in tqdm(cells, desc="exactness", disable=None if progress else True, leave=False):
+    for name, method, budget in track(cells, "exactness", "cells", enabled=progress):
         runs = [exactness_cell(name, method, budget, samples, seed, child_weight) for seed in range(seeds)]
         tvs = np.array([r[0] for r in runs])
         bp = BUILTIN_PROBLEMS[name]()

@@ -60,6 +60,7 @@ def shape_dir(name: str, layers: int | None = None, seed: int = 0) -> Path:
 
     from specdifftree.paths import sdt_home
     from specdifftree.prior.tokenizer import build_hf_tokenizer
+    from specdifftree.progress import quiet_model_loading
 
     config = shape_config(name, layers)
     out = sdt_home() / "shapes" / f"{name}-L{config.num_hidden_layers}-s{seed}"
@@ -69,7 +70,8 @@ def shape_dir(name: str, layers: int | None = None, seed: int = 0) -> Path:
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left by a killed build
-    model.save_pretrained(tmp)
+    with quiet_model_loading():
+        model.save_pretrained(tmp)
     build_hf_tokenizer().save_pretrained(tmp)
     tmp.rename(out)
     return out

@@ -215,18 +215,17 @@ def speed_report(problem, cfg: SpeedConfig, progress: bool = True) -> dict:
     """Tokens/s of DTS and of batched sampling of as many tokens on the problem's backbone, in
     `cfg.repeats` alternating pairs after an untimed warm-up of each: the median and spread of each
     rate and of the per-pair ratio; forward tokens per new token; peak host memory, the host memory
-    the tree holds per node, and (CUDA) peak device memory. Prints only a progress bar (stderr, on a
-    terminal, when `progress`)."""
+    the tree holds per node, and (CUDA) peak device memory. Prints only its progress (stderr, when
+    `progress`: a bar on a terminal, a line now and then in a log)."""
     prior = problem.prior
     backbone, prompt_ids = prior.backbone, prior.prompt_ids
     if _is_hf(backbone) and backbone.device.type == "cuda":
         import torch
 
         torch.cuda.reset_peak_memory_stats(backbone.device)
-    from tqdm.auto import tqdm
+    from specdifftree.progress import progress as progress_bar
 
-    bar = tqdm(total=2 * cfg.repeats + 2, desc=f"bench speed ({len(prompt_ids)}-token prompt)", unit="run",
-               disable=None if progress else True, leave=False)
+    bar = progress_bar(2 * cfg.repeats + 2, f"bench speed ({len(prompt_ids)}-token prompt)", "runs", enabled=progress)
     dts_run(problem, cfg, cfg.iterations)  # warm-up (the backbone's KV pool grows to what the tree needs)
     sampling_run(backbone, prompt_ids, 4, cfg.batch, cfg.seed)
     bar.update()

@@ -38,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -184,14 +183,13 @@ def fetch_tsqa(timeout: float = 60.0, endpoint: Optional[str] = None) -> list[Pa
 
 def _download(url: str, dest: Path, name: str, timeout: float) -> None:
     """url -> dest, through dest.part-<pid> and a rename; SDTError when the host cannot be reached."""
-    from tqdm.auto import tqdm
+    from specdifftree.progress import progress
 
     part = dest.with_name(f"{dest.name}.part-{os.getpid()}")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, part.open("wb") as f:
             total = int(response.headers.get("content-length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}", disable=None,
-                      file=sys.stderr) as bar:
+            with progress(total, f"downloading {name}", "B", leave=True) as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     f.write(chunk)
                     bar.update(len(chunk))

@@ -131,7 +131,7 @@ def _run(cfg: ExperimentConfig, out: Path, wandb: bool, progress: bool, log, ray
     methods = [m for m in cfg.methods if m.name not in unavailable]
     root = data_root(cfg.data_root)
     wins = {d.name: windows(d, root) for d in cfg.datasets}
-    from tqdm.auto import tqdm
+    from specdifftree.progress import progress as progress_bar
 
     with contextlib.ExitStack() as stack:
         cluster = None
@@ -157,8 +157,8 @@ def _run(cfg: ExperimentConfig, out: Path, wandb: bool, progress: bool, log, ray
             else:
                 todo.append(cell)
         total = sum(len(wins[c.dataset.name]) for c in todo + skipped)
-        with tqdm(total=total, desc="windows", unit="win", disable=None if progress else True) as bar:
-            bar.update(sum(len(wins[c.dataset.name]) for c in skipped))
+        done = sum(len(wins[c.dataset.name]) for c in skipped)
+        with progress_bar(total, "windows", "win", initial=done, enabled=progress, leave=True) as bar:
             if cluster is not None:
                 ran = _run_on_ray(cluster, cfg, todo, wins, out, wandb, bar)
             else:
@@ -219,6 +219,7 @@ def _run_here(cfg: ExperimentConfig, todo: list[Cell], wins: dict, out: Path, wa
 def open_queries(cfg: ExperimentConfig):
     """The experiment's prior (its backbone loaded once), reward and lambda (`search.lam`, default 1)."""
     from specdifftree.problem import Queries
+    from specdifftree.progress import quiet_model_loading
 
     with quiet_model_loading():
         return Queries.open(cfg.prior, cfg.reward, cfg.search.get("lam"), backbone=cfg.backbone,
@@ -402,20 +403,6 @@ def _with_flow(method: MethodSpec, flow: Path) -> MethodSpec:
     if not METHODS[method.method].uses_flow or "flow" in method.params:
         return method
     return replace(method, params={**method.params, "flow": str(flow)})
-
-
-@contextlib.contextmanager
-def quiet_model_loading():
-    """transformers' loading progress bar off inside the block only (restored after)."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
 
 
 def default_out(cfg: ExperimentConfig) -> Path:

@@ -78,9 +78,12 @@ def load_hf_dir(path: Union[str, Path]):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from specdifftree.progress import quiet_model_loading
+
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
-                                                     local_files_only=True)
+        with quiet_model_loading():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True,
+                                                         local_files_only=True)
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as e:  # noqa: BLE001 (any loader failure is a bad directory for the user)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]

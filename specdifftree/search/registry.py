@@ -100,8 +100,8 @@ def run_search(problem: Problem, method: str, cfg: SearchConfig, show_progress: 
     rng = np.random.default_rng(cfg.seed)
     if not show_progress:
         return fn(problem, cfg, rng)
-    from tqdm.auto import tqdm
+    from specdifftree.progress import progress
 
     total = cfg.iterations if entry.tree else None
-    with tqdm(total=total, desc=method, unit="it" if total else "step", leave=False, disable=None) as bar:
+    with progress(total, method, "it" if total else "step") as bar:
         return fn(problem, cfg, rng, progress=bar.update)

@@ -124,7 +124,7 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
         model.generation_config.eos_token_id = EOS_ID
         model.generation_config.pad_token_id = PAD_ID
         model.generation_config.bos_token_id = EOS_ID
-        _save_quietly(model, tmp, progress)
+        _save_quietly(model, tmp)
         tok = build_hf_tokenizer()
         tok.model_max_length = p.max_position_embeddings
         tok.save_pretrained(tmp)
@@ -151,10 +151,10 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str
     import hashlib
 
     import torch
-    from tqdm.auto import tqdm
     from transformers import LlamaForCausalLM
 
     from specdifftree.prior.backbones.base import Placement
+    from specdifftree.progress import progress as progress_bar
 
     dev = Placement(device, "float32").torch_device()
     with training_threads(p.threads):
@@ -171,8 +171,8 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str
             docs = iter_documents(seed, max_tokens=p.seq_len, mix=p.corpus_mix())
             batches = _batches(docs, p.batch_size, p.seq_len)
             losses, tokens, seen, prefix = [], 0, hashlib.sha256(), None
-            bar = tqdm(range(steps), desc=f"pretraining {p.name} backbone", disable=not progress, file=sys.stderr)
-            for step in bar:
+            bar = progress_bar(steps, f"pretraining {p.name} backbone", "steps", enabled=progress, leave=True)
+            for step in range(steps):
                 ids = next(batches)
                 labels = ids.masked_fill(ids == PAD_ID, -100)
                 loss = model(input_ids=ids.to(dev), labels=labels.to(dev)).loss
@@ -188,6 +188,7 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str
                     prefix = {"steps": step + 1, "batches_sha256": seen.hexdigest(),
                               "weights_sha256": _weights_sha256(model), "losses": list(losses)}
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                bar.update(1)
             bar.close()
             model.eval().to("cpu")
     return model, {"losses": losses, "tokens": tokens, "prefix": prefix, "device": _device_name(dev)}
@@ -274,18 +275,13 @@ def _weights_sha256(model) -> str:
     return h.hexdigest()
 
 
-def _save_quietly(model, path: Path, progress: bool) -> None:
-    """save_pretrained (safetensors), without transformers' progress bar when progress is off."""
-    from transformers.utils import logging as hf_logging
+def _save_quietly(model, path: Path) -> None:
+    """save_pretrained (safetensors), without transformers' progress bar (a terminal's control
+    characters in a log); the build's own progress says where it is."""
+    from specdifftree.progress import quiet_model_loading
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    if not progress:
-        hf_logging.disable_progress_bar()
-    try:
+    with quiet_model_loading():
         model.save_pretrained(path)
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _lr_factor(step: int, p: BackbonePreset) -> float:

@@ -19,7 +19,6 @@ The soft-prompt variant, symmetric with this one, is train/soft_prompt.py.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +56,10 @@ def context_bias(parts: PriorParts, examples: list[Example]) -> torch.Tensor:
 
 def cache_logits(run, split: TokenizedSplit, what: str) -> None:
     """Teacher-forced backbone logits of the gold answers, and of every option's ending on label stages."""
-    from tqdm.auto import tqdm
+    from specdifftree.progress import progress
 
     todo = (split.cached is None) + (split.labelled and split.choices is None)
-    with tqdm(total=todo * len(split.examples), desc=f"backbone logits ({what})", file=sys.stderr, leave=False,
-              disable=None if run.progress else True) as bar:
+    with progress(todo * len(split.examples), f"backbone logits ({what})", "examples", enabled=run.progress) as bar:
         if split.cached is None:
             split.cached = answer_logits(run.backbone, split.prompt_ids, split.answer_ids, run.cfg.backbone_batch,
                                          progress=bar.update)

@@ -119,6 +119,7 @@ def train_prior(stages: list[str], cfg: TrainConfig, backbone_ref: str, out: Pat
 def _curriculum(run: Run, stages: list[str], placement) -> None:
     """The stages in order; under torchrun every rank trains, rank 0 writes (ranks meet between stages)."""
     from specdifftree.prior.sources import open_backbone
+    from specdifftree.progress import progress
 
     out, main = run.out, run.dist.is_main
     if run.dist.world > 1 and run.cfg.variant != "bias":
@@ -131,16 +132,20 @@ def _curriculum(run: Run, stages: list[str], placement) -> None:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / MANIFEST, manifest)
-    for stage in stages:
-        if stage in examples:
-            parts = _starting_parts(run, stage)
-            train_stage(run, stage, parts, examples.pop(stage))
-            run.variant.finish(parts)
-        if main:
-            manifest["final_checkpoint"] = f"{stage}/checkpoints/best"
-            write_json(out / MANIFEST, manifest)
-            write_json(out / "summary.json", collect_summary(out))
-        run.dist.barrier()  # the next stage starts from this one's checkpoint, on every rank
+    with progress(len(todo), "train-prior", "stages", enabled=run.progress and main, leave=True, each=True) as bar:
+        for stage in stages:
+            if stage in examples:
+                bar.set_postfix_str(stage)
+                parts = _starting_parts(run, stage)
+                train_stage(run, stage, parts, examples.pop(stage))
+                run.variant.finish(parts)
+                bar.set_postfix_str(f"{stage} done")
+                bar.update(1)
+            if main:
+                manifest["final_checkpoint"] = f"{stage}/checkpoints/best"
+                write_json(out / MANIFEST, manifest)
+                write_json(out / "summary.json", collect_summary(out))
+            run.dist.barrier()  # the next stage starts from this one's checkpoint, on every rank
 
 
 def collect_summary(out: Path) -> dict:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,8 +197,8 @@ def train_epoch(run: Run, parts, opt, part: Shard, st: StageState, stage: str, t
             st.step += 1
             loss_sum += nll_sum
             tokens += n_tok
-            bar.update(1)
             bar.set_postfix(loss=f"{loss.item() / run.dist.world:.4f}")
+            bar.update(1)
         v.eval(parts)
     loss_sum, tokens = run.dist.sum([loss_sum, tokens])
     return loss_sum / max(1, tokens)
@@ -258,8 +257,7 @@ def _restore_state(run: Run, path: Path, parts, opt) -> tuple[StageState, dict]:
 def fit_stage(run: Run, stage: str, parts: PriorParts, data: dict[str, Shard], tracker) -> StageState:
     """The epochs of one stage (resumed from OUT/<stage>/state.safetensors with --resume), with early
     stopping; leaves `parts` at the best validation loss. `data`: this rank's train and val shares."""
-    from tqdm.auto import tqdm
-
+    from specdifftree.progress import progress
     from specdifftree.train.report import write_metrics_csv
 
     cfg, sdir = run.cfg, run.out / stage
@@ -272,8 +270,8 @@ def fit_stage(run: Run, stage: str, parts: PriorParts, data: dict[str, Shard], t
         write_metrics_csv(sdir / "metrics.csv", st.rows)
     loss_fn = run.dist.wrap(run.variant.modules(parts), lambda *a: batch_loss(run, parts, *a))
     steps, epochs = math.ceil(len(data["train"].full.examples) / cfg.batch_size), cfg.epochs_for(stage)
-    bar = tqdm(total=epochs * steps, initial=st.epoch * steps, disable=None if run.progress and main else True,
-               file=sys.stderr)
+    bar = progress(epochs * steps, stage, "steps", initial=st.epoch * steps, enabled=run.progress and main,
+                   leave=True)
     while not st.stopped and st.epoch < epochs:
         bar.set_description(f"{stage} epoch {st.epoch + 1}/{epochs}")
         train_loss = train_epoch(run, parts, opt, data["train"], st, stage, epochs * steps, bar, loss_fn)

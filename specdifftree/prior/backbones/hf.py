@@ -78,12 +78,15 @@ class HFBackbone(Backbone):
         device and in the dtype of `placement` (default: auto, see `Placement`)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from specdifftree.progress import quiet_model_loading
+
         placement = (placement or Placement()).validate()
         device = placement.torch_device()
         dtype = placement.torch_dtype(device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path_or_id)
-            model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, **model_kwargs)
+            with quiet_model_loading():
+                model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, **model_kwargs)
         except Exception as e:  # noqa: BLE001 - a truncated or corrupt weights file raises its own types
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise SDTError(f"could not load a causal LM from '{path_or_id}': {first}. Pass a local model "
