@@ -20,9 +20,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_prior) -> tuple[Path, Path]:
-    """(transformers dir, prior checkpoint DIR) of test_experiments' tiny random Llama."""
-    return tiny_prior.parent / "hf", tiny_prior
+def tiny(tiny_hf, tiny_prior) -> tuple[Path, Path]:
+    """(transformers dir, prior checkpoint DIR) of the tiny random Llama (test_experiments' prior)."""
+    return tiny_hf, tiny_prior
 
 
 def _node_ip() -> str:
@@ -66,13 +66,13 @@ def _wait_for_nodes(address: str, n: int, timeout: float = 90) -> None:
 
 
 @needs_data
-def test_a_two_process_ray_cluster_writes_the_serial_results(tiny, tmp_path, capsys, monkeypatch):
+def test_a_two_process_ray_cluster_writes_the_serial_results(tiny, tmp_path, monkeypatch, run_cli):
     import secrets
 
     monkeypatch.setenv("SDT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # Ray 2.60's token authentication, with a token of this
     monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))  # test's own for nodes, `ray status`, driver
-    serial = _run_grid(tmp_path, tiny[1], capsys, "serial")
+    serial = _run_grid(run_cli, tmp_path, tiny[1], "serial")
     port = free_port()
     ip = _node_ip()
     address = f"{ip}:{port}"
