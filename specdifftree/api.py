@@ -109,7 +109,7 @@ def search_run(prior: PriorLike, context: Optional[Context] = None, *, reward: U
              for `open_prior` (when `prior` is a spec).
     options: any SearchConfig field (budget, iterations, samples, seed, flow, alpha, ...).
     """
-    get_method(method)  # fail fast on a typo, before loading anything
+    check_search(method, lam, options)  # before loading anything
     if isinstance(prior, Queries):
         queries = prior
     else:
@@ -119,6 +119,18 @@ def search_run(prior: PriorLike, context: Optional[Context] = None, *, reward: U
     problem = queries.problem(context)
     result = run_search(problem, method, cfg, show_progress=progress)
     return SearchRun(queries, problem, cfg, method, result, backbone)
+
+
+def check_search(method: str, lam: Optional[float], options: dict) -> None:
+    """A search's method, options and flow directory, checked without loading a prior (SDTError)."""
+    from specdifftree import validate
+
+    spec = get_method(method)
+    cfg = SearchConfig(lam=1.0 if lam is None else lam, **options).validate()  # lambda: the built-in's is valid
+    if spec.uses_flow:
+        validate.flow_dir(cfg.flow, f"--method {method}")
+    elif method == "smc" and cfg.potential == "flow":
+        validate.flow_dir(cfg.flow, "--potential flow")
 
 
 def generate(prior: PriorLike, context: Optional[Context] = None, *, reward: Union[str, Sequence[str]] = (),
@@ -138,12 +150,22 @@ def train_prior(stage: str = "all", preset: str = "default", backbone: str = "de
     stage by stage on a frozen backbone (what `sdt train-prior` does). stage: "all" or one stage
     name; preset: configs/train/NAME.yaml; data_dir: real datasets (default: ../shared/data when it
     exists). Returns the summary per stage ({} on torchrun ranks other than 0)."""
+    from specdifftree import validate
+    from specdifftree.config import preset_names
     from specdifftree.data.example import STAGES
+
+    stages = list(STAGES) if stage == "all" else [stage]
+    validate.names(stages, ["all", *STAGES], "stage")  # all checked before torch and the backbone load
+    validate.names([preset], preset_names("train"), "train preset")
+    validate.prior_spec(backbone, option="--backbone")
+    validate.output_path(out_dir, "--out", directory=True)
+    if data_dir is not None:
+        validate.input_dir(data_dir, "--data-dir")
+
     from specdifftree.paths import default_data_dir
     from specdifftree.train.config import TrainConfig
     from specdifftree.train.curriculum import train_prior as train_stages
 
-    stages = list(STAGES) if stage == "all" else [stage]
     cfg = TrainConfig.from_name(preset).for_variant(variant, lora)
     return train_stages(stages, cfg, backbone, Path(out_dir), seed=seed, resume=resume, wandb=wandb,
                         data_dir=data_dir or default_data_dir(), upstream=upstream, placement=placement)
@@ -167,12 +189,18 @@ def run_experiment(config: Union[str, Path], preset: Optional[str] = None, out_d
     """Run every unfinished cell of an experiment file (what `sdt experiment run` does); returns a
     RunSummary (out_dir, ran, skipped, unavailable, results rows). `ray`: None (here, serially),
     "local", "auto" or "ray://HOST:PORT" (each cell a Ray task)."""
+    from specdifftree import validate
     from specdifftree.experiments.config import load_experiment
+    from specdifftree.experiments.datasets import data_root
     from specdifftree.experiments.runner import default_out
     from specdifftree.experiments.runner import run_experiment as run_grid
 
     cfg = load_experiment(config, preset, prior=prior)
-    return run_grid(cfg, out_dir or default_out(cfg), wandb=wandb, progress=progress, log=log, ray=ray)
+    out_dir = out_dir or default_out(cfg)
+    validate.reward_specs(validate.prior_spec(cfg.prior, cfg.backbone), cfg.reward)  # before torch and any cell
+    validate.output_path(out_dir, "--out", directory=True)
+    data_root(cfg.data_root)
+    return run_grid(cfg, out_dir, wandb=wandb, progress=progress, log=log, ray=ray)
 
 
 __all__ = ["AmortizeConfig", "Context", "METHODS", "Placement", "PriorSource", "Queries", "SearchConfig", "SearchResult",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from specdifftree.data.context import Context
-from specdifftree.errors import SDTError
+from specdifftree import validate
 from specdifftree.prior.backbones.base import Placement
 from specdifftree.prior.sources import PriorSource, open_prior
 from specdifftree.prior.spec import PriorSpec
@@ -38,16 +38,15 @@ class Queries:
         """lam None: the built-in problem's lambda, else 1.0. backbone: --backbone (see PriorSpec).
         placement: the model's device and dtype (when `prior` is a spec; default auto)."""
         prior = os.fspath(prior) if isinstance(prior, os.PathLike) else prior
-        source = open_prior(prior, placement, backbone) if isinstance(prior, (str, PriorSpec)) else prior
-        builtin = source.builtin
-        if rewards:
-            from specdifftree.rewards import parse_reward
-
-            reward = parse_reward(list(rewards))
-        elif builtin is not None:
-            reward = builtin.reward
+        if isinstance(prior, (str, PriorSpec)):  # the spec, its files and the reward checked before the model loads
+            spec = validate.prior_spec(prior, backbone)
+            reward = validate.reward_specs(spec, rewards)
+            source = open_prior(spec, placement)
         else:
-            raise SDTError("--reward is required (e.g. --reward spectral, --reward plugin.py:fn)")
+            reward = validate.reward_specs(prior.spec, rewards)
+            source = prior
+        builtin = source.builtin
+        reward = reward if reward is not None else builtin.reward
         lam = lam if lam is not None else (builtin.lam if builtin is not None else 1.0)
         return cls(source, reward, float(lam), tuple(rewards))
 

@@ -161,10 +161,10 @@ def load_flow_checkpoint(directory: str | Path) -> tuple[FlowNet, FlowMeta]:
 def load_flow(directory: Optional[str], problem: Problem, lam: float, method: str = "this method") -> Flow:
     """The flow in `directory` bound to `problem`, refused (SDTError, one line) when it was trained
     for another prior (weights sha256), vocabulary, reward (`problem.reward`'s spec) or lambda."""
+    from specdifftree import validate
     from specdifftree.rewards import reward_spec
 
-    if directory is None:
-        raise SDTError(f"{method} needs --flow DIR, a flow network trained with `sdt amortize`")
+    validate.flow_dir(directory, method)
     net, meta = load_flow_checkpoint(directory)
     prior, sha = problem.prior, problem.prior.weights_sha256()
     trained = reward_spec(meta.reward)

@@ -38,8 +38,9 @@ def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str
     with this method and config (a run killed part-way), is not searched again; each search is seeded
     by `cfg` alone, so the buffer ends as an uninterrupted run's would. `log`: also a line per context
     (where no progress bar shows, as in a Ray task's log)."""
+    from tqdm.auto import tqdm
+
     from specdifftree.amortize.buffer import context_record, read_buffer, search_record
-    from specdifftree.progress import track
 
     queries = Queries.open(prior, rewards)
     done, searched_with = {}, search_record(cfg)
@@ -47,7 +48,7 @@ def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str
         done = {_key(r.context): r for r in read_buffer(path)[1]
                 if r.meta.get("method") == method and r.meta.get("search") == searched_with}
     rows = []
-    for i, context in enumerate(track(contexts, "buffer", "contexts", enabled=progress)):
+    for i, context in enumerate(tqdm(contexts, desc="buffer", disable=None if progress else True, leave=False)):
         record = done.get(_key(context_record(context)))
         searched = record is None
         if searched:
@@ -90,14 +91,29 @@ def train_flow(buffers: list[str | Path], prior: str | PriorSource, rewards: lis
     {} on the ranks other than 0).
     """
     from specdifftree.amortize.train import AmortizeConfig
-    from specdifftree.train.distributed import process_group
 
     cfg = (cfg or AmortizeConfig()).validate()
-    if not buffers:
-        raise SDTError("give at least one --buffer FILE (written by `sdt search ... --save-buffer FILE`)")
+    check_flow_inputs(buffers, prior, rewards, out_dir)  # before torch is imported
+    from specdifftree.train.distributed import process_group
+
     with process_group(placement) as dist:
         return _train_flow(buffers, prior, rewards, Path(out_dir), lam, cfg, progress, wandb,
                            dist.placement(placement), resume, dist)
+
+
+def check_flow_inputs(buffers: list[str | Path], prior: str | PriorSource, rewards: list[str], out_dir: str | Path,
+                      backbone: Optional[str] = None) -> None:
+    """What `train_flow` reads and writes, checked before anything loads: the buffer files, the prior
+    spec and its files, the reward, and the output directory (SDTError)."""
+    from specdifftree import validate
+
+    if not buffers:
+        raise SDTError("give at least one --buffer FILE (written by `sdt search ... --save-buffer FILE`)")
+    for path in buffers:
+        validate.input_file(path, "search buffer", f" (write one with `sdt search ... --save-buffer {path}`)")
+    if isinstance(prior, str):
+        validate.reward_specs(validate.prior_spec(prior, backbone), rewards)
+    validate.output_path(out_dir, "--out", directory=True)
 
 
 def _train_flow(buffers, prior, rewards, out_dir: Path, lam, cfg, progress, wandb, placement, resume, dist) -> dict:

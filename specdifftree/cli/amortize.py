@@ -61,12 +61,16 @@ OUT/state.safetensors (the resume state, committed every --save-every steps)."""
 def amortize(buffers, prior, backbone, rewards, lam, out_dir, resume, wandb, quiet, device, dtype, n_gpu_layers,
              **opts):
     """Train a flow network F_phi (S-ADT) by trajectory balance on search buffers."""
+    from specdifftree.amortize.pipeline import check_flow_inputs
     from specdifftree.amortize.train import AmortizeConfig
     from specdifftree.api import open_prior, train_flow
 
+    cfg = AmortizeConfig(**opts).validate()
+    if backbone is not None:  # the prior opens here: its inputs checked first (train_flow checks them otherwise)
+        check_flow_inputs(list(buffers), prior, list(rewards), out_dir, backbone)
     where = placement(device, dtype, n_gpu_layers)
     source = prior if backbone is None else open_prior(prior, where, backbone)
-    summary = train_flow(list(buffers), source, list(rewards), out_dir, lam=lam, cfg=AmortizeConfig(**opts),
+    summary = train_flow(list(buffers), source, list(rewards), out_dir, lam=lam, cfg=cfg,
                          progress=not quiet, wandb=wandb, placement=where, resume=resume)
     if not quiet and summary:  # under torchrun rank 0 reports
         from specdifftree.report import table

@@ -31,9 +31,9 @@ def caption_cmd(file, columns, level, fs, label_column, seed, as_json):
     """Caption a series at three levels: statistical, structural and semantic (SensorLM style)."""
     from specdifftree.data.captions import LEVELS, VARIANTS, caption_series, load_captioned, resolve_variant
 
+    variants = [resolve_variant(level)] if level else list(VARIANTS)  # a typo fails before the file is read
     series = load_captioned(file, columns, fs, label_column)
     captions = caption_series(series, seed)
-    variants = [resolve_variant(level)] if level else list(VARIANTS)
     if as_json:
         click.echo(json.dumps({
             "file": str(file), "channels": list(series.channels), "units": series.units, "fs": series.fs,

@@ -117,6 +117,11 @@ def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, s
     if save_buffer and not get_method(method).soft_values:
         raise SDTError(f"--save-buffer needs {' or '.join(methods_where(soft_values=True))} (trees of soft values), "
                        f"not '{method}'")
+    from specdifftree import validate
+
+    for path, what in ((out, "--out"), (save_tree, "--save-tree"), (save_buffer, "--save-buffer"), (plot, "--plot"),
+                       (out_csv, "--out-csv")):
+        validate.output_path(path, what)
     context = build_context(series, column, horizon, context_length, end)
     run = search_run(prior, context, reward=list(rewards), method=method, lam=lam, backbone=backbone,
                      placement=placement(device, dtype, n_gpu_layers), progress=not quiet, **opts)
