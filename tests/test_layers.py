@@ -14,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "specdifftree"
 
 FLOORS = {  # bottom to top
-    "entries": 1, "errors": 1, "files": 1, "machine": 1, "paths": 1, "config": 1, "report": 1, "tracking": 1,
+    "entries": 1, "errors": 1, "files": 1, "machine": 1, "paths": 1, "config": 1, "progress": 1, "report": 1,
+    "tracking": 1,
     "data": 2,
     "prior": 3, "rewards": 3,
     "search": 4, "validate": 4,

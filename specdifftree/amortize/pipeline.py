@@ -38,9 +38,8 @@ def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str
     with this method and config (a run killed part-way), is not searched again; each search is seeded
     by `cfg` alone, so the buffer ends as an uninterrupted run's would. `log`: also a line per context
     (where no progress bar shows, as in a Ray task's log)."""
-    from tqdm.auto import tqdm
-
     from specdifftree.amortize.buffer import context_record, read_buffer, search_record
+    from specdifftree.progress import track
 
     queries = Queries.open(prior, rewards)
     done, searched_with = {}, search_record(cfg)
@@ -48,7 +47,7 @@ def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str
         done = {_key(r.context): r for r in read_buffer(path)[1]
                 if r.meta.get("method") == method and r.meta.get("search") == searched_with}
     rows = []
-    for i, context in enumerate(tqdm(contexts, desc="buffer", disable=None if progress else True, leave=False)):
+    for i, context in enumerate(track(contexts, "buffer", "contexts", enabled=progress)):
         record = done.get(_key(context_record(context)))
         searched = record is None
         if searched:
