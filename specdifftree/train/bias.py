@@ -59,7 +59,8 @@ def cache_logits(run, split: TokenizedSplit, what: str) -> None:
     from specdifftree.progress import progress
 
     todo = (split.cached is None) + (split.labelled and split.choices is None)
-    with progress(todo * len(split.examples), f"backbone logits ({what})", "examples", enabled=run.progress) as bar:
+    with progress(todo * len(split.examples), f"backbone logits ({what})", "examples",
+                  enabled=run.progress and run.dist.is_main) as bar:  # each rank its share; rank 0 speaks
         if split.cached is None:
             split.cached = answer_logits(run.backbone, split.prompt_ids, split.answer_ids, run.cfg.backbone_batch,
                                          progress=bar.update)
