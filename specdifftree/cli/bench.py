@@ -43,7 +43,7 @@ def exactness(problems, budgets, methods, samples, seeds, child_weight, as_json,
         return
     budget_list = int_list(budgets, "--budgets") if budgets else None
     rows = run_exactness(list(problems), budget_list, [m.strip() for m in methods.split(",") if m.strip()],
-                         samples, seeds, progress=not as_json, child_weight=child_weight)
+                         samples, seeds, child_weight=child_weight)  # progress: stderr
     if as_json:
         click.echo(json.dumps(rows, indent=1))
     else:
