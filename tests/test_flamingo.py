@@ -258,7 +258,7 @@ def reference(up, tok, series, continuation):
 def ours(weights, llm_dir, series, continuation):
     from specdifftree.prior.flamingo import flamingo_backbone, flamingo_prior
     from specdifftree.prior.opentslm_prompt import UpstreamPrompt
-    from specdifftree.search.sampler import on_host
+    from specdifftree.prior.backbones.base import on_host
 
     backbone = flamingo_backbone(weights, str(llm_dir))
     prior = flamingo_prior(weights, backbone, UpstreamPrompt.described(PRE, series, POST), 16)
@@ -321,7 +321,7 @@ def test_cross_attention_every_second_layer(tmp_path, tiny_llama, one_thread):
 
 def test_prefill_once_then_branch_equals_a_full_forward_per_branch(llama_ckpt, one_thread):
     from specdifftree.prior.flamingo_ckpt import load_opentslm
-    from specdifftree.search.sampler import on_host
+    from specdifftree.prior.backbones.base import on_host
 
     llm_dir, path, up, tok = llama_ckpt
     series = series_pair()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from specdifftree.prior.model import PriorParts
-from specdifftree.search.sampler import on_host
+from specdifftree.prior.backbones.base import on_host
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

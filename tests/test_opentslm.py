@@ -245,7 +245,7 @@ def upstream_texts(series) -> list[str]:
 def our_logprobs(weights, llm_dir: Path, max_len: int = 16, series=(X1, X2)):
     from specdifftree.prior.backbones.hf import HFBackbone
     from specdifftree.prior.opentslm import UpstreamPrompt, opentslm_prior
-    from specdifftree.search.sampler import on_host
+    from specdifftree.prior.backbones.base import on_host
 
     texts = upstream_texts(series)
     prompt = UpstreamPrompt.described(PRE, list(series), POST)

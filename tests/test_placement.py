@@ -18,7 +18,7 @@ import torch
 from specdifftree.errors import SDTError
 from specdifftree.prior.backbones.base import Placement
 from specdifftree.prior.backbones.hf import HFBackbone
-from specdifftree.search.sampler import on_host
+from specdifftree.prior.backbones.base import on_host
 
 ETTH1 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ett" / "ETTh1.csv"
 needs_etth1 = pytest.mark.skipif(not ETTH1.is_file(), reason="needs ../shared/data/ett/ETTh1.csv beside the checkout")
@@ -113,6 +113,7 @@ def test_dts_keeps_rows_on_the_model_device_and_never_copies_them_to_the_host(ti
     host copy (`on_host`, `to_numpy`) is made by DTS, and only ids and scalars come back."""
     from specdifftree.rewards import parse_reward
     from specdifftree.data.context import build_context
+    from specdifftree.prior.backbones import base
     from specdifftree.search import rows, sampler
     from specdifftree.search.common import Problem, SearchConfig
     from specdifftree.search.dts import run_dts
@@ -132,7 +133,7 @@ def test_dts_keeps_rows_on_the_model_device_and_never_copies_them_to_the_host(ti
         return call
 
     prior.start, prior.advance = recording(prior.start), recording(prior.advance)
-    monkeypatch.setattr(sampler, "on_host", no_host_rows)
+    monkeypatch.setattr(base, "on_host", no_host_rows)
     monkeypatch.setattr(sampler, "to_numpy", no_host_rows)
     monkeypatch.setattr(rows, "to_numpy", no_host_rows)
     problem = Problem(prior, parse_reward(["spectral"]), build_context(str(ETTH1), "OT", 6, 32, 12000))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from specdifftree.data.example import STAGES, Example
-from specdifftree.search.sampler import on_host
+from specdifftree.prior.backbones.base import on_host
 from processes import wait_for_lines
 from tests.test_train_prior import _child_process
 

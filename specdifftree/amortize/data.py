@@ -15,7 +15,7 @@ import numpy as np
 from specdifftree.amortize.buffer import Record
 from specdifftree.amortize.flow import Flow, terminal_children
 from specdifftree.search.common import Problem
-from specdifftree.search.sampler import on_host
+from specdifftree.prior.backbones.base import on_host
 from specdifftree.search.sampling import ancestral
 
 CHUNK = 256  # prefixes per batched prior call when walking buffers

@@ -8,7 +8,7 @@ import numpy as np
 
 from specdifftree.prior.base import Cost, Prior
 from specdifftree.search.common import Problem, logsumexp
-from specdifftree.search.sampler import on_host
+from specdifftree.prior.backbones.base import on_host
 
 Seq = tuple[int, ...]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, make_sample
-from specdifftree.search.sampler import on_host
+from specdifftree.prior.backbones.base import on_host
 
 
 def run_beam(problem: Problem, cfg: SearchConfig, rng: np.random.Generator, progress=None) -> SearchResult:

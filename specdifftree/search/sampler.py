@@ -24,11 +24,6 @@ def is_numpy(x) -> bool:
     return isinstance(x, np.ndarray)
 
 
-def on_host(rows) -> np.ndarray:
-    """numpy rows as they are; torch rows copied to the host in their dtype.  [..., V] -> [..., V]"""
-    return rows if is_numpy(rows) else rows.detach().cpu().numpy()
-
-
 def to_numpy(x) -> np.ndarray:
     """A host copy of rows (numpy or torch) as float32.  [B, V] -> [B, V]"""
     if is_numpy(x):

@@ -9,7 +9,8 @@ from typing import Callable, Optional, TypeVar
 import numpy as np
 
 from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, logsumexp, make_sample
-from specdifftree.search.sampler import on_host, sample
+from specdifftree.prior.backbones.base import on_host
+from specdifftree.search.sampler import sample
 
 T = TypeVar("T")
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from specdifftree.search.common import Problem, SearchConfig, SearchResult, Stopwatch, logsumexp, make_sample
 from specdifftree.search.registry import POTENTIALS, load_potential
-from specdifftree.search.sampler import on_host, sample
+from specdifftree.prior.backbones.base import on_host
+from specdifftree.search.sampler import sample
 from specdifftree.search.sampling import spend_in_batches, weighted_draws
 
 

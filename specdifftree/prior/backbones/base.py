@@ -127,8 +127,9 @@ def is_embedding(segment) -> bool:
 
 
 def on_host(logits) -> np.ndarray:
-    """Logits where a backbone keeps them -> numpy on the host (numpy as it is, a torch tensor copied)."""
-    return logits if isinstance(logits, np.ndarray) else logits.cpu().numpy()
+    """Logits or rows where a backbone or prior keeps them -> numpy on the host (numpy as it is, a torch
+    tensor copied in its dtype).  [..., V] -> [..., V]"""
+    return logits if isinstance(logits, np.ndarray) else logits.detach().cpu().numpy()
 
 
 class Backbone(ABC):
