@@ -84,6 +84,20 @@ def test_a_checksum_mismatch_is_an_error_and_nothing_is_kept(server, tmp_path):
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
 
 
+def test_an_upstream_md5_checks_files_without_a_sha256(server, tmp_path):
+    base, _, seen = server
+    good = dl.RemoteFile("ett/ETTm1.csv", base + "ETT-small/ETTh1.csv", None, None, hashlib.md5(CONTENT).hexdigest())
+    [path] = dl.download(dl.Dataset("ett", "test", "test", (good,)), tmp_path / "a", log=lambda m: None)
+    assert path.read_bytes() == CONTENT
+    bad = dl.RemoteFile("ett/ETTm1.csv", good.url, None, None, "0" * 32)
+    with pytest.raises(SDTError, match="md5 is not 0000"):
+        dl.download(dl.Dataset("ett", "test", "test", (bad,)), tmp_path / "b", log=lambda m: None)
+
+
+def test_every_ett_file_is_checked():
+    assert all(f.checksum is not None for f in dl.DATASETS["ett"].files)
+
+
 def test_a_partial_download_resumes_with_a_range_request(server, tmp_path):
     base, _, seen = server
     part = tmp_path / "cache" / "ett" / "ETTh1.csv.part"

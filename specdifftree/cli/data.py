@@ -33,10 +33,10 @@ def data_list():
         unsized = sum(f.size is None for f in d.files)
         known = [f.size for f in d.files if f.size is not None]
         size = " + ".join(([f"{sum(known) / 1e6:.1f} MB"] if known else []) + ([f"{unsized} of unknown size"] if unsized else []))
-        unchecked = sum(f.sha256 is None for f in d.files)
+        unchecked = sum(f.checksum is None for f in d.files)
         click.echo(f"{d.name}: {d.description}")
         click.echo(f"  {len(d.files)} files, {size}; licence: {d.licence}")
-        click.echo(f"  found in: {place}" + (f"; {unchecked} file(s) without a known sha256" if unchecked else ""))
+        click.echo(f"  found in: {place}" + (f"; {unchecked} file(s) without a known checksum" if unchecked else ""))
     click.echo(f"\ndownloads go to {data_cache_dir()} (SDT_DATA_DIR)")
 
 

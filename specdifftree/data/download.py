@@ -9,8 +9,10 @@
 Files keep shared/data's layout (ett/ETTh1.csv, m4/Hourly-train.csv, har_chest_acc/1.csv,
 ecg/100.hea), so a loader given either directory reads them the same way. URLs name the upstream
 repositories at the commits shared/data's copies were read from (its README), so the sha256 of those
-copies checks each download. Files shared/data has no copy of carry no checksum (`sha256` None):
-they are fetched and kept unchecked, and `sdt data list` says so.
+copies checks each download. ETTm1 and ETTm2, which shared/data lacks, are checked by the md5s
+darts' dataset loaders publish for the same ETDataset files (darts' md5s of ETTh1 and ETTh2 equal
+those of shared/data's copies). Files with neither checksum are fetched and kept unchecked, and
+`sdt data list` says so.
 
 Downloads go through pooch (temporary file, sha256 check, then an atomic move); the transfer itself
 resumes a file's earlier partial download (`NAME.part`, an HTTP Range request) and shows a progress
@@ -35,7 +37,13 @@ class RemoteFile:
     path: str                # relative to a data directory: "ett/ETTh1.csv"
     url: str
     size: Optional[int]      # bytes; None where no copy was measured
-    sha256: Optional[str]    # None where no copy was checked: the download is kept unchecked
+    sha256: Optional[str]    # None where no copy was checked here
+    md5: Optional[str] = None  # an upstream-published md5 where there is no sha256; neither: unchecked
+
+    @property
+    def checksum(self) -> Optional[tuple[str, str]]:
+        """(algorithm, hex digest) a download is checked against, or None when none is known."""
+        return ("sha256", self.sha256) if self.sha256 else ("md5", self.md5) if self.md5 else None
 
 
 @dataclass(frozen=True)
@@ -57,9 +65,8 @@ _WFDB = "https://raw.githubusercontent.com/MIT-LCP/wfdb-python/6850ad1aa0c1fcb22
 _ETT_FILES = (
     ("ETTh1.csv", 2589657, "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066"),
     ("ETTh2.csv", 2417960, "a3dc2c597b9218c7ce1cd55eb77b283fd459a1d09d753063f944967dd6b9218b"),
-    ("ETTm1.csv", None, None),
-    ("ETTm2.csv", None, None),
 )
+_ETT_MD5 = {"ETTm1.csv": "82d6bd89109c63d075d99c1077b33f38", "ETTm2.csv": "7687e47825335860bf58bccb31be0c56"}
 _M4_FILES = {  # frequency: ((train bytes, sha256), (test bytes, sha256))
     "Hourly": ((2347115, "ea59b7783573c49077a835ab6465c7d66f1474783360f310988a9a737fbca62f"),
                (132820, "71a57fccb15e534d973626ada4fb87febf789e9317715b7cc6dd3b5f90db6f42")),
@@ -96,7 +103,9 @@ def _files(folder: str, base: str, table) -> tuple[RemoteFile, ...]:
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
     Dataset("ett", "ETTh1, ETTh2 (hourly), ETTm1, ETTm2 (15-minute): transformer loads and oil temperature",
-            "CC BY-ND 4.0 (ETDataset LICENSE); cite Zhou et al., AAAI 2021", _files("ett", _ETT, _ETT_FILES)),
+            "CC BY-ND 4.0 (ETDataset LICENSE); cite Zhou et al., AAAI 2021",
+            _files("ett", _ETT, _ETT_FILES) + tuple(RemoteFile(f"ett/{name}", _ETT + name, None, None, md5)
+                                                    for name, md5 in _ETT_MD5.items())),
     *(Dataset(f"m4-{freq.lower()}", f"M4 competition, {freq} series: train and test (wide CSV)", _M4_LICENCE,
               (RemoteFile(f"m4/{freq}-train.csv", f"{_M4}Train/{freq}-train.csv", *train),
                RemoteFile(f"m4/{freq}-test.csv", f"{_M4}Test/{freq}-test.csv", *test)))
@@ -145,8 +154,8 @@ def data_file(rel: str | Path, root: Optional[Path] = None) -> Path:
 
 def download(dataset: Dataset, dest: Optional[Path] = None, log: Callable[[str], None] = print) -> list[Path]:
     """Fetch the files of `dataset` that `dest` (default: the cache, paths.data_cache_dir()) lacks or
-    holds with another sha256; returns every file's path. SDTError, one line, when a file cannot be
-    fetched (naming its URL and where to place it by hand) or its sha256 differs from the table's."""
+    holds with another checksum; returns every file's path. SDTError, one line, when a file cannot be
+    fetched (naming its URL and where to place it by hand) or its checksum differs from the table's."""
     import pooch
 
     dest = Path(dest) if dest is not None else data_cache_dir()
@@ -154,22 +163,22 @@ def download(dataset: Dataset, dest: Optional[Path] = None, log: Callable[[str],
     out = []
     for f in dataset.files:
         target = dest / f.path
-        if target.is_file() and (f.sha256 is None or pooch.file_hash(str(target)) == f.sha256):
+        alg, digest = f.checksum or (None, None)
+        if target.is_file() and (alg is None or pooch.file_hash(str(target), alg=alg) == digest):
             out.append(target)
             continue
         start = time.monotonic()
-        known = f"sha256:{f.sha256}" if f.sha256 else None
         try:
-            pooch.retrieve(f.url, known, fname=target.name, path=target.parent,
+            pooch.retrieve(f.url, f"{alg}:{digest}" if alg else None, fname=target.name, path=target.parent,
                            downloader=_resuming(target.with_name(target.name + ".part"), f))
         except ValueError:  # pooch's hash mismatch; the downloaded bytes are already deleted
-            raise SDTError(f"{f.url}: the download's sha256 is not {f.sha256}; nothing was kept "
+            raise SDTError(f"{f.url}: the download's {alg} is not {digest}; nothing was kept "
                            f"(a changed upstream file, or a proxy rewrote it)") from None
         except OSError as e:  # requests' errors are OSErrors: no network, refused, HTTP status
             raise SDTError(f"cannot download {f.url} ({_reason(e)}); place the file by hand at {target}"
-                           + (f" (sha256 {f.sha256})" if f.sha256 else "")) from None
+                           + (f" ({alg} {digest})" if alg else "")) from None
         log(f"{f.path}: {target.stat().st_size:,} bytes in {time.monotonic() - start:.1f}s"
-            + ("" if f.sha256 else " (no checksum known: kept unchecked)"))
+            + ("" if alg else " (no checksum known: kept unchecked)"))
         out.append(target)
     return out
 
