@@ -78,3 +78,38 @@ def test_bad_levels_and_missing_series_fail_before_loading(run_cli, tmp_path):
     assert code == 2 and "--out-csv writes a forecast: it needs --series" in err
     with pytest.raises(SDTError, match="none of the 1 samples holds 3 values"):
         forecast_rows([{"values": [1.0]}], context_from_array(np.arange(8.0), horizon=3), "dts")
+
+
+@pytest.mark.skipif(not ETTH1.is_file(), reason="shared/data is not beside the checkout")
+def test_experiment_forecasts_join_every_cell_under_its_label(tmp_path):
+    """DIR/forecasts.csv: one row per (window, step) with the truth `y`, ETT windows dated from the
+    file, M4 ones counted; a method with two cells gets method@budget/seedS labels."""
+    from specdifftree.experiments.long_format import write_experiment_forecasts
+
+    experiment = {"data_root": str(ETTH1.parents[1]), "datasets": [
+        {"name": "ETTh1-OT-h2", "source": "ett", "file": "ett/ETTh1.csv", "column": "OT", "horizon": 2},
+        {"name": "M4-h2", "source": "m4", "file": None, "column": "OT", "horizon": 2}]}
+    (tmp_path / "experiment.json").write_text(json.dumps(experiment))
+
+    def record(dataset, method, seed, window, values, target):
+        return {"cell": {"dataset": dataset, "method": method, "budget": 100, "seed": seed},
+                "windows": [{"window": window, "history": [1.0, 2.0, 3.0, 4.0], "target": target,
+                             "samples": [{"values": v} for v in values]}]}
+
+    records = [record("ETTh1-OT-h2", "dts", 0, "end=15000", [[1, 2], [3, 4], [5, 6]], [7.0, 8.0]),
+               record("ETTh1-OT-h2", "dts", 1, "end=15000", [[2, 2]], [7.0, 8.0]),
+               record("ETTh1-OT-h2", "naive", 0, "end=15000", [[4, 4]], [7.0, 8.0]),
+               record("M4-h2", "naive", 0, "H7", [[9, 9], [9, 1]], [5.0, 6.0])]
+    path = write_experiment_forecasts(tmp_path, records, levels=[80])
+    header, rows = read_csv(path)
+    assert header[:3] == ["unique_id", "ds", "y"]
+    assert header[3:6] == ["dts@100/seed0", "dts@100/seed0-lo-80", "dts@100/seed0-hi-80"]
+    assert "dts@100/seed1" in header and "naive" in header  # naive: one budget and seed on both datasets
+    with ETTH1.open() as f:
+        dates = [line.split(",")[0] for line in f][1:]
+    ett = [r for r in rows if r["unique_id"] == "ETTh1-OT-h2/end=15000"]
+    assert [r["ds"] for r in ett] == dates[15000:15002] and [float(r["y"]) for r in ett] == [7.0, 8.0]
+    assert [float(r["dts@100/seed0"]) for r in ett] == [3.0, 4.0]  # the median of the samples per step
+    m4 = [r for r in rows if r["unique_id"] == "M4-h2/H7"]
+    assert [r["ds"] for r in m4] == ["4", "5"] and [float(r["naive"]) for r in m4] == [9.0, 5.0]
+    assert m4[0]["dts@100/seed0"] == ""  # a cell without that window leaves its columns empty

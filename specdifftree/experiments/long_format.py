@@ -10,11 +10,18 @@ from the history's stamps), else the integer row index after the history.
 
     rows = forecast_rows(samples, context, "dts", levels=[80, 95])
     write_forecast_csv("forecast.csv", samples, context, "dts", levels=[80, 95])
+
+An experiment's cells go into one file, DIR/forecasts.csv (`write_experiment_forecasts`, rebuilt
+with results.csv), in statsforecast's cross-validation shape: `unique_id` = "<dataset>/<window>",
+`ds`, `y` (the window's true continuation), then each cell's columns under its label (the method,
+or "<method>@<budget>/seed<seed>" where its cells differ in budget or seed), ready for utilsforecast's
+`evaluate`.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence
@@ -76,6 +83,78 @@ def write_forecast_csv(path: str | Path, samples: list[dict], context: Context, 
     return path
 
 
+EXPERIMENT_LEVELS = (80.0, 95.0)
+
+
+def write_experiment_forecasts(out_dir: str | Path, records: list[dict],
+                               levels: Sequence[float] = EXPERIMENT_LEVELS) -> Optional[Path]:
+    """DIR/forecasts.csv from the experiment's cell records (see the module docstring); None when no
+    window has a forecast to write."""
+    import json
+
+    from specdifftree.files import write_text
+
+    out_dir = Path(out_dir)
+    experiment = json.loads((out_dir / "experiment.json").read_text())
+    specs = {d["name"]: d for d in experiment["datasets"]}
+    labels = _cell_labels([r["cell"] for r in records])
+    table: dict[tuple, dict] = {}
+    columns: list[str] = []
+    for record, label in zip(records, labels):
+        spec = specs.get(record["cell"]["dataset"], {})
+        for window in record["windows"]:
+            context = _window_context(window, spec, experiment.get("data_root"))
+            try:
+                rows = forecast_rows(window["samples"], context, label, levels,
+                                     unique_id=f"{record['cell']['dataset']}/{window['window']}")
+            except SDTError:  # no well-formed sample in this window: its cells stay empty
+                continue
+            target = window.get("target") or []
+            for t, row in enumerate(rows):
+                key = (row["unique_id"], row["ds"])
+                table.setdefault(key, {"unique_id": key[0], "ds": key[1],
+                                       "y": target[t] if t < len(target) else None}).update(row)
+            columns += [c for c in rows[0] if c not in ("unique_id", "ds") and c not in columns]
+    if not table:
+        return None
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["unique_id", "ds", "y", *columns], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table.values())
+    path = out_dir / "forecasts.csv"
+    write_text(path, buf.getvalue())
+    return path
+
+
+def _cell_labels(cells: list[dict]) -> list[str]:
+    """A column label per cell: its method, or method@budget/seedS where the method's cells differ in
+    budget or seed (one method's cells on several datasets share a column)."""
+    runs: dict[str, set] = {}
+    for c in cells:
+        runs.setdefault(c["method"], set()).add((c["budget"], c["seed"]))
+    return [c["method"] if len(runs[c["method"]]) == 1 else f"{c['method']}@{c['budget']}/seed{c['seed']}"
+            for c in cells]
+
+
+def _window_context(window: dict, spec: dict, data_root: Optional[str]) -> Context:
+    """A window's context as forecast_rows reads it: the history, the horizon, and for an ETT window
+    ("end=N") its file and row, so `ds` continues the file's timestamps."""
+    history = np.asarray(window["history"], dtype=np.float64)
+    horizon = int(spec.get("horizon") or len(window.get("target") or []) or 1)
+    meta: dict = {"end": len(history)}
+    key = str(window["window"])
+    if spec.get("source") == "ett" and key.startswith("end=") and spec.get("file"):
+        from specdifftree.data.download import data_file
+        from specdifftree.experiments.datasets import data_root as resolve_root
+
+        try:
+            meta = {"series_file": str(data_file(Path(spec["file"]).expanduser(), resolve_root(data_root))),
+                    "column": spec.get("column"), "end": int(key[4:])}
+        except SDTError:  # the data file is gone: integer steps instead of timestamps
+            pass
+    return Context(series=history, horizon=horizon, meta=meta)
+
+
 def future_stamps(context: Context, horizon: int) -> list:
     """The `horizon` stamps after the history: timestamps ("YYYY-MM-DD HH:MM:SS") continuing the
     series file's date column at the history's frequency, else integer row indices."""
@@ -132,4 +211,5 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-__all__ = ["check_levels", "forecast_rows", "forecast_source", "future_stamps", "history_stamps", "write_forecast_csv"]
+__all__ = ["check_levels", "forecast_rows", "forecast_source", "future_stamps", "history_stamps", "write_experiment_forecasts",
+           "write_forecast_csv"]

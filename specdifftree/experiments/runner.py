@@ -5,6 +5,8 @@ Layout of the output directory DIR:
     DIR/experiment.json                   the resolved experiment (preset merged in)
     DIR/results.csv                       one row per finished cell: its means over windows, and what
                                           it was made with (experiments/provenance.py)
+    DIR/forecasts.csv                     every cell's forecasts in statsforecast's long format (median
+                                          and 80/95% bands per step, `y` the truth; long_format.py)
     DIR/cells/<cell>/record.json          per-window metrics, histories, targets, samples' values, provenance
     DIR/cells/<cell>/tracking.jsonl       the local tracking record (specdifftree.tracking)
     DIR/cells/<cell>/wandb/               the offline W&B run (unless --no-wandb)
@@ -386,8 +388,13 @@ def result_row(record: dict) -> dict:
 
 
 def write_results(out_dir: str | Path) -> list[dict]:
-    """Rebuild DIR/results.csv from the cell records (atomically). Returns its rows."""
-    rows = [result_row(r) for r in read_records(out_dir)]
+    """Rebuild DIR/results.csv, and the cells' forecasts as DIR/forecasts.csv (long format,
+    experiments/long_format.py), from the cell records (atomically). Returns results.csv's rows."""
+    from specdifftree.experiments.long_format import write_experiment_forecasts
+
+    records = read_records(out_dir)
+    write_experiment_forecasts(out_dir, records)
+    rows = [result_row(r) for r in records]
     rows.sort(key=lambda r: (r["dataset"], r["method"], r["budget"], r["seed"]))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore", lineterminator="\n")
