@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 
 __all__ = ["AmortizeConfig", "Context", "METHODS", "Placement", "PriorSource", "Queries", "SearchConfig", "SearchResult",
            "SearchRun", "build_context", "collect_buffer", "context_from_array", "convert_opentslm", "forecast_record",
-           "generate", "open_prior", "run_experiment", "run_search", "search_run", "train_flow", "train_prior"]
+           "generate", "open_prior", "run_experiment", "run_search", "search_many", "search_run", "train_flow",
+           "train_prior"]
 
 
 def __getattr__(name: str):

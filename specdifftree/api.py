@@ -110,15 +110,46 @@ def search_run(prior: PriorLike, context: Optional[Context] = None, *, reward: U
     options: any SearchConfig field (budget, iterations, samples, seed, flow, alpha, ...).
     """
     check_search(method, lam, options)  # before loading anything
-    if isinstance(prior, Queries):
-        queries = prior
-    else:
-        rewards = [reward] if isinstance(reward, str) else list(reward)
-        queries = Queries.open(prior, rewards, lam, backbone=backbone, placement=placement)
+    queries = opened(prior, reward, lam, backbone, placement)
     cfg = SearchConfig(lam=queries.lam if lam is None else lam, **options).validate()
     problem = queries.problem(context)
     result = run_search(problem, method, cfg, show_progress=progress)
     return SearchRun(queries, problem, cfg, method, result, backbone)
+
+
+def search_many(prior: PriorLike, contexts: Sequence[Context], *, reward: Union[str, Sequence[str]] = (),
+                method: str = "dts", lam: Optional[float] = None, backbone: Optional[str] = None,
+                placement: Optional[Placement] = None, seeds: Optional[Sequence[int]] = None,
+                max_rows: Optional[int] = None, max_active: Optional[int] = None, progress: bool = False,
+                **options) -> list[SearchRun]:
+    """`search_run` for many contexts at once: their searches advance in lockstep, each round's rows of
+    every query in one backbone forward (search/many.py). Each SearchRun is what `search_run(prior,
+    context, seed=...)` gives alone (same samples; log-probs up to float rounding on a neural prior).
+    seeds: one per context (default: `options`' seed for every one). max_rows: rows per forward
+    (default 256 on the host, 2048 on a GPU); max_active: queries alive at once (default: all).
+    The other arguments as for `search_run`."""
+    from dataclasses import replace
+
+    from specdifftree.progress import progress as progress_bar
+    from specdifftree.search.many import run_many
+
+    check_search(method, lam, options)
+    queries = opened(prior, reward, lam, backbone, placement)
+    cfg = SearchConfig(lam=queries.lam if lam is None else lam, **options).validate()
+    cfgs = [cfg if seeds is None else replace(cfg, seed=int(s)) for s in (seeds if seeds is not None else contexts)]
+    problems = [queries.problem(c) for c in contexts]
+    with progress_bar(len(problems), method, "queries", enabled=progress) as bar:
+        results = run_many(problems, method, cfgs, max_rows=max_rows, max_active=max_active, progress=bar.update)
+    return [SearchRun(queries, p, c, method, r, backbone) for p, c, r in zip(problems, cfgs, results)]
+
+
+def opened(prior: PriorLike, reward: Union[str, Sequence[str]], lam: Optional[float], backbone: Optional[str],
+           placement: Optional[Placement]) -> Queries:
+    """`prior` as Queries: as it is, or opened with the reward spec(s) and lambda."""
+    if isinstance(prior, Queries):
+        return prior
+    rewards = [reward] if isinstance(reward, str) else list(reward)
+    return Queries.open(prior, rewards, lam, backbone=backbone, placement=placement)
 
 
 def check_search(method: str, lam: Optional[float], options: dict) -> None:
@@ -205,4 +236,5 @@ def run_experiment(config: Union[str, Path], preset: Optional[str] = None, out_d
 
 __all__ = ["AmortizeConfig", "Context", "METHODS", "Placement", "PriorSource", "Queries", "SearchConfig", "SearchResult",
            "SearchRun", "build_context", "collect_buffer", "context_from_array", "convert_opentslm", "forecast_record",
-           "generate", "open_prior", "run_experiment", "run_search", "search_run", "train_flow", "train_prior"]
+           "generate", "open_prior", "run_experiment", "run_search", "search_many", "search_run", "train_flow",
+           "train_prior"]
