@@ -22,11 +22,15 @@ The directory loads with AutoModelForCausalLM / AutoTokenizer.from_pretrained(DI
               help="Where the training steps run, in float32. The committed backbones are CPU builds: "
                    "another device trains on the same batches but gives other weights (float reductions "
                    "differ), so the recorded prefix hashes hold on the CPU only.")
-def pretrain_backbone_cmd(out_dir, preset, seed, device):
+@click.option("--checkpoint-every", type=int, default=50, show_default=True,
+              help="Save the build's state to OUT.ckpt every N steps (0: never); a rerun of the same "
+                   "command goes on from it, with the same weights as an uninterrupted build.")
+def pretrain_backbone_cmd(out_dir, preset, seed, device, checkpoint_every):
     """Build the embedded default backbone (small Llama, digit-level tokenizer) as a transformers directory."""
     from specdifftree.train.backbone import pretrain_backbone
 
-    path = pretrain_backbone(out_dir, preset=preset, seed=seed, progress=True, device=device)
+    path = pretrain_backbone(out_dir, preset=preset, seed=seed, progress=True, device=device,
+                             checkpoint_every=checkpoint_every)
     click.echo(f"wrote {path}")
 
 

@@ -83,6 +83,14 @@ def build_stage(name: str, split: SplitName, n: int, seed: int = 0, data_dir: Op
     return [out[k] for k in order]
 
 
+def draw_example(name: str, rng: np.random.Generator, i: int, root: Optional[Path], split: SplitName = "train",
+                 context_length: int = 96, horizon: int = 24) -> Example:
+    """One example of stage `name` drawn with rng by the builder `build_stage` uses (i picks the
+    label of a label stage: options[i % k]), from `split`'s real windows (root None: generators
+    only). For corpora that write stage-like text (`data/text_corpus.py`)."""
+    return _BUILDERS[name](rng, i, _Ctx(root, split, horizon, context_length))
+
+
 def parse_label(stage: str, text: str, options: Sequence[str] = ()) -> Optional[str]:
     """The label a generated answer ends with ("... Answer: (b)" -> "b", "Answer: walking" ->
     "walking"), matched case-insensitively against `options` (default: the stage's offline

@@ -65,10 +65,10 @@ def weight_files(spec: str) -> dict[str, Optional[Path]]:
 def backbone_file(ref) -> Optional[Path]:
     """Where a backbone reference's weights are (default, hf:DIR: the model directory; gguf:FILE), or
     None (a hub id)."""
-    if ref.kind == "default":
+    if ref.kind in ("default", "text"):
         from specdifftree.prior.default import default_backbone
 
-        return default_backbone()
+        return default_backbone(ref.kind)
     path = Path(ref.arg)
     if ref.kind == "hf" and model_files(path):
         return path

@@ -24,6 +24,8 @@ from specdifftree.errors import SDTError
 from specdifftree.paths import sdt_home
 
 DEFAULT_BACKBONE = "default-v7"  # bump the suffix when the preset or corpus changes
+TEXT_BACKBONE = "text-v1"  # `--prior text` / `--backbone text`: default-v7 trained on to write text (preset text)
+PACKAGED_NAMES = {"default": DEFAULT_BACKBONE, "text": TEXT_BACKBONE}  # packaged backbones by spec name
 # the default backbone as `sdt pretrain-backbone --preset default` built it, committed so that first
 # use is instant and every machine searches the same weights (its sdt_backbone.json: how it was built)
 PACKAGED = Path(__file__).resolve().parent.parent / "assets" / "backbones"
@@ -35,23 +37,23 @@ def is_built(path: Path) -> bool:
     return all((path / f).is_file() for f in files)
 
 
-def packaged_backbone() -> Path | None:
-    """The default backbone shipped in the package (PACKAGED/DEFAULT_BACKBONE), or None when the
-    install left it out."""
-    path = PACKAGED / DEFAULT_BACKBONE
+def packaged_backbone(name: str = "default") -> Path | None:
+    """The packaged backbone `name` ("default": PACKAGED/DEFAULT_BACKBONE; "text": PACKAGED/TEXT_BACKBONE),
+    or None when the install left it out."""
+    path = PACKAGED / PACKAGED_NAMES[name]
     return path if is_built(path) else None
 
 
 def cache_dir(preset: str = "default") -> Path:
     """Where a build of the backbone preset lives outside the package: sdt_home()/backbones/<name>."""
-    return sdt_home() / "backbones" / (DEFAULT_BACKBONE if preset == "default" else f"{preset}-v1")
+    return sdt_home() / "backbones" / PACKAGED_NAMES.get(preset, f"{preset}-v1")
 
 
 def default_backbone(preset: str = "default") -> Path:
-    """The packaged default backbone when preset is "default" and it is installed; otherwise the
+    """The packaged backbone when preset is "default" or "text" and it is installed; otherwise the
     build in `cache_dir(preset)`. SDTError (naming the command that builds it) when there is none."""
-    if preset == "default" and packaged_backbone() is not None:
-        return packaged_backbone()
+    if preset in PACKAGED_NAMES and packaged_backbone(preset) is not None:
+        return packaged_backbone(preset)
     target = cache_dir(preset)
     if is_built(target):
         return target

@@ -40,6 +40,7 @@ PRIOR_KINDS: dict[str, PriorKind] = {
     "markov": PriorKind("specdifftree.prior.sources:open_markov",
                         "markov:FILE.json, or a built-in problem name (see `sdt bench exactness --list`)"),
     "default": PriorKind("specdifftree.prior.sources:open_tslm", "default: the embedded default backbone", backbone=True),
+    "text": PriorKind("specdifftree.prior.sources:open_tslm", "text: the packaged backbone that writes text", backbone=True),
     "hf": PriorKind("specdifftree.prior.sources:open_tslm", "hf:ID_OR_PATH: a transformers causal LM", backbone=True),
     "gguf": PriorKind("specdifftree.prior.sources:open_tslm", "gguf:FILE: a GGUF model through llama.cpp", backbone=True),
     "checkpoint": PriorKind("specdifftree.prior.sources:open_tslm",
@@ -56,9 +57,9 @@ def parse_prior(spec: str, backbone: Optional[str] = None) -> PriorSpec:
     where given (opentslm: and checkpoint specs only). SDTError, with a "did you mean", on anything else."""
     spec = str(spec)
     kind, sep, arg = spec.partition(":")
-    if spec == "default":
-        parsed = PriorSpec("default", "", spec)
-    elif sep and arg and kind in PRIOR_KINDS and kind not in ("default", "checkpoint"):
+    if spec in ("default", "text"):
+        parsed = PriorSpec(spec, "", spec)
+    elif sep and arg and kind in PRIOR_KINDS and kind not in ("default", "text", "checkpoint"):
         parsed = PriorSpec(kind, arg, spec)
     elif Path(spec).is_dir():
         parsed = PriorSpec("checkpoint", spec, spec)

@@ -85,7 +85,8 @@ PREFIX_STEPS = 4  # the build's first steps, hashed into its record (`prefix_rec
 
 
 def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePreset] = "default",
-                      seed: Optional[int] = None, progress: bool = True, device: str = "cpu") -> Path:
+                      seed: Optional[int] = None, progress: bool = True, device: str = "cpu",
+                      checkpoint_every: int = 0) -> Path:
     """Train the backbone from scratch and write a transformers directory at out_dir (atomically:
     built in out_dir.tmp-<pid>, then renamed; an existing out_dir is replaced). seed None = the
     preset's seed. Returns out_dir. The directory's sdt_backbone.json records the command, preset,
@@ -93,7 +94,11 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
 
     device: where the steps run, in float32 ("cpu", "cuda[:N]", "mps"; `Placement` rules). The
     committed backbones and their prefix hashes are CPU builds: another device trains the same
-    recipe on the same batches, but its float reductions differ, so its weights are not the CPU's."""
+    recipe on the same batches, but its float reductions differ, so its weights are not the CPU's.
+
+    checkpoint_every > 0: every that many steps the build's state goes to out_dir.ckpt
+    (`train/backbone_state.py`); a build of the same preset and seed finding it there goes on from
+    it (same weights as without the interruption) and removes it when done."""
     import torch
 
     from specdifftree.machine import cpu_name, fingerprint, version
@@ -103,7 +108,8 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
     seed = p.seed if seed is None else int(seed)
     out_dir = Path(out_dir)
     start = time.time()
-    model, run = _train(p, seed, p.steps, progress, device)
+    ckpt = out_dir.with_name(f"{out_dir.name}.ckpt") if checkpoint_every > 0 else None
+    model, run = _train(p, seed, p.steps, progress, device, ckpt, checkpoint_every)
     losses = run["losses"]
     tail = losses[-max(1, len(losses) // 10):]
     every = max(1, len(losses) // 50)
@@ -113,7 +119,7 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
         "preset": asdict(p), "seed": seed, "steps": p.steps, "train_tokens": run["tokens"],
         "initial_loss": losses[0], "final_loss": float(np.mean(tail)), "uniform_loss": math.log(VOCAB_SIZE),
         "loss_curve": {str(i): round(v, 4) for i, v in enumerate(losses) if i % every == 0 or i == len(losses) - 1},
-        "prefix": run["prefix"], "corpus": _corpus_description(p),
+        "prefix": run["prefix"], "weights_sha256": _weights_sha256(model), "corpus": _corpus_description(p),
         "wall_time_s": None, "torch": torch.__version__, "transformers": version("transformers"), "cpu": cpu_name(),
         "machine": fingerprint(), "device": run["device"],
     }
@@ -133,6 +139,8 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
         replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if ckpt is not None:
+        shutil.rmtree(ckpt, ignore_errors=True)
     return out_dir
 
 
@@ -145,9 +153,22 @@ def prefix_record(preset: Union[str, BackbonePreset] = "default", seed: Optional
     return _train(p, p.seed if seed is None else int(seed), PREFIX_STEPS, progress=False)[1]["prefix"]
 
 
-def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str = "cpu"):
-    """The first `steps` steps of the preset's training (its schedule runs over p.steps), on `device`.
+def _documents(p: BackbonePreset, seed: int) -> Iterator[str]:
+    """The preset's corpus stream."""
+    if p.corpus == "text":
+        from specdifftree.data.text_corpus import iter_text_documents
+
+        return iter_text_documents(seed, max_tokens=p.seq_len)
+    return iter_documents(seed, max_tokens=p.seq_len, mix=p.corpus_mix())
+
+
+def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str = "cpu",
+           ckpt: Optional[Path] = None, every: int = 0):
+    """The first `steps` steps of the preset's training (its schedule runs over p.steps), on `device`;
+    with ckpt, its state saved there every `every` steps and resumed from there when it matches.
     -> (model in eval mode, on the CPU; {"losses", "tokens", "prefix", "device"})"""
+    from specdifftree.train.backbone_state import load_state, save_state
+
     import hashlib
 
     import torch
@@ -168,11 +189,22 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, p))
             if p.init:
                 _load_init(model, p.init)
-            docs = iter_documents(seed, max_tokens=p.seq_len, mix=p.corpus_mix())
-            batches = _batches(docs, p.batch_size, p.seq_len)
-            losses, tokens, seen, prefix = [], 0, hashlib.sha256(), None
-            bar = progress_bar(steps, f"pretraining {p.name} backbone", "steps", enabled=progress, leave=True)
-            for step in range(steps):
+            batches = _batches(_documents(p, seed), p.batch_size, p.seq_len)
+            losses, tokens, seen, prefix, first = [], 0, hashlib.sha256(), None, 0
+            who = {"preset": asdict(p), "seed": seed, "steps": p.steps}
+            meta = load_state(ckpt, model, opt) if ckpt is not None and ckpt.is_dir() else None
+            if meta is not None and meta["who"] == json.loads(json.dumps(who)):
+                losses, tokens, prefix, first = meta["losses"], meta["tokens"], meta["prefix"], meta["step"]
+                for _ in range(first):  # the stream replayed to where the checkpoint was taken
+                    next(batches)
+                for g in opt.param_groups:
+                    g["lr"] = g["initial_lr"] * _lr_factor(first, p)
+                sched.last_epoch = first
+            elif meta is not None:
+                raise SDTError(f"{ckpt} holds a checkpoint of another build; remove it or build elsewhere")
+            bar = progress_bar(steps, f"pretraining {p.name} backbone", "steps", enabled=progress, leave=True,
+                               initial=first)
+            for step in range(first, steps):
                 ids = next(batches)
                 labels = ids.masked_fill(ids == PAD_ID, -100)
                 loss = model(input_ids=ids.to(dev), labels=labels.to(dev)).loss
@@ -187,8 +219,11 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str
                 if step + 1 == min(PREFIX_STEPS, steps):
                     prefix = {"steps": step + 1, "batches_sha256": seen.hexdigest(),
                               "weights_sha256": _weights_sha256(model), "losses": list(losses)}
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
                 bar.update(1)
+                if ckpt is not None and every > 0 and (step + 1) % every == 0 and step + 1 < steps:
+                    save_state(ckpt, model, opt, {"who": who, "step": step + 1, "losses": losses,
+                                                  "tokens": tokens, "prefix": prefix})
             bar.close()
             model.eval().to("cpu")
     return model, {"losses": losses, "tokens": tokens, "prefix": prefix, "device": _device_name(dev)}
@@ -307,7 +342,18 @@ def _corpus_description(p: BackbonePreset) -> dict:
         "real_fraction_read": ETT_TRAIN_FRACTION,
         "real_share_of_windows": p.real_share if real else 0.0,
         **({"ett_share_of_real_windows": p.ett_share} if p.ett_share else {}),
+        **(_text_description() if p.corpus == "text" else {}),
     }
+
+
+def _text_description() -> dict:
+    """What the text corpus adds (data/text_corpus.py); its series documents are drawn with its own
+    fields (SERIES_MIX), which replace the preset's corpus fields."""
+    from specdifftree.data.text_corpus import SERIES_MIX, TEXT_MIX
+
+    return {"text_mix": TEXT_MIX, "series_documents": asdict(SERIES_MIX),
+            "text": "curriculum stage examples of the train split (stages 1-5: prompt + answer); level-3 "
+                    "captions of accelerometer activity pieces and of ECG windows with annotated beats"}
 
 
 # --------------------------------------------------------------------------- build on first use

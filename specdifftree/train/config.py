@@ -116,12 +116,16 @@ class BackbonePreset:
     horizon: tuple = CorpusMix.horizon  # forecast lengths of a forecast document, uniform in [lo, hi]
     periodic_share: float = CorpusMix.periodic_share  # share of synthetic windows that are repeated shapes
     ett_share: float = CorpusMix.ett_share  # share of real windows from the ETT columns (0: series drawn uniformly)
+    corpus: str = "series"  # "series": data/corpus.py (the corpus fields above); "text": data/text_corpus.py
+                            # (stage-like questions, captions of levels 1-3 and rationales, plus series text)
     init: str = ""  # start from these weights instead of random ones: a backbone directory name under
                     # specdifftree/assets/backbones, or else a backbone preset (built first, cached);
                     # their sha256 goes in the record; more layers than init's come from `expand_layers`
 
     def __post_init__(self) -> None:
         self.history, self.horizon = tuple(self.history), tuple(self.horizon)
+        if self.corpus not in ("series", "text"):
+            raise SDTError(f"backbone preset '{self.name}': corpus must be series or text, not '{self.corpus}'")
         for key, (lo, hi) in (("history", self.history), ("horizon", self.horizon)):
             if not 1 <= lo <= hi:
                 raise SDTError(f"backbone preset '{self.name}': {key} must be [lo, hi] with 1 <= lo <= hi")
