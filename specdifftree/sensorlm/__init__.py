@@ -1,0 +1,12 @@
+"""A sensor-language model: SensorLM's two-tower recipe (a ViT over time x channel patches and a
+small text transformer, SigLIP loss) trained on the package's hierarchical captions; a learned
+reward of how well a text fits a series, a zero-shot classifier and a retriever.
+
+    model.py       SensorLMConfig, SensorLM (the towers), siglip_loss
+    inputs.py      windows -> patch tensors, texts -> token ids, the caption tokenizer
+    pairs.py       (window, caption) pairs per split: chest accelerometer by participant, ETT / M4 by time
+    train.py       SensorLMTrainConfig (presets configs/sensorlm/*.yaml), train_sensorlm (resumable)
+    checkpoint.py  the model directory: check_model_dir, load_sensorlm, save_sensorlm
+    evaluate.py    embeddings, zero-shot probabilities, recall@k, macro-F1, a linear probe
+    reward.py      SensorLMReward: `--reward sensorlm:DIR`
+"""
