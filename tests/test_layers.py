@@ -17,7 +17,7 @@ FLOORS = {  # bottom to top
     "entries": 1, "errors": 1, "files": 1, "machine": 1, "paths": 1, "config": 1, "progress": 1, "report": 1,
     "tracking": 1,
     "data": 2,
-    "prior": 3, "rewards": 3,
+    "prior": 3, "rewards": 3, "sensorlm": 3,
     "search": 4, "validate": 4,
     "problem": 5,
     "amortize": 6, "bench": 6, "train": 6,
@@ -26,6 +26,8 @@ FLOORS = {  # bottom to top
     # S-ADT at search time is a search method: the flow network it reads and the methods built on it
     # sit with search, so that the method registry may name them; amortize's trainer stays on floor 6.
     "amortize.flow": 4, "amortize.losses": 4, "amortize.sadt": 4,
+    # the sensorlm trainer keeps its resume state as the curriculum does (train/state.py)
+    "sensorlm.train": 6,
 }
 
 

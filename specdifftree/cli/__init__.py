@@ -9,7 +9,7 @@ import sys
 import click
 
 from specdifftree import __version__
-from specdifftree.cli import amortize, bench, caption, convert, data, experiment, search, train
+from specdifftree.cli import amortize, bench, caption, convert, data, experiment, search, sensorlm, train
 from specdifftree.cli.options import CONTEXT
 from specdifftree.errors import SDTError
 
@@ -29,7 +29,7 @@ def cli():
 
 for command in (search.search, amortize.amortize, train.pretrain_backbone_cmd, train.train_prior_cmd, train.prior,
                 convert.export_gguf_cmd, convert.convert, caption.caption_cmd, bench.bench, experiment.experiment,
-                experiment.compare_cmd, data.data):
+                experiment.compare_cmd, data.data, sensorlm.sensorlm):
     cli.add_command(command)
 
 

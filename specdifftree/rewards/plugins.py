@@ -7,6 +7,7 @@ Grammar (whitespace around tokens is ignored):
     name   := builtin                     a key of REWARDS
             | path ".py" ":" fn           a Python file, loaded under a unique module name
             | module ":" fn               an importable module (dotted name)
+            | "sensorlm:" DIR             a trained sensorlm model's text-series fit (sensorlm/reward.py)
 
 Several specs (a repeated `--reward`) are summed as if joined by "+". Every term is called as
 `fn(text, context) -> float`; the sum is a `CompositeReward`, or the term itself when there is
@@ -131,6 +132,10 @@ def _weight(text: str, spec: str) -> float:
 def _resolve(name: str) -> RewardFn:
     if name in REWARDS:
         return REWARDS[name]()
+    if name.startswith("sensorlm:"):  # a trained sensorlm directory (sdt sensorlm train), not module:fn
+        from specdifftree.sensorlm.reward import sensorlm_reward
+
+        return sensorlm_reward(name)
     target, colon, fn = name.rpartition(":")
     if not colon or not target or not fn:
         raise unknown_name("reward", name, REWARDS, f"{', '.join(REWARDS)}, or path/to/file.py:fn, or module:fn")
