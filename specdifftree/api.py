@@ -65,10 +65,13 @@ class SearchRun:
         weights = {"sha256": self.problem.prior.weights_sha256(),
                    "checkpoint": None if checkpoint is None else str(checkpoint),
                    "installed_prior": source.spec.text == "default" and checkpoint is not None}
+        from specdifftree.sensorlm.reward import reward_costs
+
+        costs = reward_costs(self.queries.reward)  # a learned reward's encoder calls, apart from forward_tokens
         return {**self.result.to_dict(), "samples": samples, "forecast_metrics": metrics,
                 "prior": self.problem.prior.describe(), "weights": weights,
                 "config": {"prior": source.spec.text, "backbone": self.backbone, "reward": list(self.queries.rewards),
-                           **self.cfg.to_dict()}}
+                           **self.cfg.to_dict()}, **({"reward_cost": costs} if costs else {})}
 
     def save_tree(self, path: Union[str, Path]) -> None:
         """The search tree as GraphML (tree methods only)."""
