@@ -14,9 +14,9 @@ or `sdt --help`, stays instant. `specdifftree.search` is the subpackage of searc
 __version__ = "0.1.0"
 
 __all__ = ["AmortizeConfig", "Context", "METHODS", "Placement", "PriorSource", "Queries", "SearchConfig", "SearchResult",
-           "SearchRun", "build_context", "collect_buffer", "context_from_array", "convert_opentslm", "forecast_record",
-           "generate", "open_prior", "run_experiment", "run_search", "search_many", "search_run", "train_flow",
-           "train_prior"]
+           "SearchRun", "Task", "build_context", "collect_buffer", "context_from_array", "convert_opentslm",
+           "forecast_record", "generate", "make_task", "open_prior", "run_experiment", "run_search", "search_many",
+           "search_run", "task_context", "train_flow", "train_prior"]
 
 
 def __getattr__(name: str):

@@ -4,6 +4,8 @@
 
     prior = sdt.open_prior("default")                         # load a prior once (backbone + trained parts)
     context = sdt.context_from_array(history, horizon=24)     # a query from a numpy array
+    context = sdt.context_from_array(xyz[:, 0], covariates=[xyz[:, 1], xyz[:, 2]], task="qa", fs=52,
+                                     question="What is the person doing?", choices="walking,standing")
     result = sdt.generate(prior, context, reward="spectral", method="dts", budget=20_000)
     samples, metrics = sdt.forecast_record(result, context)   # forecasts as numbers, CRPS / MASE / Spec-W1
     sdt.train_flow(["buf.safetensors"], "default", ["spectral"], "runs/flow")   # S-ADT flow network
@@ -23,7 +25,8 @@ from typing import Optional, Sequence, Union
 
 from specdifftree.amortize.pipeline import collect_buffer, train_flow
 from specdifftree.amortize.train import AmortizeConfig
-from specdifftree.data.context import Context, build_context, context_from_array
+from specdifftree.data.context import Context, build_context, context_from_array, task_context
+from specdifftree.data.tasks import Task, make_task
 from specdifftree.experiments.metrics import forecast_matrix, forecast_record
 from specdifftree.prior.backbones.base import Placement
 from specdifftree.prior.sources import PriorSource, open_prior
@@ -52,15 +55,32 @@ class SearchRun:
         """The samples as JSON with their parsed forecasts, and the forecast metrics (`forecast_record`)."""
         return forecast_record(self.result, self.problem.context, season=self.cfg.season)
 
+    @cached_property
+    def text(self) -> tuple[list[dict], dict]:
+        """A caption or qa run's samples as JSON, each with its answer (qa) or fact accuracy per
+        level (caption), and the task metrics (`data.tasks.text_metrics`)."""
+        from specdifftree.data.tasks import text_metrics
+
+        samples = [s.to_dict() for s in self.result.samples]
+        per, metrics = text_metrics([d["text"] for d in samples], self.problem.context)
+        return [{**d, **p} for d, p in zip(samples, per)], metrics
+
     def record(self) -> dict:
         """What `sdt search --out` writes: the result, each sample with its parsed forecast, the
-        forecast metrics, the prior, the weights it ran with and the options.
+        forecast metrics (a caption or qa run: each sample's fact accuracy or answer, the task and its
+        metrics), the prior, the weights it ran with and the options.
 
         weights: {"sha256": the prior's weights identity (Prior.weights_sha256), "checkpoint": the
         trained prior the spec resolved to (None: the backbone alone), "installed_prior": whether
         `default` meant the prior `sdt prior install` put in place}."""
         source = self.queries.source
-        samples, metrics = self.forecast
+        task = self.problem.context.task
+        if task is None:
+            samples, metrics = self.forecast
+            found = {"samples": samples, "forecast_metrics": metrics}
+        else:
+            samples, metrics = self.text
+            found = {"samples": samples, "task": task.describe(), "task_metrics": metrics}
         checkpoint = getattr(source, "checkpoint", None)
         weights = {"sha256": self.problem.prior.weights_sha256(),
                    "checkpoint": None if checkpoint is None else str(checkpoint),
@@ -68,7 +88,7 @@ class SearchRun:
         from specdifftree.sensorlm.reward import reward_costs
 
         costs = reward_costs(self.queries.reward)  # a learned reward's encoder calls, apart from forward_tokens
-        return {**self.result.to_dict(), "samples": samples, "forecast_metrics": metrics,
+        return {**self.result.to_dict(), **found,
                 "prior": self.problem.prior.describe(), "weights": weights,
                 "config": {"prior": source.spec.text, "backbone": self.backbone, "reward": list(self.queries.rewards),
                            **self.cfg.to_dict()}, **({"reward_cost": costs} if costs else {})}
@@ -238,6 +258,6 @@ def run_experiment(config: Union[str, Path], preset: Optional[str] = None, out_d
 
 
 __all__ = ["AmortizeConfig", "Context", "METHODS", "Placement", "PriorSource", "Queries", "SearchConfig", "SearchResult",
-           "SearchRun", "build_context", "collect_buffer", "context_from_array", "convert_opentslm", "forecast_record",
-           "generate", "open_prior", "run_experiment", "run_search", "search_many", "search_run", "train_flow",
-           "train_prior"]
+           "SearchRun", "Task", "build_context", "collect_buffer", "context_from_array", "convert_opentslm",
+           "forecast_record", "generate", "make_task", "open_prior", "run_experiment", "run_search", "search_many",
+           "search_run", "task_context", "train_flow", "train_prior"]

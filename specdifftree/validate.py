@@ -126,6 +126,20 @@ def flow_dir(flow: Optional[PathLike], why: str) -> None:
         raise SDTError(f"{flow} is not a flow checkpoint (write one with `sdt amortize --out DIR`)")
 
 
+def task_options(task: str, question: Optional[str], choices, horizon: Optional[int] = None,
+                 text_outputs: Optional[dict] = None) -> None:
+    """--task, --question, --choices and --horizon agree (data/tasks.py's check_task), and no
+    forecast-only output (`text_outputs`: {option: value}) is asked of a caption or qa task."""
+    from specdifftree.data.tasks import check_task, split_choices
+
+    if choices is not None and not split_choices(choices) or (isinstance(choices, str) and not choices.strip()):
+        raise SDTError("--choices is empty: give the answers allowed, e.g. --choices walking,standing")
+    check_task(task, question, split_choices(choices) if choices else (), horizon)
+    for option, value in (text_outputs or {}).items():
+        if task != "forecast" and value:
+            raise SDTError(f"{option} is for --task forecast, not --task {task}")
+
+
 def names(given: Iterable[str], known: Iterable[str], what: str) -> None:
     """Every name in `given` is one of `known` (SDTError with a "did you mean" otherwise)."""
     from specdifftree.errors import unknown_name
@@ -137,4 +151,4 @@ def names(given: Iterable[str], known: Iterable[str], what: str) -> None:
 
 
 __all__ = ["checkpoint_files", "flow_dir", "input_dir", "input_file", "is_builtin", "names", "output_path",
-           "prior_spec", "reward_specs"]
+           "prior_spec", "reward_specs", "task_options"]

@@ -22,6 +22,13 @@ Examples:
   # the embedded default prior forecasting a real ETTh1 window, steered by the spectral reward
   sdt search --prior default --series ../shared/data/ett/ETTh1.csv --column OT --end 15000 \\
       --context-length 96 --horizon 24 --reward spectral --method dts --iterations 200 --samples 32
+  # a caption of an ETTh1 window, steered towards captions whose facts the series supports
+  sdt search --task caption --prior default --series ../shared/data/ett/ETTh1.csv --column OT --end 15000 \
+      --context-length 96 --reward caption-consistency --method dts --iterations 20 --out c.json
+  # a question about a chest-accelerometer window (its three axes), answered "... Answer: <choice>"
+  sdt search --task qa --prior default --series ../shared/data/har_chest_acc/1.csv --end 20000 \
+      --context-length 512 --question "What is the person doing?" --choices walking,standing,sitting \
+      --method dts --reward answer-consistency --iterations 20
   # S-ADT: save DTS trees to a buffer, train a flow network (`sdt amortize`), then search with it
   sdt search --prior markov:toy3 --method dts --iterations 300 --save-buffer runs/buf.safetensors
   sdt search --prior markov:toy3 --method sadt-sample --flow runs/flow --samples 1000
@@ -41,7 +48,8 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @click.option("--backbone", default=None, metavar="hf:LLM_DIR",
               help="The LLM of an opentslm:CKPT prior (or one replacing a checkpoint DIR's).")
 @click.option("--reward", "rewards", multiple=True, metavar="SPEC",
-              help="spectral | format | length | smoothness | bounds | caption-consistency | FILE.py:fn | module:fn; "
+              help="spectral | format | length | smoothness | bounds | caption-consistency | answer-consistency | "
+                   "FILE.py:fn | module:fn; "
                    "terms join with '+', weights as 0.5*NAME; repeatable (summed).")
 @click.option("--method", default="dts", show_default=True, metavar="NAME",
               help="dts, dts-star, greedy, sample, best-of-n, best-of-n-is, beam, smc, mcts, sadt, sadt-sample; "
@@ -55,6 +63,10 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @click.option("--save-tree", type=click.Path(dir_okay=False), default=None, help="Export the tree as GraphML.")
 @click.option("--save-buffer", type=click.Path(dir_okay=False), default=None,
               help="Append the finished tree (dts, dts-star) to this search buffer, for `sdt amortize`.")
+@click.option("--task", default="forecast", show_default=True, metavar="NAME",
+              help="forecast | caption | qa: the prompt, the answer's grammar and the metrics (docs/tasks.md).")
+@click.option("--question", default=None, metavar="TEXT", help="--task qa: the question.")
+@click.option("--choices", default=None, metavar="A,B,C", help="--task qa: the answers allowed, comma-separated.")
 @click.option("--series", type=click.Path(), multiple=True,
               help="CSV of the context series (for spectral rewards). Repeat it (or --column) for several series: "
                    "the first is forecast, opentslm: priors describe and encode them all.")
@@ -96,13 +108,17 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
               help="--out-csv: prediction intervals' levels in (0, 100): --level 80,95 or --level 80 --level 95.")
 @placement_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, series, column, horizon,
-           context_length, end, plot, out_csv, levels, quiet, device, dtype, n_gpu_layers, **opts):
+def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, task, question, choices, series, column,
+           horizon, context_length, end, plot, out_csv, levels, quiet, device, dtype, n_gpu_layers, **opts):
     """Search or sample from pi*(x) ~ p(x|c) exp(lambda r(x)) with one method."""
     from specdifftree.api import build_context, search_run
     from specdifftree.search.registry import get_method, methods_where
 
+    from specdifftree import validate
+
     get_method(method)  # fail fast on a typo, before loading anything
+    validate.task_options(task, question, choices, horizon, text_outputs={"--plot": plot, "--out-csv": out_csv,
+                                                                           "--save-buffer": save_buffer})
     series, column = (list(v) if len(v) > 1 else (v[0] if v else None) for v in (series, column))
     if plot and (series is None or horizon is None):
         raise SDTError("--plot draws a forecast: it needs --series FILE.csv and --horizon H")
@@ -117,12 +133,15 @@ def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, s
     if save_buffer and not get_method(method).soft_values:
         raise SDTError(f"--save-buffer needs {' or '.join(methods_where(soft_values=True))} (trees of soft values), "
                        f"not '{method}'")
-    from specdifftree import validate
-
     for path, what in ((out, "--out"), (save_tree, "--save-tree"), (save_buffer, "--save-buffer"), (plot, "--plot"),
                        (out_csv, "--out-csv")):
         validate.output_path(path, what)
-    context = build_context(series, column, horizon, context_length, end)
+    if task == "forecast":
+        context = build_context(series, column, horizon, context_length, end)
+    else:
+        from specdifftree.api import make_task, task_context
+
+        context = task_context(make_task(task, question, choices), series, column, context_length, end)
     run = search_run(prior, context, reward=list(rewards), method=method, lam=lam, backbone=backbone,
                      placement=placement(device, dtype, n_gpu_layers), progress=not quiet, **opts)
     if out:
@@ -139,7 +158,10 @@ def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, s
         from specdifftree.experiments.long_format import write_forecast_csv
 
         write_forecast_csv(out_csv, run.forecast[0], run.problem.context, method, levels)
-    if not quiet:
+    if not quiet and task != "forecast":
+        print_summary(run.result, width=200)
+        print_task_metrics(run.text[1])
+    elif not quiet:
         print_summary(run.result)
         metrics = run.forecast[1]
         if metrics:
@@ -148,8 +170,17 @@ def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, s
             click.echo("\nforecast metrics:\n" + table([metrics]))
 
 
-def print_summary(result) -> None:
-    """The run's cost and rewards in one row, and its five most frequent samples."""
+def print_task_metrics(metrics: dict) -> None:
+    """A caption or qa run's metrics in one row (qa: each choice's share as its own column)."""
+    from specdifftree.report import table
+
+    row = {k.replace("_", " "): v for k, v in metrics.items() if k != "shares"}
+    row.update({f"share {c}": v for c, v in metrics.get("shares", {}).items()})
+    click.echo("\ntask metrics:\n" + table([row]))
+
+
+def print_summary(result, width: int = 60) -> None:
+    """The run's cost and rewards in one row, and its five most frequent samples (their first `width` characters)."""
     import collections
 
     from specdifftree.report import table
@@ -161,5 +192,5 @@ def print_summary(result) -> None:
     click.echo(table([row]))
     counts = collections.Counter(s.text for s in result.samples)
     reward_of = {s.text: s.reward for s in result.samples}
-    top = [{"share": c / len(rewards), "reward": reward_of[t], "text": t[:60]} for t, c in counts.most_common(5)]
+    top = [{"share": c / len(rewards), "reward": reward_of[t], "text": t[:width]} for t, c in counts.most_common(5)]
     click.echo("\nmost frequent samples:\n" + table(top))

@@ -1,11 +1,13 @@
 """The query context: what a prior is conditioned on and what a reward may read besides the text,
 and the two ways to make one for a forecast: from a CSV file (`build_context`, what `sdt search
---series` does) or from an array (`context_from_array`)."""
+--series` does) or from an array (`context_from_array`); for a caption or a question (data/tasks.py),
+from files (`task_context`, what `sdt search --task caption|qa` does) or from channels (`text_context`,
+or `context_from_array(..., task=...)`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -23,6 +25,8 @@ class Context:
     meta:    anything else (dataset, window index, prompt, ...).
     covariates: further series [L_i] over the same window, described and encoded in the prompt
              after `series` (opentslm: priors, as OpenTSLM's multi-series prompts; others refuse them).
+    task:    None for a forecast; a data.tasks.Task for a caption or a question (its channels are
+             `series` and `covariates`).
     """
 
     series: Optional[np.ndarray] = None
@@ -31,6 +35,7 @@ class Context:
     target: Optional[np.ndarray] = None
     meta: dict = field(default_factory=dict)
     covariates: list = field(default_factory=list)
+    task: Any = None
 
 
 def build_context(series, column, horizon: Optional[int],
@@ -100,10 +105,22 @@ def _window(file, column, start: int, end: int) -> np.ndarray:
 
 
 def context_from_array(history, horizon: Optional[int] = None, target=None, meta: Optional[dict] = None,
-                       name: str = "the history", covariates=()) -> Context:
+                       name: str = "the history", covariates=(), task: str = "forecast",
+                       question: Optional[str] = None, choices=(), names=None, fs: Optional[float] = None,
+                       label: Optional[str] = None) -> Context:
     """A forecasting context from an array: the history [L] (at least 4 finite values), the horizon,
     the number codec scaled to the history, the true continuation [H] when known, and further
-    series over the same window (`covariates`, each [L_i]: opentslm: priors describe them all)."""
+    series over the same window (`covariates`, each [L_i]: opentslm: priors describe them all).
+
+    task "caption" or "qa" (data/tasks.py): the history and covariates are the channels to caption or
+    ask about (`names`: theirs, default "the series" for one, else "channel 1", ...; `fs`: their
+    sampling rate in Hz), `question` and `choices` (a list or "a,b,c") the question's; `label`, the
+    right choice when known, is kept for metrics only."""
+    if task != "forecast":
+        return _text_context(history, horizon, target, meta, covariates, task, question, choices, names, fs, label)
+    from specdifftree.data.tasks import check_task
+
+    check_task(task, question, choices)
     from specdifftree.data.prompts import forecast_codec
     from specdifftree.data.series import check_series
 
@@ -120,4 +137,90 @@ def context_from_array(history, horizon: Optional[int] = None, target=None, meta
                    covariates=extra)
 
 
-__all__ = ["Context", "build_context", "context_from_array"]
+def _text_context(history, horizon, target, meta, covariates, task, question, choices, names, fs, label) -> Context:
+    from specdifftree.data.tasks import Truth, check_task, make_task, split_choices
+
+    choices = split_choices(choices) if choices else ()
+    check_task(task, question, choices, horizon)
+    if target is not None:
+        raise SDTError(f"a target is a forecast's truth; --task {task} keeps its label (label=...)")
+    xs = [history, *covariates]
+    names = list(names) if names is not None else (["the series"] if len(xs) == 1 else
+                                                   [f"channel {i + 1}" for i in range(len(xs))])
+    if len(names) != len(xs):
+        raise SDTError(f"{len(names)} names for {len(xs)} channels")
+    if label is not None and label not in choices:
+        raise SDTError(f"the label '{label}' is not one of the choices ({', '.join(choices)})")
+    return text_context(dict(zip(names, xs)), make_task(task, question, choices), fs, truth=Truth(label), meta=meta)
+
+
+def text_context(chans: dict, task, fs: Optional[float] = None, units: Optional[dict] = None,
+                 truth=None, meta: Optional[dict] = None) -> Context:
+    """A caption or qa context from channels {name: [L]} over one window (at least 4 finite values each)."""
+    from specdifftree.data.captions.base import clean_name
+    from specdifftree.data.series import check_series
+    from specdifftree.data.tasks import Truth
+
+    if not chans:
+        raise SDTError(f"--task {task.name} needs a series")
+    xs = [check_series(np.asarray(x, dtype=np.float64).ravel(), f"channel {name}", min_len=4) for name, x in chans.items()]
+    if len({len(x) for x in xs}) > 1:
+        raise SDTError(f"the channels have different lengths ({sorted({len(x) for x in xs})})")
+    names = tuple(clean_name(str(n)) for n in chans)
+    task = replace(task, names=names, units={clean_name(k): v for k, v in (units or {}).items()}, fs=fs,
+                   truth=truth or Truth())
+    return Context(series=xs[0], meta=dict(meta or {}), covariates=xs[1:], task=task)
+
+
+def task_context(task, series, column, context_length: Optional[int], end: Optional[int]) -> Context:
+    """A text context from files (what `sdt search --task caption|qa` builds): every channel of every
+    --series file as `sdt caption` reads it (a chest-accelerometer file: its three axes at 52 Hz), or the
+    --column ones, the `context_length` points before `end`; the window's labels as truth."""
+    from specdifftree.data.captions import load_captioned
+    from specdifftree.data.tasks import Truth
+
+    files = list(series) if isinstance(series, (list, tuple)) else ([] if series is None else [series])
+    cols = list(column) if isinstance(column, (list, tuple)) else ([] if column is None else [column])
+    if not files:
+        raise SDTError(f"--task {task.name} needs --series FILE")
+    loaded = [load_captioned(f, cols if len(files) == 1 else cols[i:i + 1]) for i, f in enumerate(files)]
+    length = min(s.length for s in loaded)
+    end = length if end is None else end
+    if not 4 <= end <= length:
+        raise SDTError(f"--end must be in [4, {length}] for {files[0]}")
+    if context_length is not None and context_length < 4:
+        raise SDTError("--context-length must be at least 4")
+    start = max(0, end - (context_length or end))
+    chans, units = {}, {}
+    for s in loaded:
+        for name, x in s.channels.items():
+            chans[name] = x[start:end]
+            units[name] = s.units.get(name, "")
+    if len(chans) == 1:  # one series is named as the curriculum's captions name it
+        chans, units = {"the series": next(iter(chans.values()))}, {}
+    truth = Truth(_window_label(files[0], start, end, task.choices), _window_events(loaded[0].events, start, end))
+    meta = {"series_file": [str(f) for f in files] if len(files) > 1 else str(files[0]), "column": column, "end": end}
+    return text_context(chans, task, loaded[0].fs, units, truth, meta)
+
+
+def _window_label(path, start: int, end: int, choices: Sequence[str]) -> Optional[str]:
+    """The choice a chest-accelerometer window's majority label supports (ACCEL_CHOICES), else None."""
+    from specdifftree.data.captions.files import is_accelerometer
+    from specdifftree.data.sources import read_accelerometer
+    from specdifftree.data.tasks import ACCEL_CHOICES
+
+    if not choices or not is_accelerometer(path):
+        return None
+    labels = read_accelerometer(path).labels[start:end]
+    word = ACCEL_CHOICES.get(int(np.bincount(labels).argmax()))
+    return next((c for c in choices if word is not None and c.lower() == word), None)
+
+
+def _window_events(events, start: int, end: int) -> tuple:
+    from specdifftree.data.captions import Event
+
+    return tuple(Event(e.label, max(e.start, start) - start, min(e.end, end) - start, e.kind)
+                 for e in events if e.end > start and e.start < end)
+
+
+__all__ = ["Context", "build_context", "context_from_array", "task_context", "text_context"]

@@ -52,3 +52,44 @@ def opentslm_forecast_prompt(history: np.ndarray, horizon: int, codec: NumberCod
 def forecast_answer(values: np.ndarray, codec: NumberCodec) -> str:
     """The answer text (the caller appends EOS)."""
     return codec.encode(values)
+
+
+VALUE_CHARS = 1000  # characters of values a text task's prompt writes, all channels together
+
+
+def values_line(x: np.ndarray, places, points: int) -> str:
+    """x [L] as "Values: a,b,..." at most `points` of them (bin means of k points when L > points,
+    said in the line), each written as captions write numbers (`fmt` at `places`)."""
+    from specdifftree.data.captions import downsample, fmt
+
+    y, k = downsample(np.asarray(x, dtype=np.float64), max(1, points))
+    said = "Values" if k == 1 else f"Values (each the mean of {k} points)"
+    return f"{said}: " + ",".join(fmt(float(v), places) for v in y)
+
+
+def series_block(channels: dict, fs=None) -> str:
+    """One description and one values line per channel {name: [L]}, the values of all channels
+    together within VALUE_CHARS characters; the sampling rate when known."""
+    from specdifftree.data.captions import decimals, fmt
+
+    width = max(len(fmt(float(v), decimals(x))) for x in channels.values() for v in (np.nanmin(x), np.nanmax(x)))
+    points = max(16, VALUE_CHARS // (len(channels) * (width + 1)))
+    lines = [f"Sampled at {fs:g} Hz." if fs else "Time is counted in points from 0."]
+    for name, x in channels.items():
+        lines.append(describe(x, name[:1].upper() + name[1:]))
+        lines.append(values_line(x, decimals(x), points))
+    return "\n".join(lines)
+
+
+def caption_prompt(channels: dict, ask: str, fs=None) -> str:
+    """The text before a caption: the series block, what to describe, then "Caption:"."""
+    what = "a time series" if len(channels) == 1 else f"a time series with {len(channels)} channels"
+    return f"You are given {what}.\n{series_block(channels, fs)}\n{ask}\nCaption: "
+
+
+def qa_prompt(channels: dict, question: str, choices, fs=None) -> str:
+    """The text before a question's answer: the series block, the question and its options; the
+    answer reasons briefly, then ends with "Answer: <option>" (OpenTSLM's chain-of-thought format)."""
+    what = "a time series" if len(channels) == 1 else f"a time series with {len(channels)} channels"
+    return (f"You are given {what} and a question about it.\n{series_block(channels, fs)}\n"
+            f"Question: {question}\nOptions: {'; '.join(choices)}\nReason briefly, then answer.\n")

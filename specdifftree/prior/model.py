@@ -248,7 +248,8 @@ class TSLMPrior(Prior):
 
         x = logits + self._on_device("bias", self.bias, logits.device)
         if self.grammar is not None:
-            x = x + torch.stack([self._on_device(s, self.grammar.mask(s), logits.device) for s in states])
+            key = getattr(self.grammar, "mask_key", None) or (lambda s: s)  # states that share a mask share a row
+            x = x + torch.stack([self._on_device(key(s), self.grammar.mask(s), logits.device) for s in states])
         return torch.log_softmax(x, dim=-1)
 
     def _on_device(self, key, row: np.ndarray, device):

@@ -54,6 +54,7 @@ class MarkovSource:
     checkpoint: Optional[Path] = None
 
     def prior_for(self, context: Context) -> Prior:
+        no_text_task(self.spec, context)
         return self.prior.metered()
 
 
@@ -103,8 +104,19 @@ class TSLMSource:
         from specdifftree.prior.model import TSLMPrior
 
         self.parts_id = self.parts_id or self.parts.weights_sha256()
+        if context.task is not None:  # a caption or a question
+            from specdifftree.prior.tasks import text_prior
+
+            return text_prior(self.backbone, self.parts, context, name=self.spec.text, parts_id=self.parts_id)
         return TSLMPrior.for_forecast(self.backbone, self.parts, forecasting(self.spec, context), name=self.spec.text,
                                       parts_id=self.parts_id)
+
+
+def no_text_task(spec: PriorSpec, context: Context) -> None:
+    """SDTError for a caption or qa context on a prior that cannot write text under its grammar."""
+    if context.task is not None:
+        raise SDTError(f"--prior {spec.text} does not write text: --task {context.task.name} needs default, "
+                       "hf:DIR, gguf:FILE or a checkpoint DIR")
 
 
 def forecasting(spec: PriorSpec, context: Context) -> Context:
@@ -157,6 +169,7 @@ class OpenTSLMSource:
     def prior_for(self, context: Context) -> Prior:
         from specdifftree.prior.flamingo_ckpt import forecast_prior_of
 
+        no_text_task(self.spec, context)
         return forecast_prior_of(self.weights, self.backbone, forecasting(self.spec, context), name=self.spec.text)
 
 

@@ -5,7 +5,8 @@ text; a context they cannot work with (no series, no horizon where one is needed
 configuration error (SDTError). Definitions, with n = values parsed from the whole text,
 b = bad fields, H = context.horizon, and the forecast = the first H values:
 
-    format:     0 when b == 0 and n == H (n >= 1 when H is None),
+    format:     (a caption or qa context: 0 when the text is a whole answer of its grammar, else -1)
+                0 when b == 0 and n == H (n >= 1 when H is None),
                 else -(b + |n - H|) / max(H, 1); with H None, -(b + [n == 0]).
                 A text ending in a separator is not penalised.
     length:     -|n - H| / H (needs H).
@@ -36,6 +37,10 @@ class FormatReward:
     name: ClassVar[str] = "format"
 
     def __call__(self, text: str, context: Context) -> float:
+        if context.task is not None:  # a caption or an answer: its task's grammar (rewards/text.py)
+            from specdifftree.rewards.text import text_format
+
+            return text_format(text, context)
         p: Parsed = codec_for(context).decode(text)
         h = context.horizon
         missing = int(p.n_values == 0) if h is None else abs(p.n_values - h)

@@ -34,6 +34,7 @@ from specdifftree.rewards.base import RewardFn
 from specdifftree.rewards.format import BoundsReward, FormatReward, LengthReward, SmoothnessReward
 from specdifftree.rewards.spectral import SpectralReward
 from specdifftree.rewards.structure import CaptionConsistencyReward
+from specdifftree.rewards.text import AnswerConsistencyReward
 
 
 def zero(text: str, context: Context) -> float:
@@ -50,6 +51,7 @@ REWARDS: dict[str, Callable[[], RewardFn]] = {
     "smoothness": SmoothnessReward,
     "bounds": BoundsReward,
     "caption-consistency": CaptionConsistencyReward,
+    "answer-consistency": AnswerConsistencyReward,
     "zero": lambda: zero,
 }
 

@@ -1,5 +1,6 @@
 """The caption-consistency reward: does a forecast continue the structure of its history's
-level-2 caption (data/captions/)? Defined exactly in S-ADT.md ("caption-consistency").
+level-2 caption (data/captions/)? Defined exactly in S-ADT.md ("caption-consistency"). On a caption
+or qa context it scores the text's facts instead (rewards/text.py's caption_score).
 
 With h the history [L], f the first H values the codec reads from the text [n], R = max(h) - min(h)
 (1 when 0):
@@ -41,6 +42,10 @@ class CaptionConsistencyReward:
     invalid: float = -3.0
 
     def __call__(self, text: str, context: Context) -> float:
+        if context.task is not None:  # a caption (or any text task): its facts against the series'
+            from specdifftree.rewards.text import caption_score
+
+            return caption_score(text, context)
         history = need_series(context, self.name, MIN_VALUES)
         values = forecast_values(text, context)
         if len(values) < MIN_VALUES or not np.all(np.isfinite(values)):

@@ -38,7 +38,7 @@ def load_captioned(path, columns: Sequence[str] = (), fs: Optional[float] = None
         units = {rec.leads[i]: (rec.units or [""] * len(rec.leads))[i] for i in keep}
         events = beat_events(rec.beat_samples, rec.beat_symbols) if rec.beat_samples is not None else []
         return Captioned.build(chans, units, fs or rec.fs, events)
-    if _is_accelerometer(path):
+    if is_accelerometer(path):
         acc = read_accelerometer(path)
         keep = _pick(["x", "y", "z"], columns, path)
         chans = {f"{'xyz'[i]}-axis acceleration": acc.xyz[:, i] for i in keep}
@@ -59,7 +59,7 @@ def _pick(names: list[str], columns: Sequence[str], path) -> list[int]:
     return [names.index(c) for c in columns] if columns else list(range(len(names)))
 
 
-def _is_accelerometer(path) -> bool:
+def is_accelerometer(path) -> bool:
     """A header-less CSV whose first row is five numbers, the last an integer label."""
     try:
         with open(path) as f:
