@@ -111,3 +111,40 @@ def retrieve_cmd(model_dir, series, columns, texts, k, as_json):
     click.echo()
     click.echo(table([{"text": short[t["text"]], "rank": r + 1, "window start": m["start"], "logit": m["logit"]}
                       for t in out["per_text"] for r, m in enumerate(t["windows"])]))
+
+
+@sensorlm.command("evaluate", context_settings=CONTEXT, epilog="""\b
+Examples:
+  sdt sensorlm evaluate --model runs/slm                 # the held-out participant and test windows
+  sdt sensorlm evaluate --model runs/slm --json > slm_eval.json
+Zero-shot accuracy / macro-F1 on the test participant's windows (6 activities; 4 one-word classes)
+against chance and a linear probe on the same embeddings; recall@1/@5 on the test split's pairs.""")
+@click.option("--model", "model_dir", required=True, type=click.Path(), help="A trained sensorlm directory.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Real datasets folder [default: ../shared/data when it exists].")
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+def evaluate_cmd(model_dir, data_dir, as_json):
+    """Held-out zero-shot classification, linear probe and retrieval numbers."""
+    from pathlib import Path
+
+    from specdifftree.report import table
+    from specdifftree.sensorlm.checkpoint import check_model_dir
+    from specdifftree.sensorlm.train import SensorLMTrainConfig, data_root
+
+    check_model_dir(model_dir)
+    root = data_root(SensorLMTrainConfig(data_dir=data_dir))
+
+    from specdifftree.sensorlm.measure import measure
+
+    out = measure(model_dir, Path(root))
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    cols = ["classes", "template", "n_test", "chance_uniform", "chance_majority", "zero_shot_accuracy",
+            "zero_shot_macro_f1", "probe_accuracy", "probe_macro_f1"]
+    click.echo(table([{**r, "classes": len(r["classes"])} for r in out["classification"]], cols))
+    click.echo()
+    r = out["retrieval"]
+    click.echo(table([{"pairs": r["n"], **{k: r[k] for k in ("r1_s2t", "r5_s2t", "r1_t2s", "r5_t2s")}}]))
+    click.echo()
+    click.echo(table([{"variant": v, **x} for v, x in r["by_variant"].items()]))

@@ -46,7 +46,7 @@ def embed_texts(m, texts: Sequence[str]) -> np.ndarray:
 
 def scale_bias(m) -> tuple[float, float]:
     """The learned SigLIP temperature t and bias b."""
-    return float(m.model.log_scale.exp()), float(m.model.bias)
+    return float(m.model.log_scale.detach().exp()), float(m.model.bias.detach())
 
 
 def prompts(labels: Sequence[str], template: str) -> list[str]:

@@ -41,6 +41,8 @@ class SensorLMTrainConfig:
     epochs: int = 8
     batch_size: int = 64
     lr: float = 2.0e-3
+    scalar_lr: float = 0.05  # the learning rate of log t and b (no weight decay): from t = 10, b = -10 to a
+    # small batch's balance (b near -log B) in tens of steps, not thousands
     weight_decay: float = 0.01
     warmup: int = 20  # steps of linear warm-up, then cosine decay to 10%
     vocab: int = 1024  # the tokenizer's target vocabulary
@@ -69,6 +71,16 @@ def lr_at(cfg: SensorLMTrainConfig, step: int, total: int) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     frac = (step - cfg.warmup) / max(1, total - cfg.warmup)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+def optimizer(model, cfg: SensorLMTrainConfig):
+    """AdamW: the towers at lr with weight decay, then log t and b at scalar_lr without."""
+    import torch
+
+    scalars = [model.log_scale, model.bias]
+    towers = [p for p in model.parameters() if all(p is not s for s in scalars)]
+    return torch.optim.AdamW([{"params": towers, "weight_decay": cfg.weight_decay},
+                              {"params": scalars, "weight_decay": 0.0, "lr": cfg.scalar_lr}], lr=cfg.lr)
 
 
 @dataclass
@@ -140,8 +152,8 @@ def train_epoch(model, opt, p: Prepared, cfg: SensorLMTrainConfig, epoch: int, s
     losses = []
     for a in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
         idx = order[a:a + cfg.batch_size]
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step, total)
+        for g, top in zip(opt.param_groups, (cfg.lr, cfg.scalar_lr)):
+            g["lr"] = lr_at(cfg, step, total) * top / cfg.lr
         sb = p.series.take(idx)
         s = model.encode_series(torch.from_numpy(sb.patches), torch.from_numpy(sb.stats), torch.from_numpy(sb.mask))
         t = model.encode_text(*batch_ids(p, idx, pick[idx]))
@@ -205,7 +217,7 @@ def train_sensorlm(cfg: SensorLMTrainConfig, out: Path, resume: bool = False, wa
         mcfg = SensorLMConfig(**{**asdict(cfg.model), "vocab": tok.get_vocab_size()})
         with seeded(cfg.seed):
             model = SensorLM(mcfg)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = optimizer(model, cfg)
         rows, start = [], 0
         state = load_state(out / STATE) if resume else None
         if state is not None:
@@ -224,7 +236,7 @@ def train_sensorlm(cfg: SensorLMTrainConfig, out: Path, resume: bool = False, wa
                 t0 = time.perf_counter()
                 loss, step = train_epoch(model, opt, train, cfg, epoch, step, total, bar)
                 row = {"epoch": epoch + 1, "step": step, "train_loss": loss, **validate(model, val, cfg.batch_size, cfg.seed),
-                       "scale": float(model.log_scale.exp()), "bias": float(model.bias),
+                       "scale": model.log_scale.exp().item(), "bias": model.bias.item(),
                        "seconds": time.perf_counter() - t0}
                 rows.append(row)
                 run.log(row, step=step)
