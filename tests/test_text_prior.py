@@ -161,3 +161,18 @@ def test_text_recipe_matches_the_shipped_weights():
         assert got == want
     else:
         assert got["losses"] == pytest.approx(want["losses"], rel=1e-4)
+
+
+def test_label_significance_against_chance_and_the_backbone_alone():
+    from scipy.stats import binomtest
+
+    from specdifftree.train.metrics import significance
+
+    gold = ["a", "b", "c"] * 20
+    prior = gold[:45] + ["a"] * 15  # 45 + 5 right
+    alone = ["a"] * 60  # 20 right
+    s = significance(gold, prior, alone, 1 / 3)
+    assert s["p_chance"] == pytest.approx(binomtest(50, 60, 1 / 3, alternative="greater").pvalue) and s["p_chance"] < 1e-9
+    assert s["p_chance_backbone"] > 0.4  # at chance
+    assert (s["prior_only"], s["backbone_only"]) == (30, 0) and s["p_vs_backbone"] == pytest.approx(0.5 ** 30)
+    assert significance(gold, alone, alone, 1 / 3)["p_vs_backbone"] == 1.0

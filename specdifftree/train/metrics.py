@@ -2,6 +2,7 @@
 
     nll = answer_nll(logits, targets, bias, owner)   # per answer token, under log_softmax(llm + bias)
     label_metrics(gold, predicted)                   # accuracy and macro recall of parsed labels
+    significance(gold, chosen, chosen0, 1 / 3)       # p-values: against chance, prior against backbone alone
 
 Loss and perplexity are per answer token (EOS included), averaged over all tokens of a split.
 Accuracy on stages whose examples carry labels: the share of examples where the prior's choice
@@ -53,6 +54,27 @@ def chance(gold: Sequence[str], options_per_example: Sequence[Sequence[str]]) ->
     top = Counter(gold).most_common(1)
     return {"chance_uniform": sum(uniform) / len(uniform) if uniform else float("nan"),
             "chance_majority": top[0][1] / len(gold) if top else float("nan")}
+
+
+def significance(gold: Sequence[str], chosen: Sequence[Optional[str]], chosen0: Sequence[Optional[str]],
+                 chance_uniform: float) -> dict:
+    """One-sided exact binomial tests (scipy.stats.binomtest) of label choices: the prior's hits
+    against uniform chance ("p_chance"; exact where every example has the same number of options),
+    the backbone alone's likewise ("p_chance_backbone"), and the prior against the backbone alone on
+    the examples where exactly one of them is right (a sign test, McNemar's exact form: "p_vs_backbone",
+    with "prior_only" and "backbone_only" the counts of those examples)."""
+    from scipy.stats import binomtest
+
+    hit = [c == g for g, c in zip(gold, chosen)]
+    hit0 = [c == g for g, c in zip(gold, chosen0)]
+    only, only0 = sum(a and not b for a, b in zip(hit, hit0)), sum(b and not a for a, b in zip(hit, hit0))
+    n = len(gold)
+    if n == 0 or not 0 < chance_uniform < 1:
+        return {}
+    return {"p_chance": binomtest(sum(hit), n, chance_uniform, alternative="greater").pvalue,
+            "p_chance_backbone": binomtest(sum(hit0), n, chance_uniform, alternative="greater").pvalue,
+            "p_vs_backbone": binomtest(only, only + only0, 0.5, alternative="greater").pvalue if only + only0 else 1.0,
+            "prior_only": only, "backbone_only": only0}
 
 
 def fact_accuracy(facts: Sequence[Sequence[dict]], texts: Sequence[str]) -> tuple[dict, list[dict]]:

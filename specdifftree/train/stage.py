@@ -46,7 +46,7 @@ from specdifftree.prior.model import PriorParts
 from specdifftree.train.config import TrainConfig
 from specdifftree.train.distributed import Dist, Shard, shard, zero_loss
 from specdifftree.train.examples import TokenizedSplit, tokenize_split
-from specdifftree.train.metrics import chance, fact_accuracy, label_metrics
+from specdifftree.train.metrics import chance, fact_accuracy, label_metrics, significance
 from specdifftree.train.state import STATE, load_state, optimizer_tensors, restore_optimizer, save_state
 
 FORECAST_STAGE = "stage6_forecast"
@@ -363,8 +363,10 @@ def test_stage(run: Run, stage: str, test: TokenizedSplit, parts: PriorParts) ->
                         "test_accuracy_backbone": m0["accuracy"], "test_macro_recall_backbone": m0["macro_recall"],
                         **chance(gold, [ex.options for ex in test.examples]),
                         "test_accuracy_generated": label_metrics(gold, parsed)["accuracy"]})
-        for p, ex, c, lab in zip(predictions, test.examples, chosen, parsed):
-            p.update(label=ex.label, chosen_label=c, parsed_label=lab)
+        summary.update({f"test_accuracy_{k}": v for k, v in
+                        significance(gold, chosen, ev0["chosen"], summary["chance_uniform"]).items()})
+        for p, ex, c, c0, lab in zip(predictions, test.examples, chosen, ev0["chosen"], parsed):
+            p.update(label=ex.label, chosen_label=c, chosen_label_backbone=c0, parsed_label=lab)
     if all("facts" in ex.meta for ex in test.examples) and test.examples:
         summary.update(_caption_facts(run, test, parts, ev0, texts, predictions))
     lines = "".join(json.dumps(p) + "\n" for p in predictions)
