@@ -127,14 +127,14 @@ def flow_dir(flow: Optional[PathLike], why: str) -> None:
 
 
 def task_options(task: str, question: Optional[str], choices, horizon: Optional[int] = None,
-                 text_outputs: Optional[dict] = None) -> None:
+                 max_chars: Optional[int] = None, text_outputs: Optional[dict] = None) -> None:
     """--task, --question, --choices and --horizon agree (data/tasks.py's check_task), and no
     forecast-only output (`text_outputs`: {option: value}) is asked of a caption or qa task."""
     from specdifftree.data.tasks import check_task, split_choices
 
     if choices is not None and not split_choices(choices) or (isinstance(choices, str) and not choices.strip()):
         raise SDTError("--choices is empty: give the answers allowed, e.g. --choices walking,standing")
-    check_task(task, question, split_choices(choices) if choices else (), horizon)
+    check_task(task, question, split_choices(choices) if choices else (), horizon, max_chars)
     for option, value in (text_outputs or {}).items():
         if task != "forecast" and value:
             raise SDTError(f"{option} is for --task forecast, not --task {task}")

@@ -67,6 +67,8 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
               help="forecast | caption | qa: the prompt, the answer's grammar and the metrics (docs/tasks.md).")
 @click.option("--question", default=None, metavar="TEXT", help="--task qa: the question.")
 @click.option("--choices", default=None, metavar="A,B,C", help="--task qa: the answers allowed, comma-separated.")
+@click.option("--max-chars", type=int, default=None, metavar="N",
+              help="--task caption: most characters of a caption [240]; qa: of the reasoning before 'Answer:' [160].")
 @click.option("--series", type=click.Path(), multiple=True,
               help="CSV of the context series (for spectral rewards). Repeat it (or --column) for several series: "
                    "the first is forecast, opentslm: priors describe and encode them all.")
@@ -108,8 +110,8 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
               help="--out-csv: prediction intervals' levels in (0, 100): --level 80,95 or --level 80 --level 95.")
 @placement_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
-def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, task, question, choices, series, column,
-           horizon, context_length, end, plot, out_csv, levels, quiet, device, dtype, n_gpu_layers, **opts):
+def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, task, question, choices, max_chars,
+           series, column, horizon, context_length, end, plot, out_csv, levels, quiet, device, dtype, n_gpu_layers, **opts):
     """Search or sample from pi*(x) ~ p(x|c) exp(lambda r(x)) with one method."""
     from specdifftree.api import build_context, search_run
     from specdifftree.search.registry import get_method, methods_where
@@ -117,8 +119,8 @@ def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, t
     from specdifftree import validate
 
     get_method(method)  # fail fast on a typo, before loading anything
-    validate.task_options(task, question, choices, horizon, text_outputs={"--plot": plot, "--out-csv": out_csv,
-                                                                           "--save-buffer": save_buffer})
+    validate.task_options(task, question, choices, horizon, max_chars,
+                          text_outputs={"--plot": plot, "--out-csv": out_csv, "--save-buffer": save_buffer})
     series, column = (list(v) if len(v) > 1 else (v[0] if v else None) for v in (series, column))
     if plot and (series is None or horizon is None):
         raise SDTError("--plot draws a forecast: it needs --series FILE.csv and --horizon H")
@@ -141,7 +143,8 @@ def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, t
     else:
         from specdifftree.api import make_task, task_context
 
-        context = task_context(make_task(task, question, choices), series, column, context_length, end)
+        context = task_context(make_task(task, question, choices, max_chars=max_chars), series, column,
+                               context_length, end)
     run = search_run(prior, context, reward=list(rewards), method=method, lam=lam, backbone=backbone,
                      placement=placement(device, dtype, n_gpu_layers), progress=not quiet, **opts)
     if out:

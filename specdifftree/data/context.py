@@ -107,7 +107,7 @@ def _window(file, column, start: int, end: int) -> np.ndarray:
 def context_from_array(history, horizon: Optional[int] = None, target=None, meta: Optional[dict] = None,
                        name: str = "the history", covariates=(), task: str = "forecast",
                        question: Optional[str] = None, choices=(), names=None, fs: Optional[float] = None,
-                       label: Optional[str] = None) -> Context:
+                       label: Optional[str] = None, max_chars: Optional[int] = None) -> Context:
     """A forecasting context from an array: the history [L] (at least 4 finite values), the horizon,
     the number codec scaled to the history, the true continuation [H] when known, and further
     series over the same window (`covariates`, each [L_i]: opentslm: priors describe them all).
@@ -115,12 +115,13 @@ def context_from_array(history, horizon: Optional[int] = None, target=None, meta
     task "caption" or "qa" (data/tasks.py): the history and covariates are the channels to caption or
     ask about (`names`: theirs, default "the series" for one, else "channel 1", ...; `fs`: their
     sampling rate in Hz), `question` and `choices` (a list or "a,b,c") the question's; `label`, the
-    right choice when known, is kept for metrics only."""
+    right choice when known, is kept for metrics only; `max_chars`: the caption's or reasoning's cap."""
     if task != "forecast":
-        return _text_context(history, horizon, target, meta, covariates, task, question, choices, names, fs, label)
+        return _text_context(history, horizon, target, meta, covariates, task, question, choices, names, fs, label,
+                             max_chars)
     from specdifftree.data.tasks import check_task
 
-    check_task(task, question, choices)
+    check_task(task, question, choices, max_chars=max_chars)
     from specdifftree.data.prompts import forecast_codec
     from specdifftree.data.series import check_series
 
@@ -137,11 +138,12 @@ def context_from_array(history, horizon: Optional[int] = None, target=None, meta
                    covariates=extra)
 
 
-def _text_context(history, horizon, target, meta, covariates, task, question, choices, names, fs, label) -> Context:
+def _text_context(history, horizon, target, meta, covariates, task, question, choices, names, fs, label,
+                  max_chars) -> Context:
     from specdifftree.data.tasks import Truth, check_task, make_task, split_choices
 
     choices = split_choices(choices) if choices else ()
-    check_task(task, question, choices, horizon)
+    check_task(task, question, choices, horizon, max_chars)
     if target is not None:
         raise SDTError(f"a target is a forecast's truth; --task {task} keeps its label (label=...)")
     xs = [history, *covariates]
@@ -151,7 +153,8 @@ def _text_context(history, horizon, target, meta, covariates, task, question, ch
         raise SDTError(f"{len(names)} names for {len(xs)} channels")
     if label is not None and label not in choices:
         raise SDTError(f"the label '{label}' is not one of the choices ({', '.join(choices)})")
-    return text_context(dict(zip(names, xs)), make_task(task, question, choices), fs, truth=Truth(label), meta=meta)
+    return text_context(dict(zip(names, xs)), make_task(task, question, choices, max_chars), fs, truth=Truth(label),
+                        meta=meta)
 
 
 def text_context(chans: dict, task, fs: Optional[float] = None, units: Optional[dict] = None,
@@ -168,7 +171,7 @@ def text_context(chans: dict, task, fs: Optional[float] = None, units: Optional[
         raise SDTError(f"the channels have different lengths ({sorted({len(x) for x in xs})})")
     names = tuple(clean_name(str(n)) for n in chans)
     task = replace(task, names=names, units={clean_name(k): v for k, v in (units or {}).items()}, fs=fs,
-                   truth=truth or Truth())
+                   truth=truth or Truth(), memo={})
     return Context(series=xs[0], meta=dict(meta or {}), covariates=xs[1:], task=task)
 
 

@@ -59,6 +59,7 @@ class Task:
     units: dict = field(default_factory=dict)
     fs: Optional[float] = None  # sampling rate in Hz (None: positions in points)
     truth: Truth = field(default_factory=Truth)
+    memo: dict = field(default_factory=dict, repr=False, compare=False)  # what rewards compute once per context
 
     def describe(self) -> dict:
         """The task as JSON (no truth)."""
@@ -71,12 +72,15 @@ class Task:
 
 
 def check_task(task: str, question: Optional[str] = None, choices: Sequence[str] = (),
-               horizon: Optional[int] = None) -> None:
+               horizon: Optional[int] = None, max_chars: Optional[int] = None) -> None:
     """The task options agree (SDTError, one line, otherwise); nothing is read."""
     from specdifftree.data.text_grammar import ALPHABET
 
     if task not in TASKS:
         raise SDTError(f"unknown --task '{task}': choose from {', '.join(TASKS)}")
+    if max_chars is not None and (task == "forecast" or max_chars < 8):
+        raise SDTError("--max-chars (at least 8) sets the length of a caption or of a qa reasoning, not of a forecast"
+                       if task == "forecast" else "--max-chars must be at least 8")
     if task != "qa" and (question is not None or choices):
         raise SDTError(f"--question and --choices belong to --task qa, not --task {task}")
     if task in TEXT_TASKS and horizon is not None:
@@ -100,10 +104,13 @@ def split_choices(choices) -> tuple[str, ...]:
     return tuple(c.strip() for item in items for c in str(item).split(","))
 
 
-def make_task(name: str, question: Optional[str] = None, choices=(), **fields) -> Task:
-    """A checked Task (fields: variant, cap, reasoning_cap)."""
+def make_task(name: str, question: Optional[str] = None, choices=(), max_chars: Optional[int] = None,
+              **fields) -> Task:
+    """A checked Task; max_chars: the caption's cap, or the qa reasoning's (fields: variant, ...)."""
     choices = split_choices(choices) if choices else ()
-    check_task(name, question, choices)
+    check_task(name, question, choices, max_chars=max_chars)
+    if max_chars is not None:
+        fields["cap" if name == "caption" else "reasoning_cap"] = int(max_chars)
     return Task(name, question, choices, **fields)
 
 
@@ -167,11 +174,14 @@ def reference_facts(context, with_truth: bool = False) -> list:
     from specdifftree.data.captions import caption_series
 
     task = context.task
+    if with_truth in task.memo:
+        return task.memo[with_truth]
     variant = task.variant if task.name == "caption" else "middle+low"
     captions = caption_series(captioned(context, with_truth), seed=0)
     facts = captions.facts(variant, task.cap)
     if with_truth and "high" not in variant:  # labelled events are stated whatever the variant
         facts += [f for s in captions.levels["high"] for f in s.facts]
+    task.memo[with_truth] = facts
     return facts
 
 

@@ -36,7 +36,14 @@ NEUTRAL = 0.5  # support of a claim the features say nothing about
 def motion(context: Context) -> Optional[tuple[float, bool]]:
     """(motion energy, step rhythm) of accelerometer channels (names with "acceleration" or "acc", or
     three channels at a known rate), else None: the std of the acceleration magnitude about its
-    mean, and whether the most active axis has a dominant period of 1.2-3 Hz."""
+    mean, and whether the most active axis has a dominant period of 1.2-3 Hz. Computed once per context."""
+    memo = context.task.memo
+    if "motion" not in memo:
+        memo["motion"] = _motion(context)
+    return memo["motion"]
+
+
+def _motion(context: Context) -> Optional[tuple[float, bool]]:
     from specdifftree.data.features import dominant_period
     from specdifftree.data.tasks import channels
 
