@@ -175,10 +175,12 @@ def text_context(chans: dict, task, fs: Optional[float] = None, units: Optional[
     return Context(series=xs[0], meta=dict(meta or {}), covariates=xs[1:], task=task)
 
 
-def task_context(task, series, column, context_length: Optional[int], end: Optional[int]) -> Context:
+def task_context(task, series, column, context_length: Optional[int], end: Optional[int], fs: Optional[float] = None,
+                 label_column: Optional[str] = None) -> Context:
     """A text context from files (what `sdt search --task caption|qa` builds): every channel of every
     --series file as `sdt caption` reads it (a chest-accelerometer file: its three axes at 52 Hz), or the
-    --column ones, the `context_length` points before `end`; the window's labels as truth."""
+    --column ones (one for all files, or one per file), the `context_length` points before `end`; the
+    window's labels as truth. fs, label_column: as for `sdt caption`."""
     from specdifftree.data.captions import load_captioned
     from specdifftree.data.tasks import Truth
 
@@ -186,7 +188,10 @@ def task_context(task, series, column, context_length: Optional[int], end: Optio
     cols = list(column) if isinstance(column, (list, tuple)) else ([] if column is None else [column])
     if not files:
         raise SDTError(f"--task {task.name} needs --series FILE")
-    loaded = [load_captioned(f, cols if len(files) == 1 else cols[i:i + 1]) for i, f in enumerate(files)]
+    if len(files) > 1 and len(cols) > 1 and len(cols) != len(files):
+        raise SDTError(f"{len(files)} --series files and {len(cols)} --column names: give one column, or one per file")
+    per_file = [cols] * len(files) if len(files) == 1 or len(cols) <= 1 else [[c] for c in cols]
+    loaded = [load_captioned(f, c, fs, label_column) for f, c in zip(files, per_file)]
     length = min(s.length for s in loaded)
     end = length if end is None else end
     if not 4 <= end <= length:
