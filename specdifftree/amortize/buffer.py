@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -103,6 +103,9 @@ class Record:
         from specdifftree.data.prompts import forecast_codec
 
         x = np.asarray(series, np.float64)
+        if self.context.get("task") is not None:  # a caption or qa context (data/tasks.py): no codec, no horizon
+            return Context(series=x, meta=dict(self.context.get("meta", {})), task=_task(self.context["task"]),
+                           covariates=[np.asarray(c, np.float64) for c in self.context.get("covariates", [])])
         return Context(series=x, horizon=self.context.get("horizon"), codec=forecast_codec(x),
                        meta=dict(self.context.get("meta", {})),
                        covariates=[np.asarray(c, np.float64) for c in self.context.get("covariates", [])])
@@ -115,7 +118,20 @@ def context_record(context) -> dict:
     record = {"series": series, "horizon": context.horizon, "meta": json.loads(json.dumps(context.meta, default=_plain))}
     if context.covariates:
         record["covariates"] = [[float(v) for v in np.asarray(c).ravel()] for c in context.covariates]
+    if getattr(context, "task", None) is not None:  # a text task, without its truth (that is for metrics only)
+        record["task"] = {f.name: getattr(context.task, f.name) for f in fields(context.task) if f.name not in NOT_KEPT}
+        record["task"] = json.loads(json.dumps(record["task"], default=_plain))
     return record
+
+
+NOT_KEPT = ("truth", "memo")  # Task fields a buffer does not keep
+
+
+def _task(record: dict):
+    """The data.tasks.Task of a text context's record."""
+    from specdifftree.data.tasks import Task
+
+    return Task(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
 
 
 def search_record(cfg) -> dict:

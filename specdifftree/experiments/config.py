@@ -10,6 +10,9 @@
     datasets:
       ETTh1-OT-h24: {source: ett, file: ett/ETTh1.csv, column: OT, horizon: 24, windows: 20}
       M4-Hourly-h48: {source: m4, horizon: 48, context_length: 192, windows: 20, budget_scale: 2}
+      ETTh1-caption: {source: ett, file: ett/ETTh1.csv, task: caption, windows: 8}   # text tasks:
+      HAR-qa: {source: har, task: qa, context_length: 512, question: "What is the person doing?",
+               choices: "walking,standing,sitting,stairs"}          # experiments/text_windows.py
     methods:                          # name: SearchConfig overrides, plus budget_scale
       sample: {}
       dts: {}
@@ -38,8 +41,9 @@ from typing import Any, Optional
 from specdifftree.config import merge, no_unknown, read_yaml
 from specdifftree.errors import SDTError
 
-SOURCES = ("ett", "m4")
+SOURCES = ("ett", "m4", "har")  # har: the chest-accelerometer participants (text tasks only)
 PARTS = ("eval", "val")  # data/splits.py
+TASKS = ("forecast", "caption", "qa")  # data/tasks.py
 
 
 @dataclass
@@ -51,11 +55,13 @@ class DatasetSpec:
     ett: `windows` context windows evenly spaced over the last 20% of `file` (context and target
          both inside it), `column` the target. m4: the first `windows` held-out series of the
          Hourly set, context = the end of the train row, target = the official test row.
+    task caption | qa: the same windows' text (no horizon), or for qa the chest accelerometer
+         (source har) by participant; experiments/text_windows.py.
     """
 
     name: str
-    source: str  # "ett" | "m4"
-    horizon: int
+    source: str  # "ett" | "m4" | "har"
+    horizon: Optional[int] = None  # forecast: the values to forecast; text tasks have none
     context_length: int = 96
     windows: int = 10
     file: Optional[str] = None  # ett: CSV path, relative to the data root unless absolute
@@ -63,6 +69,11 @@ class DatasetSpec:
     season: int = 24  # MASE's seasonal-naive period (hourly data)
     budget_scale: float = 1.0  # this dataset's cells get budget * budget_scale (longer prompts and answers)
     part: str = "eval"  # "eval" | "val"
+    task: str = "forecast"  # "forecast" | "caption" | "qa"
+    question: Optional[str] = None  # qa
+    choices: Any = None  # qa: "a,b,c" or a list
+    variant: str = "middle+low"  # caption: the caption variant asked for (data/captions VARIANTS)
+    max_chars: Optional[int] = None  # the caption's or the qa reasoning's cap (default: the task's)
 
     def validate(self) -> "DatasetSpec":
         where = f"dataset '{self.name}'"
@@ -70,6 +81,12 @@ class DatasetSpec:
             raise SDTError(f"{where}: source must be one of {', '.join(SOURCES)}, got '{self.source}'")
         if self.source == "ett" and not self.file:
             raise SDTError(f"{where}: an ett dataset needs file (e.g. ett/ETTh1.csv)")
+        if self.task not in TASKS:
+            raise SDTError(f"{where}: task must be one of {', '.join(TASKS)}, got '{self.task}'")
+        if self.task != "forecast":
+            return self._validate_text(where)
+        if self.source == "har":
+            raise SDTError(f"{where}: source har has text tasks only (task: caption or qa)")
         for key in ("horizon", "context_length", "windows", "season"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise SDTError(f"{where}: {key} must be a positive integer")
@@ -79,6 +96,29 @@ class DatasetSpec:
             raise SDTError(f"{where}: part must be one of {', '.join(PARTS)}, got '{self.part}'")
         if self.context_length <= self.season:
             raise SDTError(f"{where}: context_length must exceed season ({self.season}) for MASE")
+        return self
+
+    def _validate_text(self, where: str) -> "DatasetSpec":
+        """A caption or qa dataset: no horizon, the task's options as `sdt search --task` checks them."""
+        from specdifftree.data.tasks import make_task
+
+        if self.horizon is not None:
+            raise SDTError(f"{where}: task {self.task} writes text: remove horizon")
+        for key, least in (("context_length", 4), ("windows", 1)):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < least:
+                raise SDTError(f"{where}: {key} must be an integer >= {least}")
+        if not isinstance(self.budget_scale, (int, float)) or not self.budget_scale > 0:
+            raise SDTError(f"{where}: budget_scale must be a positive number")
+        if self.part not in PARTS:
+            raise SDTError(f"{where}: part must be one of {', '.join(PARTS)}, got '{self.part}'")
+        from specdifftree.data.captions import ASK
+
+        if self.variant not in ASK:
+            raise SDTError(f"{where}: variant must be one of {', '.join(ASK)}, got '{self.variant}'")
+        try:
+            make_task(self.task, self.question, self.choices or (), self.max_chars, variant=self.variant)
+        except SDTError as e:
+            raise SDTError(f"{where}: {str(e).replace('--', '')}") from None
         return self
 
 

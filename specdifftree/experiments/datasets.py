@@ -56,9 +56,13 @@ def data_root(root: Optional[str]) -> Path:
 
 def windows(spec: DatasetSpec, root: Path, part: Optional[Part] = None, count: Optional[int] = None) -> list[Window]:
     """`count` (default `spec.windows`) windows of `part` (default `spec.part`); targets are set for
-    the eval and val parts."""
+    the eval and val parts. A caption or qa dataset's are text windows (experiments/text_windows.py)."""
     count = spec.windows if count is None else count
     part = spec.part if part is None else part
+    if spec.task != "forecast":
+        from specdifftree.experiments.text_windows import text_windows
+
+        return text_windows(spec, root, part, count)
     if spec.source == "ett":
         return _ett_windows(spec, root, part, count)
     return _m4_windows(spec, root, part, count)

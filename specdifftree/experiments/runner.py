@@ -69,10 +69,10 @@ from specdifftree.errors import SDTError
 from specdifftree.files import jsonable, write_json, write_text
 from specdifftree.experiments.config import DatasetSpec, ExperimentConfig, MethodSpec
 from specdifftree.experiments.datasets import Window, data_root, windows
-from specdifftree.experiments.metrics import WINDOW_METRICS, mean_over, window_metrics
+from specdifftree.experiments.metrics import WINDOW_METRICS, mean_over
 from specdifftree.experiments.provenance import PROVENANCE_KEYS
+from specdifftree.experiments.sizing import UNBOUNDED, answer_tokens, sized_config, window_seed  # noqa: F401
 
-UNBOUNDED = 10**9
 TREE_ARTIFACT_MAX_NODES = 5000
 CELL_KEYS = ("experiment", "dataset", "horizon", "method", "budget", "cap", "seed", "windows")
 RESULT_COLUMNS = CELL_KEYS + WINDOW_METRICS + PROVENANCE_KEYS
@@ -236,7 +236,7 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Pa
     window's problem has its own cost meter."""
     from specdifftree.experiments.plots import plot_cell
     from specdifftree.experiments.provenance import provenance
-    from specdifftree.experiments.metrics import forecast_record
+    from specdifftree.experiments.text_windows import is_text_dataset, metric_keys, score_window, window_samples
     from specdifftree.search.registry import run_search
     from specdifftree.tracking import Tracker
 
@@ -259,12 +259,11 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Pa
                                   tags=[method, ds.name], job_type="experiment", enabled=wandb,
                                   config=cell_config(cfg, cell, search_cfg))
             result = run_search(problem, method, replace(search_cfg, seed=window_seed(cell.seed, i)))
-            samples, _ = forecast_record(result, context)
-            metrics = window_metrics(samples, result.stats(), w.history, w.target, ds.horizon, ds.season)
+            samples, metrics = score_window(result, context, w, ds)  # a forecast's, or a caption's / answer's
             tracker.log(metrics, step=i)
             per_window.append({"window": w.key, "metrics": metrics, "history": w.history.tolist(),
                                "target": None if w.target is None else w.target.tolist(),
-                               "samples": [{"values": s.get("values", []), "reward": s["reward"]} for s in samples]})
+                               "samples": window_samples(samples)})
             if i == 0 and result.tree is not None and result.tree.size <= TREE_ARTIFACT_MAX_NODES:
                 from specdifftree.search.tree import save_graphml
 
@@ -273,11 +272,11 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Pa
             problem.prior.close()  # the shared backbone gets this window's KV memory back
             if on_window is not None:
                 on_window()
-        means = mean_over([pw["metrics"] for pw in per_window])
+        means = mean_over([pw["metrics"] for pw in per_window], metric_keys(ds, WINDOW_METRICS))
         record = {"cell": cell_row(cfg, cell, len(per_window)), "metrics": means,
                   "config": cell_config(cfg, cell, search_cfg), "prior": problem.prior.describe(),
                   "provenance": provenance(cfg.prior), "windows": per_window, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        for name, path in plot_cell(record, cell_dir).items():
+        for name, path in ({} if is_text_dataset(ds) else plot_cell(record, cell_dir)).items():
             tracker.image(name, path)
         tracker.table("windows", ["window", *WINDOW_METRICS],
                       [[pw["window"], *(pw["metrics"].get(k, math.nan) for k in WINDOW_METRICS)] for pw in per_window])
@@ -296,54 +295,6 @@ def experiment_placement(cfg: ExperimentConfig):
     from specdifftree.prior.backbones.base import Placement
 
     return Placement(cfg.device, cfg.dtype, cfg.n_gpu_layers)
-
-
-def sized_config(cfg: ExperimentConfig, cell: Cell, prior, context):
-    """The cell's SearchConfig: experiment defaults, then the budget sizing rules (module
-    docstring), then the method's own options. Validated."""
-    from specdifftree.search.common import SearchConfig
-    from specdifftree.search.registry import METHODS
-
-    base = replace(SearchConfig(**cfg.search), **cell.method.params)
-    T = answer_tokens(prior, context)
-    P = int(prior.describe().get("prompt_tokens", 0)) + int(prior.describe().get("soft_prompt_tokens", 0))
-    room = max(cell.cap - P, T)
-    fits = max(1, room // T)
-    tree_batch = int(np.clip(room // (4 * T), 1, base.batch_size))  # a round: about a quarter of the cap
-    name = cell.method.method
-    sized = {"budget": cell.cap, "season": cell.dataset.season}
-    if name == "best-of-n":
-        sized["n"] = fits
-    elif name == "beam":
-        sized["beam_width"] = fits
-    elif name == "smc":
-        sized["particles"] = min(fits, base.particles)
-    elif name == "sadt" and base.rollout == "flow":
-        sized.update(iterations=UNBOUNDED, budget=max(P + 1, cell.cap - base.samples * T))
-    elif name == "sadt":
-        batch = int(cell.method.params.get("batch_size", tree_batch))
-        sized.update(iterations=UNBOUNDED, batch_size=batch, budget=max(P + 1, cell.cap - batch * T))
-    elif METHODS[name].tree:
-        sized.update(iterations=UNBOUNDED, batch_size=tree_batch)
-    own = {k: v for k, v in cell.method.params.items() if k in sized}
-    return replace(base, **{**sized, **own}, seed=cell.seed).validate()
-
-
-def answer_tokens(prior, context) -> int:
-    """Typical answer length T in tokens: the history's last H values written with the codec, plus
-    EOS (one token per character at most), capped at the prior's max_len; max_len without a series."""
-    if context.series is None or not context.horizon or context.codec is None:
-        return int(prior.max_len)
-    from specdifftree.data.prompts import forecast_answer
-
-    tail = context.series[-context.horizon:]
-    chars = len(forecast_answer(tail, context.codec)) * context.horizon / len(tail) + 1
-    return int(max(1, min(math.ceil(chars), prior.max_len)))
-
-
-def window_seed(seed: int, window: int) -> int:
-    """The search seed of window `window` in a cell of seed `seed` (distinct streams per window)."""
-    return int(np.random.SeedSequence([seed, window]).generate_state(1)[0])
 
 
 def cell_row(cfg: ExperimentConfig, cell: Cell, n_windows: int) -> dict:
@@ -391,13 +342,15 @@ def write_results(out_dir: str | Path) -> list[dict]:
     """Rebuild DIR/results.csv, and the cells' forecasts as DIR/forecasts.csv (long format,
     experiments/long_format.py), from the cell records (atomically). Returns results.csv's rows."""
     from specdifftree.experiments.long_format import write_experiment_forecasts
+    from specdifftree.experiments.text_windows import result_columns  # + the text metrics a text table has
 
     records = read_records(out_dir)
     write_experiment_forecasts(out_dir, records)
     rows = [result_row(r) for r in records]
     rows.sort(key=lambda r: (r["dataset"], r["method"], r["budget"], r["seed"]))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=result_columns(RESULT_COLUMNS, rows), extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     write_text(Path(out_dir) / "results.csv", buf.getvalue())
