@@ -27,36 +27,43 @@ from specdifftree.prior.sources import PriorSource
 from specdifftree.problem import Queries
 from specdifftree.search.common import SearchConfig
 
+BUFFER_QUERIES = 16  # contexts searched in lockstep at once (each batch's trees appended when it ends)
+
 
 def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str], contexts: list[Context],
                    cfg: SearchConfig, method: str = "dts", progress: bool = False, resume: bool = False,
                    log=None) -> list[dict]:
     """Search each context with `method` (dts or dts-star) and append its tree to the buffer at `path`,
-    as `sdt search --save-buffer` does. Returns per-context stats and mean reward. `prior`: a spec or
-    an opened prior; it is loaded once, and each context's problem has its own cost meter, so
+    as `sdt search --save-buffer` does; BUFFER_QUERIES contexts at a time are searched in lockstep
+    (search/many.py), each tree the one its context gets alone. Returns per-context stats and mean
+    reward. `prior`: a spec or an opened prior; it is loaded once, and each context's problem has its own cost meter, so
     `cfg.budget` counts its own work. `resume`: a context whose tree the buffer already holds, searched
     with this method and config (a run killed part-way), is not searched again; each search is seeded
     by `cfg` alone, so the buffer ends as an uninterrupted run's would. `log`: also a line per context
     (where no progress bar shows, as in a Ray task's log)."""
     from specdifftree.amortize.buffer import context_record, read_buffer, search_record
-    from specdifftree.progress import track
+    from specdifftree.progress import progress as progress_bar
 
     queries = Queries.open(prior, rewards)
     done, searched_with = {}, search_record(cfg)
     if resume and Path(path).is_file():
         done = {_key(r.context): r for r in read_buffer(path)[1]
                 if r.meta.get("method") == method and r.meta.get("search") == searched_with}
+    records = [done.get(_key(context_record(c))) for c in contexts]
+    todo = [i for i, r in enumerate(records) if r is None]
+    with progress_bar(len(contexts), "buffer", "contexts", initial=len(contexts) - len(todo), enabled=progress) as bar:
+        for lo in range(0, len(todo), BUFFER_QUERIES):  # searched in lockstep, appended in order
+            chunk = todo[lo:lo + BUFFER_QUERIES]
+            for i, record in zip(chunk, _search_into(path, queries, [contexts[i] for i in chunk], method, cfg,
+                                                     rewards, bar.update)):
+                records[i] = record
     rows = []
-    for i, context in enumerate(track(contexts, "buffer", "contexts", enabled=progress)):
-        record = done.get(_key(context_record(context)))
-        searched = record is None
-        if searched:
-            record = _search_into(path, queries, context, method, cfg, rewards)
+    for i, record in enumerate(records):
         rows.append({**{k: v for k, v in record.meta.items() if k != "search"}, "trajectories": len(record)})
         if log is not None:
             m = record.meta
             log(f"buffer {i + 1}/{len(contexts)}: {m['forward_tokens']:,} forward tokens, mean reward "
-                f"{m['mean_reward']:.4f}, " + (f"{m['wall_s']:.0f} s" if searched else "from the buffer"))
+                f"{m['mean_reward']:.4f}, " + (f"{m['wall_s']:.0f} s" if i in todo else "from the buffer"))
     return rows
 
 
@@ -64,16 +71,21 @@ def _key(context: dict) -> str:
     return json.dumps(context, sort_keys=True)
 
 
-def _search_into(path, queries: Queries, context: Context, method: str, cfg: SearchConfig, rewards: list[str]):
-    """One context's search, its tree appended to the buffer at `path`; returns the Record."""
+def _search_into(path, queries: Queries, contexts: list[Context], method: str, cfg: SearchConfig,
+                 rewards: list[str], on_done=None) -> list:
+    """The contexts' searches, in lockstep (search/many.py: each tree is the one its context gets
+    alone), each tree appended to the buffer at `path` in order; returns the Records."""
     from specdifftree.amortize.buffer import save_search
-    from specdifftree.search.registry import run_search
+    from specdifftree.search.many import run_many
 
-    problem = queries.problem(context)
-    result = run_search(problem, method, cfg)
-    record = save_search(path, problem, result, prior=queries.source.spec.text, rewards=rewards, lam=cfg.lam, cfg=cfg)
-    problem.prior.close()  # the shared backbone gets this tree's KV memory back
-    return record
+    problems = [queries.problem(context) for context in contexts]
+    try:
+        results = run_many(problems, method, cfg, progress=None if on_done is None else lambda k: on_done(k))
+        return [save_search(path, p, r, prior=queries.source.spec.text, rewards=rewards, lam=cfg.lam, cfg=cfg)
+                for p, r in zip(problems, results)]
+    finally:
+        for problem in problems:
+            problem.prior.close()  # the shared backbone gets the trees' KV memory back
 
 
 def train_flow(buffers: list[str | Path], prior: str | PriorSource, rewards: list[str], out_dir: str | Path,

@@ -75,6 +75,17 @@ def bench_spec(backbone: str, backend: str | None = None) -> str:
     return backbone
 
 
+def shape_spec(backbone: str, shape: str | None, layers: int | None) -> str:
+    """The backbone spec to bench: `backbone`, or a random model of `shape` cut to `layers` (hf:DIR)."""
+    if shape is not None:
+        from specdifftree.bench.shapes import shape_dir
+
+        return f"hf:{shape_dir(shape, layers)}"
+    if layers is not None:
+        raise SDTError("--layers cuts a --shape; give --shape NAME")
+    return backbone
+
+
 def bench_window(series: str | None, column: str | None, context_length: int, horizon: int):
     """The first evaluation window (`data/splits.py`) of `series` (by default the shared ETTh1
     file's OT column) as a `bench.memory.SearchWindow`."""
@@ -309,13 +320,7 @@ def run_speed(backbone: str = "default", cfg: SpeedConfig | None = None, *, shap
 
     cfg = cfg or SpeedConfig()
     placement = placement or Placement()
-    if shape is not None:
-        from specdifftree.bench.shapes import shape_dir
-
-        backbone = f"hf:{shape_dir(shape, layers)}"
-    elif layers is not None:
-        raise SDTError("--layers cuts a --shape; give --shape NAME")
-    spec = bench_spec(backbone, backend)
+    spec = bench_spec(shape_spec(backbone, shape, layers), backend)
     window = bench_window(series, column, context_length, horizon)
     queries = Queries.open(spec, ["spectral"], placement=placement)
     problem = queries.problem(window.context())

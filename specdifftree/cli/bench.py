@@ -58,7 +58,9 @@ Examples:
   sdt bench speed --backend gguf                   # the same weights through llama.cpp (f32 GGUF)
   sdt bench speed --shape qwen3-0.6b --layers 2    # a random model with Qwen3's vocabulary and sizes
   sdt bench speed --shape llama-3.2-1b --layers 2 --long-prompt 2000 --device cuda
-  sdt bench speed --backbone gguf:runs/bb.gguf --batch 32 --iterations 128 --json""")
+  sdt bench speed --backbone gguf:runs/bb.gguf --batch 32 --iterations 128 --json
+  sdt bench speed --queries 12 --repeats 1          # 12 queries batched vs one after another, both backends
+  sdt bench speed --shape llama-3.2-1b --device cuda --dtype bfloat16 --queries 1,8,64""")
 @click.option("--backbone", default="default", show_default=True, help="default | hf:DIR | gguf:FILE.")
 @click.option("--shape", default=None, metavar="NAME",
               help="Instead of --backbone: a random-weight model shaped like llama-3.2-1b, qwen3-0.6b or "
@@ -81,17 +83,42 @@ Examples:
               help="Also run `sdt search --method dts` at budgets 1,000 and 6,000 in child processes and "
                    "report how much their peak RSS grows per extra tree node (bound: 16 KiB).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--queries", default=None, metavar="N[,N...]",
+              help="Instead: tokens/s of N DTS queries (consecutive evaluation windows) searched in lockstep "
+                   "against the same N one after another, and peak memory; one row per N and backend (without "
+                   "--backend, --backbone default runs on both). --max-rows: rows per forward.")
+@click.option("--max-rows", type=int, default=None, help="--queries: rows per forward [default: 256 on the host, "
+                                                          "2048 on a GPU].")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 @placement_options
-def speed(backbone, shape, layers, backend, series, column, context_length, horizon, node_memory, as_json, device,
-          dtype, n_gpu_layers, **opts):
+def speed(backbone, shape, layers, backend, series, column, context_length, horizon, node_memory, queries, max_rows,
+          as_json, device, dtype, n_gpu_layers, **opts):
     """DTS token throughput vs plain batched sampling on the same model, forward tokens per new token, memory."""
     from specdifftree.bench.speed import SpeedConfig, run_speed, summary
 
+    if queries is not None:
+        _speed_queries(backbone, shape, layers, backend, int_list(queries, "--queries"), max_rows, as_json,
+                       placement(device, dtype, n_gpu_layers), series=series, column=column,
+                       context_length=context_length, horizon=horizon, **opts)
+        return
     report = run_speed(backbone, SpeedConfig(**opts), shape=shape, layers=layers, backend=backend, series=series,
                        column=column, context_length=context_length, horizon=horizon, node_memory=node_memory,
                        placement=placement(device, dtype, n_gpu_layers))
     click.echo(json.dumps(report, indent=1) if as_json else summary(report))
+
+
+def _speed_queries(backbone, shape, layers, backend, counts, max_rows, as_json, place, **kw):
+    """`sdt bench speed --queries`: bench/queries.py on each backend asked for."""
+    from specdifftree.bench.queries import QueriesConfig, queries_summary, run_queries
+    from specdifftree.bench.speed import bench_spec, shape_spec
+
+    cfg = QueriesConfig(batch=kw.pop("batch"), iterations=kw.pop("iterations"), repeats=kw.pop("repeats"),
+                        seed=kw.pop("seed"), max_rows=max_rows)
+    kw.pop("long_prompt", None)
+    spec = shape_spec(backbone, shape, layers)
+    backends = [backend] if backend or spec != "default" else ["hf", "gguf"]
+    reports = [r for b in backends for r in run_queries(bench_spec(spec, b), counts, cfg, placement=place, **kw)]
+    click.echo(json.dumps(reports, indent=1) if as_json else queries_summary(reports))
 
 
 @bench.command(context_settings=CONTEXT, epilog="""\b

@@ -77,6 +77,10 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @click.option("--context-length", type=int, default=None, help="Use the N points of --series before --end.")
 @click.option("--end", type=int, default=None, help="Index one past the last context point [default: end of file];"
               " the H points after it, when present, are the ground truth for metrics.")
+@click.option("--windows", type=int, default=1, show_default=True, metavar="N",
+              help="Search N consecutive windows of --series at once, in lockstep (one backbone forward per round "
+                   "for all): window i of N ends at --end - (N-1-i) * --horizon. Each gets what its own run with "
+                   "--seed would; --out writes a JSON list of their records.")
 @click.option("--batch-size", type=int, default=option_default("batch_size"), show_default=True, help="Leaves per round (batched rollouts).")
 @click.option("--widen-c", type=float, default=option_default("widen_c"), show_default=True, help="Progressive widening C.")
 @click.option("--widen-alpha", type=float, default=option_default("widen_alpha"), show_default=True, help="Progressive widening alpha.")
@@ -111,7 +115,8 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
 @placement_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, task, question, choices, max_chars,
-           series, column, horizon, context_length, end, plot, out_csv, levels, quiet, device, dtype, n_gpu_layers, **opts):
+           series, column, horizon, context_length, end, plot, out_csv, levels, quiet, device, dtype, n_gpu_layers,
+           windows, **opts):
     """Search or sample from pi*(x) ~ p(x|c) exp(lambda r(x)) with one method."""
     from specdifftree.api import build_context, search_run
     from specdifftree.search.registry import get_method, methods_where
@@ -138,6 +143,16 @@ def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, t
     for path, what in ((out, "--out"), (save_tree, "--save-tree"), (save_buffer, "--save-buffer"), (plot, "--plot"),
                        (out_csv, "--out-csv")):
         validate.output_path(path, what)
+    if windows != 1:
+        from specdifftree.cli.windows import search_windows, window_contexts
+
+        if windows < 1 or task != "forecast" or save_tree or plot or out_csv:
+            raise SDTError("--windows N (N >= 1) searches forecast windows; --save-tree, --plot and --out-csv "
+                           "take one window")
+        search_windows(prior, window_contexts(windows, series, column, horizon, context_length, end),
+                       method, quiet, out, save_buffer, reward=list(rewards), lam=lam, backbone=backbone,
+                       placement=placement(device, dtype, n_gpu_layers), **opts)
+        return
     if task == "forecast":
         context = build_context(series, column, horizon, context_length, end)
     else:
