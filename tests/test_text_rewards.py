@@ -114,6 +114,13 @@ def test_rewards_never_read_the_truth(name):
         assert reward(text, base) == reward(text, other) == reward(text, none), text
 
 
-def test_answer_consistency_needs_a_qa_context():
-    with pytest.raises(SDTError, match="--task qa"):
-        REWARDS["answer-consistency"]()("Answer: up", _caption_ctx(_rising()))
+def test_answer_consistency_on_other_contexts():
+    """On a caption or forecast context the answer is whatever follows "Answer:"; a series is needed."""
+    from specdifftree.data.context import Context
+
+    reward = REWARDS["answer-consistency"]()
+    for ctx in (_caption_ctx(_rising()), Context(series=_rising(), horizon=4)):
+        assert reward("Answer: up", ctx) > reward("Answer: down", ctx)
+        assert reward("1,2,3", ctx) == -1.0
+    with pytest.raises(SDTError, match="series"):
+        reward("Answer: up", Context())

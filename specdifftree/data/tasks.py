@@ -185,10 +185,13 @@ def reference_facts(context, with_truth: bool = False) -> list:
     return facts
 
 
-def parse_answer(text: str, choices: Sequence[str]) -> Optional[str]:
-    """The choice a qa answer ends with ("... Answer: walking" -> "walking"), case-insensitively, or None."""
+def parse_answer(text: str, choices: Sequence[str] = ()) -> Optional[str]:
+    """The choice a qa answer ends with ("... Answer: walking" -> "walking"), case-insensitively, or
+    None; without choices, whatever follows the last "Answer:" (lower case), or None."""
     m = _ANSWER.search(str(text).strip())
     said = m.group(1).strip().rstrip(".").strip().lower() if m else None
+    if not choices:
+        return said or None
     return next((c for c in choices if c.lower() == said), None)
 
 

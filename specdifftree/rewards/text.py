@@ -7,11 +7,12 @@ and the text only, never `Task.truth`.
                          invented), so missing and invented facts both cost); level 3, where the text
                          states activities, the share of them the series' motion supports
                          (`activity_support` over the stated span); in [0, 1]
-    answer-consistency   how far the series' own features support the answer's claim, in [0, 1]:
+    answer-consistency   how far the series' own features support the answer's claim, in [0, 1]
+                         (the choice it ends with; on other contexts, the text after "Answer:"):
                          an activity (motion energy and step rhythm of accelerometer channels), a
                          trend direction, spikes, periodicity or where the maximum lies; 0.8 of it
                          for the answer, 0.2 for the claims of the reasoning (1 when it makes none);
-                         -1 when the text ends in no choice
+                         -1 when the text ends in no choice (no "Answer:")
     format               0 when the text is a whole answer of the task's grammar (within its cap), else -1
 """
 
@@ -37,6 +38,8 @@ def motion(context: Context) -> Optional[tuple[float, bool]]:
     """(motion energy, step rhythm) of accelerometer channels (names with "acceleration" or "acc", or
     three channels at a known rate), else None: the std of the acceleration magnitude about its
     mean, and whether the most active axis has a dominant period of 1.2-3 Hz. Computed once per context."""
+    if context.task is None:  # a forecast context: one series, no names or rate
+        return None
     memo = context.task.memo
     if "motion" not in memo:
         memo["motion"] = _motion(context)
@@ -119,9 +122,11 @@ class AnswerConsistencyReward:
 
     def __call__(self, text: str, context: Context) -> float:
         from specdifftree.data.tasks import parse_answer
+        from specdifftree.rewards.base import need_series
 
-        task = need_task(context, self.name, "qa")
-        answer = parse_answer(text, task.choices)
+        need_series(context, self.name, 4)
+        qa = context.task is not None and context.task.name == "qa"
+        answer = parse_answer(text, context.task.choices if qa else ())
         if answer is None:
             return self.invalid
         reasoning = str(text).rsplit("Answer:", 1)[0]
@@ -162,14 +167,5 @@ def text_format(text: str, context: Context) -> float:
     return 0.0 if accepts(machine(context), str(text)) else -1.0
 
 
-def need_task(context: Context, reward: str, name: str):
-    """The context's task when it is `name` (SDTError otherwise)."""
-    from specdifftree.errors import SDTError
-
-    if context.task is None or context.task.name != name:
-        raise SDTError(f"the {reward} reward scores --task {name} answers")
-    return context.task
-
-
-__all__ = ["AnswerConsistencyReward", "activity_support", "caption_score", "claim_support", "motion", "need_task",
+__all__ = ["AnswerConsistencyReward", "activity_support", "caption_score", "claim_support", "motion",
            "reasoning_support", "series_support", "text_format"]
