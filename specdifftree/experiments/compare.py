@@ -42,6 +42,7 @@ class Comparison:
 def compare(dirs: list[str | Path], plot_dir: Optional[str | Path] = None,
             wandb_project: Optional[str] = None) -> Comparison:
     from specdifftree.experiments.plots import plot_fans, plot_psd_comparison, plot_reward_vs_tokens
+    from specdifftree.experiments.text_windows import is_text_record
 
     records = []
     for d in dirs:
@@ -60,6 +61,10 @@ def compare(dirs: list[str | Path], plot_dir: Optional[str | Path] = None,
         raise SDTError("nothing to compare: give run directories or --wandb-project")
     rows = aggregate(cells)
     out = Path(plot_dir) if plot_dir else (Path(dirs[0]) / "compare" if dirs else Path("runs") / "compare")
+    if records and all(is_text_record(r) for r in records):  # captions / answers: experiments/text_report.py
+        from specdifftree.experiments.text_report import text_comparison
+
+        return Comparison(*text_comparison(records, out, describe_provenance(cells)), notes)
     table = markdown_table(rows) + "\n\n" + describe_provenance(cells)
     write_text(out / "table.md", table + "\n")
     plots = {"reward_vs_tokens": plot_reward_vs_tokens(rows, out / "reward_vs_tokens.png")}
