@@ -259,3 +259,15 @@ def test_smoke_preset_validation_loss_falls(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     rows = json.loads((tmp_path / "slm" / "sensorlm.json").read_text())["metrics"]
     assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+
+
+def test_a_qa_answer_is_scored_as_the_caption_sentence():
+    from specdifftree.data.context import context_from_array
+    from specdifftree.sensorlm.reward import scored_text
+
+    x = np.random.default_rng(0).normal(2000, 20, (3, 64))
+    ctx = context_from_array(x[0], covariates=[x[1], x[2]], task="qa", fs=52.0, question="What is the person doing?",
+                             choices="walking,sitting")
+    assert scored_text("Steady posture. Answer: sitting", ctx) == "The recording shows sitting."
+    assert scored_text("Steady posture", ctx) == "Steady posture"
+    assert scored_text("Answer: walking", context_from_array(x[0], horizon=4)) == "Answer: walking"

@@ -122,8 +122,10 @@ against chance and a linear probe on the same embeddings; recall@1/@5 on the tes
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="A trained sensorlm directory.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Real datasets folder [default: ../shared/data when it exists].")
+@click.option("--figure", type=click.Path(dir_okay=False), default=None,
+              help="Also write a PNG: held-out windows x class prompts, their SigLIP logits.")
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
-def evaluate_cmd(model_dir, data_dir, as_json):
+def evaluate_cmd(model_dir, data_dir, figure, as_json):
     """Held-out zero-shot classification, linear probe and retrieval numbers."""
     from pathlib import Path
 
@@ -137,6 +139,10 @@ def evaluate_cmd(model_dir, data_dir, as_json):
     from specdifftree.sensorlm.measure import measure
 
     out = measure(model_dir, Path(root))
+    if figure:
+        from specdifftree.sensorlm.measure import plot_similarity
+
+        plot_similarity(model_dir, Path(root), Path(figure))
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return

@@ -89,3 +89,38 @@ def measure(model_dir, root: Path, templates=("The recording shows {label}.", "T
     seed = m.manifest.get("config", {}).get("seed", 0)
     out["retrieval"] = retrieval(m, build_pairs(root, "test", spec, seed), seed)
     return out
+
+
+def plot_similarity(model_dir, root: Path, path: Path, per_class: int = 6,
+                    template: str = "The recording shows {label}.") -> Path:
+    """A PNG heatmap of the SigLIP logits between test-participant windows (`per_class` of each
+    one-word activity, evenly spaced in the file) and the one-word class prompts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from specdifftree.sensorlm.checkpoint import load_sensorlm
+    from specdifftree.sensorlm.evaluate import embed_series, embed_texts, prompts, scale_bias
+
+    m = load_sensorlm(model_dir)
+    wins, codes = har_split(root, "test", m.config.window)
+    rows, names = [], []
+    for word in WORDS:
+        idx = [i for i, c in enumerate(codes) if HAR_WORDS[c] == word]
+        for i in np.asarray(idx)[np.linspace(0, len(idx) - 1, min(per_class, len(idx))).astype(int)] if idx else []:
+            rows.append(wins[i])
+            names.append(HAR_ACTIVITIES[codes[i]])
+    t, b = scale_bias(m)
+    logits = t * embed_series(m, rows) @ embed_texts(m, prompts(WORDS, template)).T + b
+    fig, ax = plt.subplots(figsize=(4.6, 0.22 * len(rows) + 1.2), dpi=80)
+    im = ax.imshow(logits, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(WORDS)), [template.replace("{label}", w) for w in WORDS], rotation=30, ha="right",
+                  fontsize=7)
+    ax.set_yticks(range(len(rows)), names, fontsize=6)
+    ax.set_title("SigLIP logit: held-out windows x class prompts", fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

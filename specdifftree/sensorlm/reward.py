@@ -8,7 +8,10 @@
 The reward is the model's SigLIP logit, the log-odds that the text describes the series: a
 search's target p(x | c) exp(lambda r) is then, at lambda = 1, the prior reweighted by the model's
 likelihood ratio of the text. The series are the context's channels (`series`, then `covariates`,
-as a caption or question context holds them). Embeddings are cached: one sensor-tower call per
+as a caption or question context holds them). An answer to a question (a qa context's text that
+ends in "Answer: <choice>") is scored as the caption sentence ANSWER_TEMPLATE with its choice, the
+sentence zero-shot classification uses (the towers were trained on captions, not on reasoning);
+any other text (a caption, an unfinished answer) is scored as it is. Embeddings are cached: one sensor-tower call per
 context, one text-tower call per distinct text. Its cost is counted here, apart from the prior's
 forward tokens.
 """
@@ -24,6 +27,7 @@ import numpy as np
 from specdifftree.errors import SDTError
 
 PREFIX = "sensorlm:"
+ANSWER_TEMPLATE = "The recording shows {label}."
 TEXT_CACHE = 4096
 
 
@@ -99,7 +103,7 @@ class SensorLMReward:
 
         t0 = time.perf_counter()
         with torch.no_grad():
-            zs, zt = self._series_embedding(context), self._text_embedding(text)
+            zs, zt = self._series_embedding(context), self._text_embedding(scored_text(text, context))
             m = self._loaded()
             r = float(m.model.log_scale.exp()) * float(zs @ zt) + float(m.model.bias)
         self.seconds += time.perf_counter() - t0
@@ -108,6 +112,18 @@ class SensorLMReward:
     def cost(self) -> dict:
         return {self.name: {"text_calls": self.text_calls, "series_calls": self.series_calls,
                             "seconds": round(self.seconds, 4)}}
+
+
+def scored_text(text: str, context) -> str:
+    """The text the towers score: a qa context's answer as ANSWER_TEMPLATE, else the text itself."""
+    task = getattr(context, "task", None)
+    if getattr(task, "name", None) == "qa" and getattr(task, "choices", None):
+        from specdifftree.data.tasks import parse_answer
+
+        answer = parse_answer(text, task.choices)
+        if answer is not None:
+            return ANSWER_TEMPLATE.replace("{label}", answer)
+    return text
 
 
 def reward_costs(reward) -> dict:
