@@ -97,13 +97,7 @@ class CaptionMachine:
         return ("SP",) if c == " " else None
 
     def _after_number(self, c: str) -> Optional[State]:
-        if c in CLOSERS:
-            return ("W",)
-        if c in ENDS:
-            return ("E",)
-        if c in AFTER_WORD:
-            return ("C",)
-        return ("SP",) if c == " " else None
+        return ("W",) if c in CLOSERS else self._after_token(c)
 
     def max_dist(self) -> int:
         """An upper bound on `dist` over reachable states."""
