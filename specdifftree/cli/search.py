@@ -125,7 +125,7 @@ def search(prior, backbone, rewards, method, lam, out, save_tree, save_buffer, t
 
     get_method(method)  # fail fast on a typo, before loading anything
     validate.task_options(task, question, choices, horizon, max_chars,
-                          text_outputs={"--plot": plot, "--out-csv": out_csv, "--save-buffer": save_buffer})
+                          text_outputs={"--plot": plot, "--out-csv": out_csv})
     series, column = (list(v) if len(v) > 1 else (v[0] if v else None) for v in (series, column))
     if plot and (series is None or horizon is None):
         raise SDTError("--plot draws a forecast: it needs --series FILE.csv and --horizon H")
