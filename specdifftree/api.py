@@ -30,6 +30,7 @@ from specdifftree.data.tasks import Task, make_task
 from specdifftree.experiments.metrics import forecast_matrix, forecast_record
 from specdifftree.prior.backbones.base import Placement
 from specdifftree.prior.sources import PriorSource, open_prior
+from specdifftree.prior.tasks import text_default
 from specdifftree.prior.spec import PriorSpec
 from specdifftree.problem import Queries
 from specdifftree.search.common import Problem, SearchConfig, SearchResult
@@ -127,13 +128,15 @@ def search_run(prior: PriorLike, context: Optional[Context] = None, *, reward: U
 
     prior:   a spec ("default", "hf:DIR", "markov:toy3", ...), an opened prior (`open_prior`, so a
              model loads once for many queries), or `Queries` (prior, reward and lambda together).
+             "default" on a caption or qa context: the backbone that writes text, once built
+             (prior/tasks.py's text_default).
     reward:  one spec or several (summed), as `sdt search --reward`; a built-in problem brings its own.
     lam:     inverse temperature (default: the built-in problem's, else 1). backbone, placement: as
              for `open_prior` (when `prior` is a spec).
     options: any SearchConfig field (budget, iterations, samples, seed, flow, alpha, ...).
     """
     check_search(method, lam, options)  # before loading anything
-    queries = opened(prior, reward, lam, backbone, placement)
+    queries = opened(text_default(prior, context) if backbone is None else prior, reward, lam, backbone, placement)
     cfg = SearchConfig(lam=queries.lam if lam is None else lam, **options).validate()
     problem = queries.problem(context)
     result = run_search(problem, method, cfg, show_progress=progress)
@@ -157,7 +160,8 @@ def search_many(prior: PriorLike, contexts: Sequence[Context], *, reward: Union[
     from specdifftree.search.many import run_many
 
     check_search(method, lam, options)
-    queries = opened(prior, reward, lam, backbone, placement)
+    queries = opened(text_default(prior, contexts[0] if contexts else None) if backbone is None else prior, reward,
+                     lam, backbone, placement)
     cfg = SearchConfig(lam=queries.lam if lam is None else lam, **options).validate()
     cfgs = [cfg if seeds is None else replace(cfg, seed=int(s)) for s in (seeds if seeds is not None else contexts)]
     problems = [queries.problem(c) for c in contexts]

@@ -212,3 +212,18 @@ def test_cli_qa_acceptance(run_cli, tmp_path):
 def test_bad_task_options_fail_before_loading(run_cli, args, says):
     code, _, err = run_cli(["search", "--prior", "default", "--reward", "zero", *args])
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_means_the_text_backbone_for_text_tasks_once_built(monkeypatch, tmp_path):
+    import specdifftree.prior.default as default
+    import specdifftree.prior.spec as spec
+    from specdifftree.data.context import Context
+    from specdifftree.prior.tasks import text_default
+
+    text = _contexts()["caption"]
+    monkeypatch.setattr(default, "default_backbone", lambda preset="default": tmp_path)  # as if text-v1 were built
+    assert text_default("default", text) == "text"
+    assert text_default("default", Context(series=np.ones(8), horizon=2)) == "default"  # forecasts keep default
+    assert text_default("hf:DIR", text) == "hf:DIR"
+    monkeypatch.setattr(spec, "checkpoint_dir", lambda s: tmp_path)  # an installed trained prior for default
+    assert text_default("default", text) == "default"

@@ -24,4 +24,21 @@ def text_prior(backbone, parts, context: Context, name: str = "tslm", parts_id: 
                      parts_id=parts_id or parts.weights_sha256())
 
 
-__all__ = ["text_prior"]
+def text_default(spec, context: Context):
+    """The prior spec a context runs with: `default` on a caption or qa context means the packaged
+    backbone trained to write text (spec "text") once it is built and no trained prior is installed
+    for `default`; forecasts, and every other spec, run as given."""
+    from specdifftree.errors import SDTError
+    from specdifftree.prior.default import default_backbone
+    from specdifftree.prior.spec import checkpoint_dir, parse_prior
+
+    if spec != "default" or context is None or context.task is None or checkpoint_dir(parse_prior(spec)) is not None:
+        return spec
+    try:
+        default_backbone("text")
+    except SDTError:  # not built: today's default backbone writes the text
+        return spec
+    return "text"
+
+
+__all__ = ["text_default", "text_prior"]
