@@ -31,8 +31,10 @@ def test_text_table_and_its_presets_load():
     assert [m.name for m in table.methods][:6] == METHODS
     assert {d.task for d in table.datasets} == {"caption"} and table.reward == ["caption-consistency"]
     assert {d.source for d in table.datasets} == {"ett", "m4"} and all(d.part == "eval" for d in table.datasets)
-    scale = {m.name: m.budget_scale for m in table.methods}
-    assert scale["sadt"] <= 0.1 and scale["dts"] == 1.0  # S-ADT: at most a tenth of DTS's tokens
+    sadt = load_experiment(TABLE, "sadt")
+    scale = {m.name: m.budget_scale for m in sadt.methods}
+    assert scale["sadt"] <= 0.1 and scale["sadt-sample"] <= 0.1 and scale["dts"] == 1.0  # a tenth of DTS's tokens
+    assert sadt.flow["datasets"] == ["ETTh1-caption"] and sadt.flow["amortize"]["on_policy"] == 0.0
     qa = load_experiment(TABLE, "qa")
     assert [d.name for d in qa.datasets] == ["HAR-qa"] and qa.reward == ["answer-consistency"]
     assert qa.datasets[0].choices == "walking,standing,sitting,stairs"
