@@ -3,6 +3,8 @@ alone with the same seed: exactly on Markov priors; on a tiny random Llama throu
 through llama.cpp the same samples, their log-probs within 1e-5, while the rows of all queries run
 in shared forwards."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -163,3 +165,41 @@ def test_search_many_returns_one_search_run_per_context_as_search_run_would():
         one = sdt.search_run("markov:toy3", None, method="smc", seed=seed, particles=8, samples=4)
         assert run.cfg.seed == seed and run.result.to_dict()["samples"] == one.result.to_dict()["samples"]
         assert run.record()["stats"]["forward_tokens"] == one.record()["stats"]["forward_tokens"]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+ETTH1 = ROOT.parent / "shared" / "data" / "ett" / "ETTh1.csv"
+needs_etth1 = pytest.mark.skipif(not ETTH1.is_file(), reason="needs ../shared/data/ett/ETTh1.csv beside the checkout")
+
+
+@needs_etth1
+def test_search_windows_writes_one_record_per_window_each_its_own_runs(tmp_path, run_cli):
+    import json
+
+    args = ["search", "--prior", f"markov:{ROOT / 'examples' / 'digits.json'}",
+            "--series", ETTH1, "--column", "OT", "--context-length", "32", "--horizon", "4", "--reward", "spectral",
+            "--method", "dts", "--iterations", "20", "-q"]
+    code, _, err = run_cli([*args, "--windows", "3", "--end", "15000", "--out", tmp_path / "w.json"])
+    assert code == 0, err
+    records = json.loads((tmp_path / "w.json").read_text())
+    assert len(records) == 3
+    for end, record in zip((14992, 14996, 15000), records):
+        code, _, err = run_cli([*args, "--end", end, "--out", tmp_path / "one.json"])
+        assert code == 0, err
+        one = json.loads((tmp_path / "one.json").read_text())
+        assert set(one) == set(record) and one["samples"] == record["samples"]
+        assert one["stats"]["forward_tokens"] == record["stats"]["forward_tokens"]
+    code, _, err = run_cli([*args, "--windows", "2", "--plot", tmp_path / "p.png"])
+    assert code == 2 and "--windows" in err
+
+
+@needs_etth1
+def test_bench_speed_queries_reports_both_modes(tiny_specs, run_cli):
+    import json
+
+    code, out, err = run_cli(["bench", "speed", "--backbone", tiny_specs["hf"], "--queries", "2", "--iterations", "2",
+                              "--batch", "2", "--repeats", "1", "--context-length", "16", "--horizon", "3", "--json"])
+    assert code == 0, err
+    (report,) = json.loads(out)
+    assert report["queries"] == 2 and report["same_samples"] and report["ratio"] > 0
+    assert report["model_calls"][1] < report["model_calls"][0]  # the batched run shared its forwards

@@ -14,8 +14,9 @@ the report gives medians, ranges and the per-pair ratio, and whether both modes 
 samples. Peak memory per mode: host RSS (sampled every 5 ms during the run) and, on CUDA, the
 allocator's peak.
 
-On llama.cpp the backbone is opened with N times the KV cells (`n_ctx`) of one query's default, so
-that every query keeps the cells one query alone would (its cell budget is n_ctx // 8).
+On llama.cpp the backbone is reopened with room for N queries: n_ctx = max(4096, N * 1024) KV cells
+(a default-backbone prompt is about 480), of which up to half may be kept for prefixes outside the
+current call (`cell_budget`); both modes run on it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 
 from specdifftree.errors import SDTError
 
-LLAMACPP_CELLS_PER_QUERY = 4096  # n_ctx of one query on llama.cpp (open_backbone's default)
+LLAMACPP_CELLS_PER_QUERY = 1024  # KV cells per query on llama.cpp (n_ctx at least open_backbone's 4096)
 
 
 @dataclass
@@ -54,14 +55,15 @@ def bench_windows(series, column, context_length: int, horizon: int, n: int) -> 
 
 
 def sized_for_queries(queries, n: int):
-    """`queries` (problem.Queries) whose llama.cpp backbone has n times one query's KV cells (a
+    """`queries` (problem.Queries) whose llama.cpp backbone has room for n queries (module docstring; a
     transformers backbone's slot pool grows by itself: returned as it is)."""
     from specdifftree.prior.backbones.llamacpp import LlamaCppBackbone
 
     old = getattr(queries.source, "backbone", None)
     if not isinstance(old, LlamaCppBackbone):
         return queries
-    backbone = LlamaCppBackbone(old.path, n_seq_max=old.n_seq_max, n_ctx=n * LLAMACPP_CELLS_PER_QUERY,
+    n_ctx = max(old.n_ctx, n * LLAMACPP_CELLS_PER_QUERY)
+    backbone = LlamaCppBackbone(old.path, n_seq_max=old.n_seq_max, n_ctx=n_ctx, cell_budget=n_ctx // 2,
                                 n_threads=int(old.lib.llama_n_threads(old.ctx)))
     old.close()
     return replace(queries, source=replace(queries.source, backbone=backbone))
