@@ -174,10 +174,20 @@ def default_max_rows(prior: Prior) -> int:
     return CPU_MAX_ROWS if device is None or getattr(device, "type", "cpu") == "cpu" else DEVICE_MAX_ROWS
 
 
+def default_max_active(prior: Prior) -> Optional[int]:
+    """Queries alive at once when none is given: on llama.cpp as many as half the context's KV cells
+    hold prompts and answers for (every query's prefixes share one context), at least one; else all
+    (None)."""
+    n_ctx = getattr(getattr(prior, "backbone", None), "n_ctx", None)
+    if n_ctx is None or not hasattr(prior, "prompt_ids"):
+        return None
+    return max(1, (n_ctx // 2) // (len(prior.prompt_ids) + prior.max_len))
+
+
 class Lockstep:
     """Runs `fn(i, problem)` for many problems in lockstep (module docstring). max_rows: rows per forward
-    (None: `default_max_rows` of the first prior); max_active: queries alive at once (None: all; a
-    finished query's place goes to the next one)."""
+    (None: `default_max_rows` of the first prior); max_active: queries alive at once (None:
+    `default_max_active`; a finished query's place goes to the next one)."""
 
     def __init__(self, max_rows: Optional[int] = None, max_active: Optional[int] = None):
         self.max_rows, self.max_active = max_rows, max_active
@@ -196,7 +206,7 @@ class Lockstep:
             turn.fn = (lambda i, q: lambda: fn(i, q))(i, replace(p, prior=paused_prior(p.prior, turn)))
             turns.append(turn)
         waiting, active = deque(turns), []
-        limit = self.max_active or len(turns)
+        limit = self.max_active or (default_max_active(problems[0].prior) if problems else None) or len(turns)
         try:
             while waiting or active:
                 while waiting and len(active) < limit:
@@ -330,4 +340,5 @@ def run_many(problems: Sequence[Problem], method: str, cfgs: SearchConfig | Sequ
     return results
 
 
-__all__ = ["Lockstep", "ManyStats", "default_max_rows", "paused_prior", "run_many", "shares_backbone"]
+__all__ = ["Lockstep", "ManyStats", "default_max_active", "default_max_rows", "paused_prior", "run_many",
+           "shares_backbone"]
