@@ -12,6 +12,11 @@ Layout of the output directory DIR:
     DIR/cells/<cell>/wandb/               the offline W&B run (unless --no-wandb)
     DIR/cells/<cell>/*.png, tree.graphml  the cell's plots, and its first window's tree (when small)
 
+Here (without `ray`) a cell's windows, and the cells of one dataset, method and budget across seeds
+(up to MAX_QUERIES windows), are searched in lockstep (search/many.py): every round's rows of all of
+them go through one backbone forward, and each window's result is what it gets alone with its seed
+(the same samples and forward tokens; its `wall_s` spans the whole group's search).
+
 A cell is finished when its record.json exists; it is written atomically and last, so a killed
 run resumes where it stopped and a rerun skips what is done. results.csv is rebuilt from the
 records after every cell.
@@ -74,6 +79,7 @@ from specdifftree.experiments.provenance import PROVENANCE_KEYS
 from specdifftree.experiments.sizing import UNBOUNDED, answer_tokens, sized_config, window_seed  # noqa: F401
 
 TREE_ARTIFACT_MAX_NODES = 5000
+MAX_QUERIES = 16  # windows searched in lockstep at once when a group holds several cells (seeds)
 CELL_KEYS = ("experiment", "dataset", "horizon", "method", "budget", "cap", "seed", "windows")
 RESULT_COLUMNS = CELL_KEYS + WINDOW_METRICS + PROVENANCE_KEYS
 
@@ -206,16 +212,33 @@ def _cell_task(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: 
 
 
 def _run_here(cfg: ExperimentConfig, todo: list[Cell], wins: dict, out: Path, wandb: bool, bar) -> list[str]:
-    """The cells one after another in this process, sharing one opened prior; results.csv after each."""
+    """The cells in this process, sharing one opened prior: the cells of one dataset, method and budget
+    (its seeds) together, their windows in lockstep (`run_cells`, at most MAX_QUERIES windows at once
+    unless one cell has more); results.csv after each group."""
     queries, ran = None, []  # the prior, reward and lambda: loaded once, for every cell and window
-    for cell in todo:
-        bar.set_postfix_str(cell.key)
+    for group in seed_groups(todo, {name: len(w) for name, w in wins.items()}):
+        bar.set_postfix_str(group[0].key)
         queries = queries or open_queries(cfg)
-        run_cell(cfg, cell, wins[cell.dataset.name], out / "cells" / cell.key, queries, wandb=wandb,
-                 on_window=lambda: bar.update(1))
-        ran.append(cell.key)
+        run_cells(cfg, group, wins[group[0].dataset.name], [out / "cells" / c.key for c in group], queries,
+                  wandb=wandb, on_window=lambda: bar.update(1))
+        ran += [c.key for c in group]
         write_results(out)
     return ran
+
+
+def seed_groups(todo: list[Cell], n_windows: dict[str, int]) -> list[list[Cell]]:
+    """The cells in order, consecutive cells of one dataset, method and budget grouped, each group's
+    windows (all its cells') at most MAX_QUERIES (a cell with more windows is a group of its own)."""
+    groups: list[list[Cell]] = []
+    for cell in todo:
+        last = groups[-1] if groups else None
+        same = last is not None and (last[0].dataset.name, last[0].method.name, last[0].budget) == \
+            (cell.dataset.name, cell.method.name, cell.budget)
+        if same and (len(last) + 1) * n_windows[cell.dataset.name] <= MAX_QUERIES:
+            last.append(cell)
+        else:
+            groups.append([cell])
+    return groups
 
 
 def open_queries(cfg: ExperimentConfig):
@@ -233,60 +256,87 @@ def run_cell(cfg: ExperimentConfig, cell: Cell, wins: list[Window], cell_dir: Pa
     """Run one cell over its windows, track it, write its record (last). Returns the record.
     Whatever an unfinished earlier attempt left in `cell_dir` is removed first. `queries`: the
     experiment's opened prior and reward (`open_queries`), shared by every window and cell; each
-    window's problem has its own cost meter."""
+    window's problem has its own cost meter. The windows are searched together (`run_cells`)."""
+    return run_cells(cfg, [cell], wins, [cell_dir], queries, wandb, on_window)[0]
+
+
+def run_cells(cfg: ExperimentConfig, group: list[Cell], wins: list[Window], cell_dirs: list[Path], queries=None,
+              wandb: bool = True, on_window=None) -> list[dict]:
+    """Cells of one dataset and method (one per seed, say), run as `run_cell` runs one, but every window
+    of every cell searched in lockstep (search/many.py: each round's rows of all of them in one backbone
+    forward; each window's result is the one it gets alone with its seed). on_window() as each window's
+    search ends. Returns the records."""
+    from specdifftree.search.many import run_many
+
+    if not wins:
+        raise SDTError(f"dataset '{group[0].dataset.name}' has no evaluation windows")
+    queries = queries or open_queries(cfg)
+    contexts = [w.context(group[0].dataset) for w in wins]
+    plans = [_plan_cell(cfg, cell, contexts, cell_dir, queries, wandb) for cell, cell_dir in zip(group, cell_dirs)]
+    try:
+        results = run_many([p for plan in plans for p in plan["problems"]], group[0].method.method,
+                           [replace(plan["search"], seed=window_seed(plan["cell"].seed, i))
+                            for plan in plans for i in range(len(wins))],
+                           progress=None if on_window is None else lambda _: on_window())
+        records = [_finish_cell(cfg, plan, wins, contexts, results[k * len(wins):(k + 1) * len(wins)])
+                   for k, plan in enumerate(plans)]
+    except BaseException:
+        for plan in plans:
+            plan["tracker"].finish("failed")
+        raise
+    finally:
+        for plan in plans:
+            for problem in plan["problems"]:
+                problem.prior.close()  # the shared backbone gets the windows' KV memory back
+    for plan in plans:
+        plan["tracker"].finish()
+    return records
+
+
+def _plan_cell(cfg: ExperimentConfig, cell: Cell, contexts: list, cell_dir: Path, queries, wandb: bool) -> dict:
+    """A cell about to run: its directory emptied, a problem per window, its sized config, its tracker."""
+    from specdifftree.tracking import Tracker
+
+    shutil.rmtree(cell_dir, ignore_errors=True)  # what a killed attempt left (no record: unfinished)
+    cell_dir.mkdir(parents=True)
+    problems = [queries.problem(context) for context in contexts]
+    search_cfg = sized_config(cfg, cell, problems[0].prior, contexts[0])
+    tracker = Tracker(cell_dir, project=cfg.wandb_project, name=cell.key, group=cfg.label,
+                      tags=[cell.method.method, cell.dataset.name], job_type="experiment", enabled=wandb,
+                      config=cell_config(cfg, cell, search_cfg))
+    return {"cell": cell, "dir": cell_dir, "problems": problems, "search": search_cfg, "tracker": tracker}
+
+
+def _finish_cell(cfg: ExperimentConfig, plan: dict, wins: list[Window], contexts: list, results: list) -> dict:
+    """Score and track a cell's windows, write its plots and (last) its record; returns the record."""
     from specdifftree.experiments.plots import plot_cell
     from specdifftree.experiments.provenance import provenance
     from specdifftree.experiments.text_windows import is_text_dataset, metric_keys, score_window, window_samples
-    from specdifftree.search.registry import run_search
-    from specdifftree.tracking import Tracker
 
-    if not wins:
-        raise SDTError(f"dataset '{cell.dataset.name}' has no evaluation windows")
-    shutil.rmtree(cell_dir, ignore_errors=True)  # what a killed attempt left (no record: unfinished)
-    cell_dir.mkdir(parents=True)
-    ds, method = cell.dataset, cell.method.method
-    queries = queries or open_queries(cfg)
-    search_cfg = None
+    cell, cell_dir, tracker, ds = plan["cell"], plan["dir"], plan["tracker"], plan["cell"].dataset
     per_window: list[dict] = []
-    tracker = None
-    try:
-        for i, w in enumerate(wins):
-            context = w.context(ds)
-            problem = queries.problem(context)
-            if search_cfg is None:
-                search_cfg = sized_config(cfg, cell, problem.prior, context)
-                tracker = Tracker(cell_dir, project=cfg.wandb_project, name=cell.key, group=cfg.label,
-                                  tags=[method, ds.name], job_type="experiment", enabled=wandb,
-                                  config=cell_config(cfg, cell, search_cfg))
-            result = run_search(problem, method, replace(search_cfg, seed=window_seed(cell.seed, i)))
-            samples, metrics = score_window(result, context, w, ds)  # a forecast's, or a caption's / answer's
-            tracker.log(metrics, step=i)
-            per_window.append({"window": w.key, "metrics": metrics, "history": w.history.tolist(),
-                               "target": None if w.target is None else w.target.tolist(),
-                               "samples": window_samples(samples)})
-            if i == 0 and result.tree is not None and result.tree.size <= TREE_ARTIFACT_MAX_NODES:
-                from specdifftree.search.tree import save_graphml
+    for i, (w, context, result) in enumerate(zip(wins, contexts, results)):
+        samples, metrics = score_window(result, context, w, ds)  # a forecast's, or a caption's / answer's
+        tracker.log(metrics, step=i)
+        per_window.append({"window": w.key, "metrics": metrics, "history": w.history.tolist(),
+                           "target": None if w.target is None else w.target.tolist(),
+                           "samples": window_samples(samples)})
+        if i == 0 and result.tree is not None and result.tree.size <= TREE_ARTIFACT_MAX_NODES:
+            from specdifftree.search.tree import save_graphml
 
-                save_graphml(result.tree, str(cell_dir / "tree.graphml"))
-                tracker.artifact(f"tree-{cell.key}", cell_dir / "tree.graphml", kind="tree")
-            problem.prior.close()  # the shared backbone gets this window's KV memory back
-            if on_window is not None:
-                on_window()
-        means = mean_over([pw["metrics"] for pw in per_window], metric_keys(ds, WINDOW_METRICS))
-        record = {"cell": cell_row(cfg, cell, len(per_window)), "metrics": means,
-                  "config": cell_config(cfg, cell, search_cfg), "prior": problem.prior.describe(),
-                  "provenance": provenance(cfg.prior), "windows": per_window, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        for name, path in ({} if is_text_dataset(ds) else plot_cell(record, cell_dir)).items():
-            tracker.image(name, path)
-        tracker.table("windows", ["window", *WINDOW_METRICS],
-                      [[pw["window"], *(pw["metrics"].get(k, math.nan) for k in WINDOW_METRICS)] for pw in per_window])
-        tracker.summary({**record["cell"], **means, **record["provenance"]})
-        write_json(cell_dir / "record.json", record)
-    except BaseException:
-        if tracker is not None:
-            tracker.finish("failed")
-        raise
-    tracker.finish()
+            save_graphml(result.tree, str(cell_dir / "tree.graphml"))
+            tracker.artifact(f"tree-{cell.key}", cell_dir / "tree.graphml", kind="tree")
+    means = mean_over([pw["metrics"] for pw in per_window], metric_keys(ds, WINDOW_METRICS))
+    record = {"cell": cell_row(cfg, cell, len(per_window)), "metrics": means,
+              "config": cell_config(cfg, cell, plan["search"]), "prior": plan["problems"][-1].prior.describe(),
+              "provenance": provenance(cfg.prior), "windows": per_window,
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    for name, path in ({} if is_text_dataset(ds) else plot_cell(record, cell_dir)).items():
+        tracker.image(name, path)
+    tracker.table("windows", ["window", *WINDOW_METRICS],
+                  [[pw["window"], *(pw["metrics"].get(k, math.nan) for k in WINDOW_METRICS)] for pw in per_window])
+    tracker.summary({**record["cell"], **means, **record["provenance"]})
+    write_json(cell_dir / "record.json", record)
     return record
 
 
