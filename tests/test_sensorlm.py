@@ -81,7 +81,7 @@ def test_towers_give_unit_vectors_and_stay_small():
     assert zs.shape == zt.shape == (1, 8)
     assert float(zs.detach().norm()) == pytest.approx(1.0, abs=1e-5)
     assert float(zt.detach().norm()) == pytest.approx(1.0, abs=1e-5)
-    assert float(m.log_scale.exp()) == pytest.approx(10.0) and float(m.bias) == pytest.approx(-10.0)
+    assert m.log_scale.exp().item() == pytest.approx(10.0) and m.bias.item() == pytest.approx(-10.0)
 
 
 def test_tokenizer_and_recall_and_probe():
