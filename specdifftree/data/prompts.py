@@ -70,10 +70,9 @@ def values_line(x: np.ndarray, places, points: int) -> str:
 def series_block(channels: dict, fs=None) -> str:
     """One description and one values line per channel {name: [L]}, the values of all channels
     together within VALUE_CHARS characters; the sampling rate when known."""
-    from specdifftree.data.captions import decimals, fmt
+    from specdifftree.data.captions import decimals
 
-    width = max(len(fmt(float(v), decimals(x))) for x in channels.values() for v in (np.nanmin(x), np.nanmax(x)))
-    points = max(16, VALUE_CHARS // (len(channels) * (width + 1)))
+    points = _points(channels)
     lines = [f"Sampled at {fs:g} Hz." if fs else "Time is counted in points from 0."]
     for name, x in channels.items():
         lines.append(describe(x, name[:1].upper() + name[1:]))
@@ -81,15 +80,38 @@ def series_block(channels: dict, fs=None) -> str:
     return "\n".join(lines)
 
 
+def _points(channels: dict) -> int:
+    """Values written per channel: all channels' values together within VALUE_CHARS characters."""
+    from specdifftree.data.captions import decimals, fmt
+
+    width = max(len(fmt(float(v), decimals(x))) for x in channels.values() for v in (np.nanmin(x), np.nanmax(x)))
+    return max(16, VALUE_CHARS // (len(channels) * (width + 1)))
+
+
 def caption_prompt(channels: dict, ask: str, fs=None) -> str:
-    """The text before a caption: the series block, what to describe, then "Caption:"."""
-    what = "a time series" if len(channels) == 1 else f"a time series with {len(channels)} channels"
-    return f"You are given {what}.\n{series_block(channels, fs)}\n{ask}\nCaption: "
+    """The text before a caption. One channel: as the backbones' corpus writes a caption document
+    (data/corpus.py): the description and the values by the forecast codec on one line, the ask,
+    then "Caption: ". Several: the series block (one description and values line per channel)."""
+    if len(channels) == 1:
+        x = np.asarray(next(iter(channels.values())), dtype=np.float64)
+        return f"{describe(x)} Values: {forecast_codec(x).encode(x)}\n{ask}\nCaption: "
+    return f"You are given a time series with {len(channels)} channels.\n{series_block(channels, fs)}\n{ask}\nCaption: "
 
 
 def qa_prompt(channels: dict, question: str, choices, fs=None) -> str:
-    """The text before a question's answer: the series block, the question and its options; the
-    answer reasons briefly, then ends with "Answer: <option>" (OpenTSLM's chain-of-thought format)."""
+    """The text before a question's answer, in the curriculum's layout (data/example.py: the task
+    line, one line per channel with its mean and std, the question and options), each channel's
+    values after its line; the answer follows directly, reasoning briefly and ending with
+    "Answer: <option>" (OpenTSLM's chain-of-thought format)."""
+    from specdifftree.data.captions import decimals
+
     what = "a time series" if len(channels) == 1 else f"a time series with {len(channels)} channels"
-    return (f"You are given {what} and a question about it.\n{series_block(channels, fs)}\n"
-            f"Question: {question}\nOptions: {'; '.join(choices)}\nReason briefly, then answer.\n")
+    lines = [f"You are given {what} and a multiple-choice question about it."]
+    lines += [f"Sampled at {fs:g} Hz."] if fs else []
+    points = _points(channels)
+    for name, x in channels.items():
+        x = np.asarray(x, dtype=np.float64)
+        lines.append(f"{name[:1].upper() + name[1:]}, it has mean {stated_mean(x):.4g} and std {x.std():.4g}.")
+        lines.append(values_line(x, decimals(x), points))
+    lines += [f"Question: {question}", f"Options: {'; '.join(choices)}", "Reason briefly, then answer."]
+    return "\n".join(lines)
