@@ -49,7 +49,7 @@ Output (--out): {"samples": [{"tokens", "text", "reward"}, ...],
               help="The LLM of an opentslm:CKPT prior (or one replacing a checkpoint DIR's).")
 @click.option("--reward", "rewards", multiple=True, metavar="SPEC",
               help="spectral | format | length | smoothness | bounds | caption-consistency | answer-consistency | "
-                   "FILE.py:fn | module:fn; "
+                   "sensorlm:DIR (a trained sdt sensorlm model) | FILE.py:fn | module:fn; "
                    "terms join with '+', weights as 0.5*NAME; repeatable (summed).")
 @click.option("--method", default="dts", show_default=True, metavar="NAME",
               help="dts, dts-star, greedy, sample, best-of-n, best-of-n-is, beam, smc, mcts, sadt, sadt-sample; "
