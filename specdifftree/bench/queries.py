@@ -146,7 +146,7 @@ def _sync(device) -> None:
 
 def queries_report(queries, contexts: list, cfg: QueriesConfig, progress: bool = True) -> dict:
     """Sequential against batched tokens/s of the same queries (module docstring)."""
-    from specdifftree.bench.speed import _threads, _versions, spread
+    from specdifftree.bench.speed import backbone_threads, package_versions, spread
     from specdifftree.progress import progress as progress_bar
 
     backbone = queries.problem(contexts[0]).prior.backbone
@@ -169,7 +169,7 @@ def queries_report(queries, contexts: list, cfg: QueriesConfig, progress: bool =
         "device": str(getattr(backbone, "device", "cpu")),
         "dtype": str(getattr(backbone, "dtype", "float32")).removeprefix("torch."), "vocab_size": prior.vocab_size,
         "prompt_tokens": [len(queries.problem(c).prior.prompt_ids) for c in (contexts[0], contexts[-1])],
-        "threads": _threads(backbone), "versions": _versions(),
+        "threads": backbone_threads(backbone), "versions": package_versions(),
         **{k: v for k, v in vars(cfg).items() if k != "queries"},
         "max_rows_used": cfg.max_rows or _default_rows(prior),
         "sequential_tok_s": spread(rate[False])["median"], "batched_tok_s": spread(rate[True])["median"],

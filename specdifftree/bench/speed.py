@@ -260,10 +260,11 @@ def speed_report(problem, cfg: SpeedConfig, progress: bool = True) -> dict:
     per_node = (unbounded[1] - unbounded[0]) / max(big["nodes"] - small["nodes"], 1)
     report = {
         "backend": "transformers" if _is_hf(backbone) else "llama.cpp", "prior": prior.name,
-        "versions": _versions(), "device": str(getattr(backbone, "device", "cpu")),
+        "versions": package_versions(), "device": str(getattr(backbone, "device", "cpu")),
         "dtype": str(getattr(backbone, "dtype", "float32")).removeprefix("torch."),
         "vocab_size": prior.vocab_size, "prompt_tokens": len(prompt_ids), "horizon": problem.context.horizon,
-        **asdict(cfg), "threads": _threads(backbone), "cpus": os.cpu_count(), "load_avg": list(os.getloadavg()),
+        **asdict(cfg), "threads": backbone_threads(backbone), "cpus": os.cpu_count(),
+        "load_avg": list(os.getloadavg()),
         "dts_new_tokens": new, "dts_forward_tokens": forward, "sampled_tokens": sampled,
         "dts_tok_s": spread(dts_rates)["median"], "sampling_tok_s": spread(sampling_rates)["median"],
         "throughput_ratio": spread(ratios)["median"], "forward_per_new": forward / new,
@@ -288,7 +289,7 @@ def row_pool_cap(vocab_size: int) -> int:
     return max(rows.ROW_POOL_BYTES, rows.MIN_ROWS * 4 * vocab_size)
 
 
-def _versions() -> dict:
+def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -300,7 +301,7 @@ def _versions() -> dict:
     return out
 
 
-def _threads(backbone) -> int:
+def backbone_threads(backbone) -> int:
     if _is_hf(backbone):
         import torch
 
