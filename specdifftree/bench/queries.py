@@ -150,7 +150,7 @@ def queries_report(queries, contexts: list, cfg: QueriesConfig, progress: bool =
     from specdifftree.progress import progress as progress_bar
 
     backbone = queries.problem(contexts[0]).prior.backbone
-    warm = QueriesConfig(**{**vars(cfg), "iterations": max(1, cfg.batch)})
+    warm = QueriesConfig(**{**vars(cfg), "iterations": min(cfg.iterations, cfg.batch)})
     with progress_bar(2 * cfg.repeats + 2, f"bench speed --queries {len(contexts)}", "runs", enabled=progress) as bar:
         for batched in (False, True):  # warm-up: the KV pool and the allocator grow to what the runs need
             one_mode(queries, contexts, warm, batched)
