@@ -109,14 +109,15 @@ def pretrain_backbone(out_dir: Union[str, Path], preset: Union[str, BackbonePres
     out_dir = Path(out_dir)
     start = time.time()
     ckpt = out_dir.with_name(f"{out_dir.name}.ckpt") if checkpoint_every > 0 else None
-    model, run = _train(p, seed, p.steps, progress, device, ckpt, checkpoint_every)
+    model, run = _train(p, seed, p.stop or p.steps, progress, device, ckpt, checkpoint_every)
+    start -= run["resumed_s"]
     losses = run["losses"]
     tail = losses[-max(1, len(losses) // 10):]
     every = max(1, len(losses) // 50)
     record = {
         "command": f"sdt pretrain-backbone --preset {p.name} --seed {seed} --out DIR"
                    + (f" --device {device}" if run["device"] != "cpu" else ""),
-        "preset": asdict(p), "seed": seed, "steps": p.steps, "train_tokens": run["tokens"],
+        "preset": asdict(p), "seed": seed, "steps": len(losses), "train_tokens": run["tokens"],
         "initial_loss": losses[0], "final_loss": float(np.mean(tail)), "uniform_loss": math.log(VOCAB_SIZE),
         "loss_curve": {str(i): round(v, 4) for i, v in enumerate(losses) if i % every == 0 or i == len(losses) - 1},
         "prefix": run["prefix"], "weights_sha256": _weights_sha256(model), "corpus": _corpus_description(p),
@@ -191,10 +192,12 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str
                 _load_init(model, p.init)
             batches = _batches(_documents(p, seed), p.batch_size, p.seq_len)
             losses, tokens, seen, prefix, first = [], 0, hashlib.sha256(), None, 0
+            began, resumed_s = time.time(), 0.0  # wall time of this run; of the runs before a resume
             who = {"preset": asdict(p), "seed": seed, "steps": p.steps}
             meta = load_state(ckpt, model, opt) if ckpt is not None and ckpt.is_dir() else None
             if meta is not None and meta["who"] == json.loads(json.dumps(who)):
                 losses, tokens, prefix, first = meta["losses"], meta["tokens"], meta["prefix"], meta["step"]
+                resumed_s = float(meta.get("elapsed_s", 0.0))
                 for _ in range(first):  # the stream replayed to where the checkpoint was taken
                     next(batches)
                 for g in opt.param_groups:
@@ -222,11 +225,12 @@ def _train(p: BackbonePreset, seed: int, steps: int, progress: bool, device: str
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
                 bar.update(1)
                 if ckpt is not None and every > 0 and (step + 1) % every == 0 and step + 1 < steps:
-                    save_state(ckpt, model, opt, {"who": who, "step": step + 1, "losses": losses,
-                                                  "tokens": tokens, "prefix": prefix})
+                    save_state(ckpt, model, opt, {"who": who, "step": step + 1, "losses": losses, "tokens": tokens,
+                                                  "prefix": prefix, "elapsed_s": resumed_s + time.time() - began})
             bar.close()
             model.eval().to("cpu")
-    return model, {"losses": losses, "tokens": tokens, "prefix": prefix, "device": _device_name(dev)}
+    return model, {"losses": losses, "tokens": tokens, "prefix": prefix, "device": _device_name(dev),
+                   "resumed_s": resumed_s}
 
 
 def _device_name(dev) -> str:

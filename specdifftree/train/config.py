@@ -99,6 +99,7 @@ class BackbonePreset:
     intermediate_size: int = 384
     max_position_embeddings: int = 2048
     steps: int = 1200  # about 7M training tokens
+    stop: int = 0  # train only the first `stop` steps of the `steps`-step schedule (0: all of them)
     batch_size: int = 4  # rows per step
     seq_len: int = 1536  # tokens per row; every document fits in one row
     lr: float = 2e-3
@@ -124,6 +125,8 @@ class BackbonePreset:
 
     def __post_init__(self) -> None:
         self.history, self.horizon = tuple(self.history), tuple(self.horizon)
+        if not 0 <= self.stop <= self.steps:
+            raise SDTError(f"backbone preset '{self.name}': stop must be between 0 and steps ({self.steps})")
         if self.corpus not in ("series", "text"):
             raise SDTError(f"backbone preset '{self.name}': corpus must be series or text, not '{self.corpus}'")
         for key, (lo, hi) in (("history", self.history), ("horizon", self.horizon)):
