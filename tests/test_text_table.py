@@ -20,7 +20,7 @@ needs_data = pytest.mark.skipif(not (DATA / "ett" / "ETTh1.csv").is_file() or no
                                 reason="needs ../shared/data (ETT, M4, har_chest_acc) beside the checkout")
 QA = dict(source="har", task="qa", context_length=256, question="What is the person doing?",
           choices="walking,standing,sitting,stairs")
-METHODS = ["greedy", "sample", "best-of-n", "smc", "dts", "dts-star"]
+METHODS = ["greedy", "sample", "dts", "dts-star", "best-of-n", "smc"]
 
 
 # --------------------------------------------------------------------------------------- config
