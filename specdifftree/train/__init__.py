@@ -2,10 +2,11 @@
 (--variant bias), or encoder + soft-prompt projector through it (--variant sp, OpenTSLM-SP).
 
     config.py    TrainConfig and its presets (test, smoke, default, full); BackbonePreset
-    backbone.py  pretraining the embedded default backbone (sdt pretrain-backbone), layer surgery
+    backbone.py  pretraining the embedded backbones (sdt pretrain-backbone: default, text), layer surgery
+    backbone_state.py  a backbone build's checkpoint (weights, AdamW moments, step), for resuming it
     decode.py    the frozen backbone's part: cached teacher-forced answer logits, greedy decoding
     examples.py  a split: checked, tokenised examples, cached logits, label choices (likelihood ranking)
-    metrics.py   per-token NLL, next-token accuracy, label accuracy and macro recall, chance
+    metrics.py   per-token NLL, next-token accuracy, label accuracy and macro recall, chance, p-values
     curriculum.py  the stages in order (train_prior), the run directory and its manifest
     stage.py     one stage (train_stage): epochs, validation, early stopping, resume state, files
     bias.py      the bias variant: encoder + logit-bias head over cached backbone logits
