@@ -62,7 +62,7 @@ def windows(spec: DatasetSpec, root: Path, part: Optional[Part] = None, count: O
     if spec.task != "forecast":
         from specdifftree.experiments.text_windows import text_windows
 
-        return text_windows(spec, root, part, count)
+        return text_windows(spec, root, part, count, windows)
     if spec.source == "ett":
         return _ett_windows(spec, root, part, count)
     return _m4_windows(spec, root, part, count)

@@ -31,6 +31,8 @@ from specdifftree.experiments.text_windows import TEXT_METRICS
 GROUP = ("dataset", "method", "budget")
 SHOWN = TEXT_METRICS + ("reward", "forward_tokens", "wall_s")
 GAIN_METRICS = ("fact_accuracy_low", "fact_accuracy_middle", "accuracy", "reward")
+LABELS = {"fact_accuracy_low": "level 1 (statistics)", "fact_accuracy_middle": "level 2 (trends, spikes)",
+          "fact_accuracy_high": "level 3 (events)", "accuracy": "answer accuracy", "answered": "answered"}
 ORDER = ("greedy", "sample", "best-of-n", "beam", "smc", "mcts", "dts", "dts-star", "sadt", "sadt-sample")
 
 
@@ -121,7 +123,7 @@ def plot_accuracy(rows: list[dict], path: Path) -> Path:
         width = 0.8 / max(len(metrics), 1)
         for k, m in enumerate(metrics):
             ax.bar(x + (k - (len(metrics) - 1) / 2) * width, [_num(r.get(m)) for r in rs], width,
-                   yerr=[_num(r.get(f"{m}_se")) for r in rs], capsize=2, label=m.replace("fact_accuracy_", "level "))
+                   yerr=[_num(r.get(f"{m}_se")) for r in rs], capsize=2, label=LABELS[m])
         ax.set_xticks(x, [r["method"] for r in rs], rotation=30, fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_title(f"{ds}, {budget:,} tokens", fontsize=9)

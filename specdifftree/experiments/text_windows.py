@@ -77,15 +77,15 @@ def is_text_dataset(spec: DatasetSpec) -> bool:
     return spec.task != "forecast"
 
 
-def text_windows(spec: DatasetSpec, root: Path, part: str, count: int) -> list[TextWindow]:
-    """`count` windows of `part` ("eval", "val", "flow-train") of a caption or qa dataset."""
+def text_windows(spec: DatasetSpec, root: Path, part: str, count: int, forecast_windows) -> list[TextWindow]:
+    """`count` windows of `part` ("eval", "val", "flow-train") of a caption or qa dataset; ett and m4
+    captions take the contexts of `forecast_windows(spec, root, part, count)` (datasets.windows)."""
     if spec.source == "har":
         return _har_windows(spec, root, part, count)
     from specdifftree.data.download import data_file
-    from specdifftree.experiments.datasets import windows
 
     forecast = replace(spec, task="forecast", horizon=1)  # the forecasting windows' contexts, one point of target
-    wins = windows(forecast, root, part, count)
+    wins = forecast_windows(forecast, root, part, count)
     if spec.source == "m4":
         return [TextWindow(w.key, w.history) for w in wins]
     file = data_file(Path(spec.file).expanduser(), root)
