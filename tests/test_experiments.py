@@ -420,6 +420,7 @@ def test_a_killed_flow_training_resumes_without_searching_again(tiny_prior, tmp_
         return real_search(*args, **kw)
 
     monkeypatch.setattr(pipeline, "_search_into", search)
+    monkeypatch.setattr(pipeline, "BUFFER_QUERIES", 1)  # one context per lockstep chunk: a kill falls between two
     flow_dir = tmp_path / "run" / "flow"
     with pytest.raises(KeyboardInterrupt):
         train_experiment_flow(cfg, ft, flow_dir, log=lambda *_: None)

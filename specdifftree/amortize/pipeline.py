@@ -38,7 +38,8 @@ def collect_buffer(path: str | Path, prior: str | PriorSource, rewards: list[str
     (search/many.py), each tree the one its context gets alone. Returns per-context stats and mean
     reward. `prior`: a spec or an opened prior; it is loaded once, and each context's problem has its own cost meter, so
     `cfg.budget` counts its own work. `resume`: a context whose tree the buffer already holds, searched
-    with this method and config (a run killed part-way), is not searched again; each search is seeded
+    with this method and config (a run killed part-way: trees are appended a lockstep chunk at a time,
+    so a kill loses at most the chunk being searched), is not searched again; each search is seeded
     by `cfg` alone, so the buffer ends as an uninterrupted run's would. `log`: also a line per context
     (where no progress bar shows, as in a Ray task's log)."""
     from specdifftree.amortize.buffer import context_record, read_buffer, search_record
