@@ -203,3 +203,22 @@ def test_bench_speed_queries_reports_both_modes(tiny_specs, run_cli):
     (report,) = json.loads(out)
     assert report["queries"] == 2 and report["same_samples"] and report["ratio"] > 0
     assert report["model_calls"][1] < report["model_calls"][0]  # the batched run shared its forwards
+
+
+@needs_etth1
+def test_bench_queries_sizes_llamacpp_for_every_round(tiny_specs):
+    """`sdt bench speed --queries N` on llama.cpp: the context holds every query's prompt and `batch`
+    full answers at once, with a sequence id per row (the 12-query bench once ran out of cells)."""
+    if "gguf" not in tiny_specs:
+        pytest.skip("llama.cpp (llama-cpp-python, gguf) is not installed")
+    from specdifftree.bench.queries import bench_windows, sized_for_queries
+    from specdifftree.problem import Queries
+
+    base = Queries.open(tiny_specs["gguf"], ["spectral"])
+    contexts = bench_windows(None, None, 16, 3, 12)
+    need = sum(len(p.prompt_ids) + 16 * p.max_len for p in (base.problem(c).prior for c in contexts))
+    sized = sized_for_queries(base, contexts, batch=16)
+    backbone = sized.source.backbone
+    assert backbone.n_ctx >= max(4096, need)
+    assert backbone.n_seq_max >= min(int(backbone.lib.llama_max_parallel_sequences()), 12 * 17)
+    assert backbone.cell_budget >= max(4096, need) // 2  # half the cells requested (llama.cpp pads n_ctx up)

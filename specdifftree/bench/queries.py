@@ -14,9 +14,11 @@ the report gives medians, ranges and the per-pair ratio, and whether both modes 
 samples. Peak memory per mode: host RSS (sampled every 5 ms during the run) and, on CUDA, the
 allocator's peak.
 
-On llama.cpp the backbone is reopened with room for N queries: n_ctx = max(4096, N * 1024) KV cells
-(a default-backbone prompt is about 480), of which up to half may be kept for prefixes outside the
-current call (`cell_budget`); both modes run on it.
+On llama.cpp the backbone is reopened with room for N queries (`sized_for_queries`): every query of
+a round holds its prompt and `batch` answers of up to `max_len` tokens at once, so n_ctx = max(4096,
+N * (prompt + batch * max_len)) KV cells, of which up to half may be kept for prefixes outside the
+current call (`cell_budget`), and n_seq_max = N * batch + N sequence ids (llama.cpp allows at most
+`llama_max_parallel_sequences()`; fewer make the rounds' rows evict each other); both modes run on it.
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from specdifftree.errors import SDTError
-
-LLAMACPP_CELLS_PER_QUERY = 1024  # KV cells per query on llama.cpp (n_ctx at least open_backbone's 4096)
 
 
 @dataclass
@@ -54,16 +54,21 @@ def bench_windows(series, column, context_length: int, horizon: int, n: int) -> 
     return [replace(first, end=first.end + i * horizon).context() for i in range(n)]
 
 
-def sized_for_queries(queries, n: int):
-    """`queries` (problem.Queries) whose llama.cpp backbone has room for n queries (module docstring; a
-    transformers backbone's slot pool grows by itself: returned as it is)."""
+def sized_for_queries(queries, contexts: list, batch: int):
+    """`queries` (problem.Queries) whose llama.cpp backbone has room for the contexts' queries at
+    `batch` rows each (module docstring; a transformers backbone's slot pool grows by itself:
+    returned as it is)."""
     from specdifftree.prior.backbones.llamacpp import LlamaCppBackbone
 
     old = getattr(queries.source, "backbone", None)
     if not isinstance(old, LlamaCppBackbone):
         return queries
-    n_ctx = max(old.n_ctx, n * LLAMACPP_CELLS_PER_QUERY)
-    backbone = LlamaCppBackbone(old.path, n_seq_max=old.n_seq_max, n_ctx=n_ctx, cell_budget=n_ctx // 2,
+    priors = [queries.problem(c).prior for c in contexts]
+    n_ctx = max(old.n_ctx, sum(len(p.prompt_ids) + batch * p.max_len for p in priors))
+    n_seq = min(int(old.lib.llama_max_parallel_sequences()), max(old.n_seq_max, len(priors) * (batch + 1)))
+    for p in priors:
+        p.close()
+    backbone = LlamaCppBackbone(old.path, n_seq_max=n_seq, n_ctx=n_ctx, cell_budget=n_ctx // 2,
                                 n_threads=int(old.lib.llama_n_threads(old.ctx)))
     old.close()
     return replace(queries, source=replace(queries.source, backbone=backbone))
@@ -198,8 +203,8 @@ def run_queries(spec: str, counts: list[int], cfg: QueriesConfig, *, series=None
     base = Queries.open(spec, ["spectral"], placement=placement)
     reports = []
     for n in counts:
-        queries = sized_for_queries(base, n)
         contexts = bench_windows(series, column, context_length, horizon, n)
+        queries = sized_for_queries(base, contexts, cfg.batch)
         reports.append(queries_report(queries, contexts, replace(cfg, queries=n), progress=progress))
     return reports
 
