@@ -1,5 +1,7 @@
 """QA accuracy on the test participant's windows (docs/sensorlm.md): sampling vs DTS under sensorlm / answer-consistency / both,
-at one forward-token budget per query. Usage: python sensorlm_qa.py PRIOR MODEL_DIR N_PER_CLASS BUDGET OUT.json"""
+at one forward-token budget per query (sampling draws answers until the budget is spent; DTS grows its tree
+until then and returns 8 samples). A query's accuracy is the share of its samples that answer the window's
+label. Usage: python sensorlm_qa.py PRIOR MODEL_DIR N_PER_CLASS BUDGET LAMBDA OUT.json [SEED]"""
 import json
 import sys
 import time
@@ -12,12 +14,14 @@ from specdifftree.paths import default_data_dir
 from specdifftree.sensorlm.measure import WORDS, har_split
 from specdifftree.sensorlm.pairs import AXES, HAR_WORDS
 
-prior_spec, model, per_class, budget, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-CONFIGS = {  # name -> (method, reward spec, lambda)
-    "sample": ("sample", "answer-consistency", 1.0),
-    "dts sensorlm": ("dts", f"sensorlm:{model}", 5.0),
-    "dts answer-consistency": ("dts", "answer-consistency", 20.0),
-    "dts both": ("dts", f"sensorlm:{model} + 4*answer-consistency", 5.0),
+prior_spec, model, per_class, budget = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+lam, out = float(sys.argv[5]), sys.argv[6]
+seed = int(sys.argv[7]) if len(sys.argv) > 7 else 0
+CONFIGS = {  # name -> (method, reward spec)
+    "sample": ("sample", "answer-consistency"),
+    "dts sensorlm": ("dts", f"sensorlm:{model}"),
+    "dts answer-consistency": ("dts", "answer-consistency"),
+    "dts both": ("dts", f"sensorlm:{model} + answer-consistency"),
 }
 wins, codes = har_split(default_data_dir(), "test", 512)
 chosen = []
@@ -31,11 +35,11 @@ for i in chosen:
     ctx = sdt.context_from_array(x[0], covariates=[x[1], x[2]], task="qa", fs=52.0, names=list(AXES),
                                  question="What is the person doing?", choices=",".join(WORDS),
                                  label=HAR_WORDS[codes[i]], max_chars=24)
-    for name, (method, reward, lam) in CONFIGS.items():
+    for name, (method, reward) in CONFIGS.items():
         t0 = time.time()
-        rec = sdt.search_run(prior, ctx, reward=reward, method=method, lam=lam, budget=budget, samples=8,
-                             iterations=10_000, seed=0).record()
-        rows.append({"window": i, "label": HAR_WORDS[codes[i]], "config": name,
+        rec = sdt.search_run(prior, ctx, reward=reward, method=method, lam=lam, budget=budget,
+                             samples=8 if method == "dts" else 10_000, iterations=10_000, seed=seed).record()
+        rows.append({"seed": seed, "window": i, "label": HAR_WORDS[codes[i]], "config": name,
                      "accuracy": rec["task_metrics"]["accuracy"], "shares": rec["task_metrics"]["shares"],
                      "forward_tokens": rec["stats"]["forward_tokens"], "reward_cost": rec.get("reward_cost"),
                      "wall_s": time.time() - t0})
