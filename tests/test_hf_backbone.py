@@ -136,6 +136,37 @@ def test_hidden_matches_output_hidden_states(model, tokenizer):
         np.testing.assert_allclose(row, full_forward(model, seqs[h])[1], atol=ATOL)
 
 
+@pytest.mark.parametrize("cascade", [True, False])
+def test_rows_of_several_prompts_in_one_forward_are_exact(model, tokenizer, cascade):
+    """Rows of three prompts of different lengths, at mixed depths, share forwards: in cascade mode
+    (each prompt's K/V read once per forward, hf_cascade.py) and with padded paths, every handle's
+    logits are a full forward's (the tiny Llama has grouped K/V heads: 4 query heads, 2 K/V)."""
+    bb = HFBackbone(model, tokenizer, pool_capacity=16, cascade=cascade)
+    assert bb.cascade is cascade
+    rng = np.random.default_rng(3)
+    seqs, got = {}, {}
+    for n in (3, 11, 6):
+        prompt = rng.integers(0, 256, n).tolist()
+        root, logits = bb.start(prompt)
+        seqs[root], got[root] = prompt, logits
+    for _ in range(12):
+        handles = rng.choice(np.array(list(seqs)), size=int(rng.integers(2, 9)))
+        tokens = rng.integers(0, 256, len(handles))
+        kids, logits = bb.advance(handles, tokens)
+        for kid, h, t, lg in zip(kids.tolist(), handles.tolist(), tokens.tolist(), logits):
+            seqs[kid], got[kid] = seqs[h] + [t], lg
+    assert_exact(model, seqs, got)
+
+
+def test_cascade_is_off_where_layers_are_not_all_full_attention(tokenizer):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(vocab_size=258, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                         use_sliding_window=True, sliding_window=5, max_window_layers=1)
+    assert not make(Qwen3ForCausalLM(config).eval(), tokenizer).cascade
+
+
 def test_sliding_window_layers_are_exact(tokenizer):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 

@@ -12,6 +12,11 @@ handles runs ONE forward over the B new tokens:
 so no prefix is ever run twice, and `release` returns slots to a free list (reference counts:
 a slot is freed when neither its handle nor any live descendant needs it).
 
+On models whose layers are all full attention (Llama, Qwen), `advance` runs in cascade mode
+(`hf_cascade.py`): the rows' prompts are read once per root handle and only the suffixes after them
+are gathered per row, so a forward of B rows over a prompt of P positions reads about P + B * (depth
+past the prompt) cached positions per layer instead of B * P (`cascade=False` turns it off).
+
 Supported: decoder-only models whose layers are full or sliding-window attention (Llama, Qwen,
 Gemma-3), with the eager or sdpa attention implementation. The K/V the model gets for one layer
 are views of a buffer that the next layer overwrites, so models that share K/V across layers
@@ -28,8 +33,9 @@ from transformers import DynamicCache
 
 from specdifftree.errors import SDTError
 from specdifftree.prior.backbones.base import Backbone, Placement, as_segments, is_embedding
+from specdifftree.prior.backbones import hf_cascade
 from specdifftree.prior.backbones.hf_cache import PoolStep, pool_cache, step_mask
-from specdifftree.prior.backbones.kv_pool import KVPool, left_padded
+from specdifftree.prior.backbones.kv_pool import PAD_SLOT, KVPool, left_padded
 from specdifftree.prior.base import Cost
 
 _ATTENTION_TYPES = ("full_attention", "sliding_attention")
@@ -39,10 +45,11 @@ class HFBackbone(Backbone):
     """A transformers causal LM behind the `Backbone` interface, prefixes shared through a `KVPool`.
 
     HFBackbone(model, tokenizer) wraps loaded objects; `HFBackbone.from_pretrained(path_or_id)`
-    loads both (float32, eval). Attributes: vocab_size, eos_id, cost, pool (None before `start`).
+    loads both (float32, eval). Attributes: vocab_size, eos_id, cost, pool (None before `start`),
+    cascade (whether `advance` shares each prompt's attention among its rows; module docstring).
     """
 
-    def __init__(self, model, tokenizer, pool_capacity: int = 1024):
+    def __init__(self, model, tokenizer, pool_capacity: int = 1024, cascade: bool = True):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = model.config.get_text_config(decoder=True)
@@ -51,6 +58,9 @@ class HFBackbone(Backbone):
             raise SDTError(f"attention implementation '{impl}' is not supported by HFBackbone; "
                            "load the model with attn_implementation='sdpa' (or 'eager')")
         self._layer_types = self._check_layer_types()
+        self._attn_impl = impl
+        self.cascade = bool(cascade) and self._layer_types is None \
+            and getattr(self.config, "attn_logit_softcapping", None) is None
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         out = model.get_output_embeddings()
@@ -68,6 +78,7 @@ class HFBackbone(Backbone):
         # per handle: slot path from its root (int32, None once freed), parent (-1: root),
         # references (the caller's own + one per live child), released by the caller
         self._path: list[np.ndarray | None] = []
+        self._root: list[int] = []  # the root handle (prefilled prompt) each handle descends from
         self._parent: list[int] = []
         self._refs: list[int] = []
         self._released: list[bool] = []
@@ -193,24 +204,54 @@ class HFBackbone(Backbone):
             return np.zeros(0, dtype=np.int64), torch.zeros((0, self.vocab_size), device=self.device)
         paths = [self._live_path(h) for h in handles.tolist()]
         new_slots = self.pool.alloc(B)
-        idx, lens = left_padded(paths, new_slots)
-        self._step.set(idx)
+        lens = np.fromiter((len(p) for p in paths), dtype=np.int64, count=B)
+        if self.cascade:
+            mask = self._set_cascade(handles, paths, new_slots)
+        else:
+            idx, _ = left_padded(paths, new_slots)
+            self._step.set(idx)
+            mask = self._masks(torch.from_numpy(lens).to(self.device), idx.shape[1])
         lens_t = torch.from_numpy(lens).to(self.device)
         try:
+            if self.cascade:  # (per call: several backbones may wrap one model)
+                hf_cascade.STEPS[id(self.config)] = self._step
+                self.config._attn_implementation = hf_cascade.CASCADE
             out = self.model(input_ids=torch.from_numpy(tokens).to(self.device)[:, None],
-                             attention_mask=self._masks(lens_t, idx.shape[1]), position_ids=lens_t[:, None],
+                             attention_mask=mask, position_ids=lens_t[:, None],
                              cache=self._cache, use_cache=True, output_hidden_states=True)
         except BaseException:
             self.pool.free(new_slots)
             raise
+        finally:
+            self._step.cascade = False
+            self.config._attn_implementation = self._attn_impl
         self.pool.hidden[self._step.new_slots] = out.hidden_states[-1][:, -1]  # the new slots' hidden states
         self.cost.add(B)
         kids = np.empty(B, dtype=np.int64)
-        width = idx.shape[1]
         for i, h in enumerate(handles.tolist()):
             self._refs[h] += 1
-            kids[i] = self._new_handle(idx[i, width - 1 - lens[i]:].astype(np.int32), h)
+            kids[i] = self._new_handle(np.append(paths[i], np.int32(new_slots[i])), h)
         return kids, out.logits[:, -1].float()
+
+    def _set_cascade(self, handles: np.ndarray, paths: list[np.ndarray], new_slots: np.ndarray) -> torch.Tensor:
+        """Point the pool step at the rows' suffixes and their roots' prompts (hf_cascade.py); returns
+        the suffix mask [B, 1, 1, S+1]."""
+        roots = np.fromiter((self._root[h] for h in handles.tolist()), dtype=np.int64, count=len(handles))
+        uniq, group = np.unique(roots, return_inverse=True)
+        prompts = [self._path[r] for r in uniq.tolist()]
+        prompt_lens = np.fromiter((len(p) for p in prompts), dtype=np.int64, count=len(prompts))
+        idx, suffix_lens = left_padded([p[prompt_lens[g]:] for p, g in zip(paths, group.tolist())], new_slots)
+        self._step.set(idx)
+        prefix_idx = np.full((len(prompts), int(prompt_lens.max())), PAD_SLOT, dtype=np.int64)
+        for g, p in enumerate(prompts):
+            prefix_idx[g, :len(p)] = p
+        place = np.zeros(len(handles), dtype=np.int64)        # each row's place among its root's rows
+        counts = np.zeros(len(prompts), dtype=np.int64)
+        for i, g in enumerate(group.tolist()):
+            place[i], counts[g] = counts[g], counts[g] + 1
+        per_group = int(counts.max())
+        self._step.set_cascade(prefix_idx, prompt_lens, group * per_group + place, per_group)
+        return step_mask(torch.from_numpy(suffix_lens).to(self.device), idx.shape[1], torch.float32)
 
     def release(self, handles: np.ndarray) -> None:
         """Drop the caller's reference to each handle; slots go back to the pool once no live
@@ -264,6 +305,8 @@ class HFBackbone(Backbone):
                            self.dtype, self.device, self._pool_capacity)
         self._step = PoolStep(self.pool)
         self._cache = pool_cache(self._step, len(cache.layers))
+        if self.cascade:
+            hf_cascade.register()
 
     def _masks(self, lens: torch.Tensor, width: int) -> torch.Tensor | dict[str, torch.Tensor]:
         """One mask, or one per layer type for models mixing full and sliding-window layers."""
@@ -274,6 +317,7 @@ class HFBackbone(Backbone):
                 for t in set(self._layer_types)}
 
     def _new_handle(self, path: np.ndarray, parent: int) -> int:
+        self._root.append(len(self._path) if parent < 0 else self._root[parent])
         self._path.append(path)
         self._parent.append(parent)
         self._refs.append(1)

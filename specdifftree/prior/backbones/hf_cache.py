@@ -32,6 +32,15 @@ class PoolStep:
         self.new_slots = torch.zeros(0, dtype=torch.long)  # [B]
         self.width = 0                                # L + 1
         self._kbuf = self._vbuf = None
+        self.cascade = False                          # cascade mode (hf_cascade.py) for this forward
+        self.groups = self.rows_per_group = 0         # G roots, R places per root
+        self.prefix_idx = np.zeros(0, dtype=np.int64)  # [G * P] the roots' prompt slots, padded with PAD_SLOT
+        self.prefix_idx_t = torch.zeros(0, dtype=torch.long)
+        self.prefix_width = 0                         # P
+        self.prefix_mask = torch.zeros(0)             # [G, 1, 1, P] additive
+        self.row_slot_t = torch.zeros(0, dtype=torch.long)  # [B] group * R + place of each row
+        self.kp = self.vp = None                      # [G, kv_heads, P, head_dim] this layer's prompt K/V
+        self._pbuf = None
 
     def set(self, idx: np.ndarray) -> None:
         """idx [B, L+1] int64: each row's left-padded path, its new slot in the last column."""
@@ -40,6 +49,28 @@ class PoolStep:
         self.idx = idx.reshape(-1)
         self.idx_t = torch.from_numpy(self.idx).to(device)
         self.new_slots = torch.from_numpy(np.ascontiguousarray(idx[:, -1])).to(device)
+
+    def set_cascade(self, prefix_idx: np.ndarray, prefix_lens: np.ndarray, row_slot: np.ndarray,
+                    rows_per_group: int) -> None:
+        """Cascade mode for the next forward (call after `set` with the suffix index): prefix_idx
+        [G, P] int64 each root's prompt slots left-aligned (PAD_SLOT after), prefix_lens [G],
+        row_slot [B] = group * rows_per_group + place of each row."""
+        device = self.pool.hidden.device
+        self.cascade = True
+        self.groups, self.prefix_width = prefix_idx.shape
+        self.rows_per_group = rows_per_group
+        self.prefix_idx = prefix_idx.reshape(-1)
+        self.prefix_idx_t = torch.from_numpy(self.prefix_idx).to(device)
+        self.row_slot_t = torch.from_numpy(row_slot).to(device)
+        keep = torch.arange(self.prefix_width, device=device)[None, :] < torch.from_numpy(prefix_lens).to(device)[:, None]
+        mask = torch.zeros(keep.shape, dtype=torch.float32, device=device)  # the cascade scores are float32
+        self.prefix_mask = mask.masked_fill_(~keep, torch.finfo(mask.dtype).min)[:, None, None, :]
+
+    def prefix_buffers(self, numel: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two flat buffers for the roots' prompt K/V, grown like `buffers`."""
+        if self._pbuf is None or self._pbuf[0].numel() < numel:
+            self._pbuf = tuple(torch.empty(numel * 3 // 2, dtype=like.dtype, device=like.device) for _ in range(2))
+        return self._pbuf[0][:numel], self._pbuf[1][:numel]
 
     def buffers(self, numel: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two flat buffers of at least `numel` elements, grown by half again when short (no
@@ -68,6 +99,12 @@ class _PoolLayer(DynamicLayer):
         kb, vb = step.buffers(n * H * D, key_states)
         kb, vb = kb.view(n, H, D), vb.view(n, H, D)
         pool.gather(layer, step.idx, step.idx_t, kb, vb)
+        if step.cascade:
+            G, P = step.groups, step.prefix_width
+            kp, vp = step.prefix_buffers(G * P * H * D, key_states)
+            kp, vp = kp.view(G * P, H, D), vp.view(G * P, H, D)
+            pool.gather(layer, step.prefix_idx, step.prefix_idx_t, kp, vp)
+            step.kp, step.vp = kp.view(G, P, H, D).transpose(1, 2), vp.view(G, P, H, D).transpose(1, 2)
         return (kb.view(B, step.width, H, D).transpose(1, 2), vb.view(B, step.width, H, D).transpose(1, 2))
 
     def get_seq_length(self) -> int:
