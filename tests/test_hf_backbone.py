@@ -158,6 +158,17 @@ def test_rows_of_several_prompts_in_one_forward_are_exact(model, tokenizer, casc
     assert_exact(model, seqs, got)
 
 
+def test_cascade_switched_on_after_the_pool_exists_stays_exact(model, tokenizer):
+    bb = HFBackbone(model, tokenizer, pool_capacity=16, cascade=False)
+    rng = np.random.default_rng(5)
+    seqs, got, _ = grow_random_tree(bb, rng, [1, 2, 3], steps=3, batch=3)
+    bb.cascade = True
+    handles = np.array(list(seqs))
+    kids, logits = bb.advance(handles, np.full(len(handles), 7))
+    assert_exact(model, {k: seqs[h] + [7] for k, h in zip(kids.tolist(), handles.tolist())},
+                 dict(zip(kids.tolist(), logits)))
+
+
 def test_cascade_is_off_where_layers_are_not_all_full_attention(tokenizer):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 

@@ -305,8 +305,6 @@ class HFBackbone(Backbone):
                            self.dtype, self.device, self._pool_capacity)
         self._step = PoolStep(self.pool)
         self._cache = pool_cache(self._step, len(cache.layers))
-        if self.cascade:
-            hf_cascade.register()
 
     def _masks(self, lens: torch.Tensor, width: int) -> torch.Tensor | dict[str, torch.Tensor]:
         """One mask, or one per layer type for models mixing full and sliding-window layers."""

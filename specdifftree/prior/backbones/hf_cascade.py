@@ -59,14 +59,16 @@ def cascade_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
     return out.reshape(B, 1, Hq, D).to(dtype), None
 
 
-STEPS: dict = {}  # id(attention modules' config) -> the PoolStep of the backbone that owns the model
+STEPS: dict = {}  # id(attention modules' config) -> the PoolStep of the backbone advancing it now
 
 
 def register() -> None:
-    """Make CASCADE a transformers attention implementation (idempotent)."""
+    """Make CASCADE a transformers attention implementation (idempotent; done on import)."""
     from transformers import AttentionInterface
 
     AttentionInterface.register(CASCADE, cascade_attention)
 
+
+register()
 
 __all__ = ["CASCADE", "STEPS", "cascade_attention", "register"]
