@@ -139,6 +139,9 @@ def test_a_row_cap_and_fewer_active_queries_change_nothing(tiny_specs):
     capped = run_many([queries.problem(c) for c in contexts], "dts", cfgs, max_rows=3, max_active=2, stats=stats)
     assert [[s.tokens for s in r.samples] for r in capped] == base
     assert stats.max_rows == 3
+    alone = [run_search(queries.problem(c), "dts", cfg) for c, cfg in zip(contexts, cfgs)]
+    # a query's model calls are its own, however the row cap splits the forwards it shares
+    assert [r.model_calls for r in capped] == [r.model_calls for r in alone]
 
 
 def test_a_failing_query_raises_its_error_and_the_others_stop():

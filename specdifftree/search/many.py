@@ -256,7 +256,8 @@ class Lockstep:
 
     def _fused(self, requests: list[_Rows], max_rows: int) -> list[tuple]:
         """The requests' rows through their shared backbone in chunks of `max_rows`; each meter charged
-        its rows, its share of re-decoded positions and one call per chunk its rows were in."""
+        its rows, its share of re-decoded positions and one call: the call its request is alone, even
+        where `max_rows` splits the batch (the batch's own forwards are in `stats.forwards`)."""
         backbone = requests[0].target
         sizes = np.array([len(r.handles) for r in requests])
         edges = np.concatenate([[0], np.cumsum(sizes)])
@@ -276,8 +277,7 @@ class Lockstep:
         replies = []
         for i, r in enumerate(requests):
             a, b = int(edges[i]), int(edges[i + 1])
-            calls = max(1, sum(1 for lo in chunks if lo < b and lo + max_rows > a))
-            r.meter.add(sizes[i] + extra[i], calls)
+            r.meter.add(sizes[i] + extra[i], 1)
             replies.append((kids_all[a:b], logits_all[a:b]))
         return replies
 
