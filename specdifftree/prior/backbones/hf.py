@@ -205,13 +205,13 @@ class HFBackbone(Backbone):
         paths = [self._live_path(h) for h in handles.tolist()]
         new_slots = self.pool.alloc(B)
         lens = np.fromiter((len(p) for p in paths), dtype=np.int64, count=B)
+        lens_t = torch.from_numpy(lens).to(self.device)
         if self.cascade:
             mask = self._set_cascade(handles, paths, new_slots)
         else:
             idx, _ = left_padded(paths, new_slots)
             self._step.set(idx)
-            mask = self._masks(torch.from_numpy(lens).to(self.device), idx.shape[1])
-        lens_t = torch.from_numpy(lens).to(self.device)
+            mask = self._masks(lens_t, idx.shape[1])
         try:
             if self.cascade:  # (per call: several backbones may wrap one model)
                 hf_cascade.STEPS[id(self.config)] = self._step

@@ -31,7 +31,7 @@ class PoolStep:
         self.idx_t = torch.zeros(0, dtype=torch.long)
         self.new_slots = torch.zeros(0, dtype=torch.long)  # [B]
         self.width = 0                                # L + 1
-        self._kbuf = self._vbuf = None
+        self._buf = None                              # (keys, values) flat buffers
         self.cascade = False                          # cascade mode (hf_cascade.py) for this forward
         self.groups = self.rows_per_group = 0         # G roots, R places per root
         self.prefix_idx = np.zeros(0, dtype=np.int64)  # [G * P] the roots' prompt slots, padded with PAD_SLOT
@@ -66,19 +66,15 @@ class PoolStep:
         mask = torch.zeros(keep.shape, dtype=torch.float32, device=device)  # the cascade scores are float32
         self.prefix_mask = mask.masked_fill_(~keep, torch.finfo(mask.dtype).min)[:, None, None, :]
 
-    def prefix_buffers(self, numel: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two flat buffers for the roots' prompt K/V, grown like `buffers`."""
-        if self._pbuf is None or self._pbuf[0].numel() < numel:
-            self._pbuf = tuple(torch.empty(numel * 3 // 2, dtype=like.dtype, device=like.device) for _ in range(2))
-        return self._pbuf[0][:numel], self._pbuf[1][:numel]
-
-    def buffers(self, numel: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two flat buffers of at least `numel` elements, grown by half again when short (no
-        allocation per step)."""
-        if self._kbuf is None or self._kbuf.numel() < numel:
-            self._kbuf = torch.empty(numel * 3 // 2, dtype=like.dtype, device=like.device)
-            self._vbuf = torch.empty_like(self._kbuf)
-        return self._kbuf[:numel], self._vbuf[:numel]
+    def buffers(self, numel: int, like: torch.Tensor, prefix: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two flat buffers of at least `numel` elements (the rows' K/V, or with `prefix` the roots'
+        prompt K/V in cascade mode), grown by half again when short (no allocation per step)."""
+        name = "_pbuf" if prefix else "_buf"
+        bufs = getattr(self, name)
+        if bufs is None or bufs[0].numel() < numel:
+            bufs = tuple(torch.empty(numel * 3 // 2, dtype=like.dtype, device=like.device) for _ in range(2))
+            setattr(self, name, bufs)
+        return bufs[0][:numel], bufs[1][:numel]
 
 
 class _PoolLayer(DynamicLayer):
@@ -101,7 +97,7 @@ class _PoolLayer(DynamicLayer):
         pool.gather(layer, step.idx, step.idx_t, kb, vb)
         if step.cascade:
             G, P = step.groups, step.prefix_width
-            kp, vp = step.prefix_buffers(G * P * H * D, key_states)
+            kp, vp = step.buffers(G * P * H * D, key_states, prefix=True)
             kp, vp = kp.view(G * P, H, D), vp.view(G * P, H, D)
             pool.gather(layer, step.prefix_idx, step.prefix_idx_t, kp, vp)
             step.kp, step.vp = kp.view(G, P, H, D).transpose(1, 2), vp.view(G, P, H, D).transpose(1, 2)
